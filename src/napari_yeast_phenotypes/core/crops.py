@@ -1,0 +1,237 @@
+"""The one preprocessing function: (image, labels, cells) -> (N, 1, 40, 40) float32 crops.
+
+Training (through the curated set) and inference both call :func:`extract_crops`, and its
+settings (:class:`CropSettings`) are saved inside every checkpoint, so a crop at training time and
+one at inference time cannot differ.
+
+How a crop is made, for each cell of a frame, all cells at once:
+- a square window centred on the cell's bounding box. With ``scale="movie"`` (default) its side is
+  the larger of the cell's longest side and ``reference`` x the movie's median cell side, plus the
+  margin: cells keep their size relative to the movie's typical cell, so an enlarged (senescent)
+  cell looks enlarged, while cells far bigger than usual still fit. ``scale="cell"`` (the original
+  study's crops) fills every crop with its cell and loses the size cue;
+- sampled on a (size x size) grid with bilinear interpolation and ``k x k`` supersampling per
+  output pixel (k grows with the window/crop ratio), which anti-aliases the downscaling;
+- pixels of other cells (or, with ``mask="outside"``, everything that is not this cell) are set
+  to background before interpolation;
+- intensities are mapped with the movie's robust range: 0 = median background, 1 = the 99th
+  percentile of in-cell pixels (:func:`movie_stats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+from .io import InputError
+
+MASK_MODES = ("others", "outside", "none")
+SCALE_MODES = ("movie", "cell")
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """All settings of the preprocessing; saved in every checkpoint and curated set.
+
+    Attributes
+    ----------
+    size
+        Side of the square crop in pixels (the study used 40).
+    margin
+        Extra context on each side of the cell, as a fraction of the cell's longest side.
+    min_side
+        Smallest window side in image pixels, so tiny cells are not blown up beyond sense.
+    mask
+        ``"others"``: neighbouring cells are blanked; ``"outside"``: everything but the cell is
+        blanked; ``"none"``: the window is kept as it is.
+    background_percentile, foreground_percentile
+        The robust intensity range: the background level is this percentile of the pixels outside
+        cells, the top of the range this percentile of the pixels inside cells.
+    max_supersample
+        Upper bound of the per-axis supersampling used against aliasing.
+    scale
+        ``"movie"``: window side from the movie's median cell size (x ``reference``) or the cell's
+        own size, whichever is larger; ``"cell"``: from the cell's own size only.
+    reference
+        Window side in units of the movie's median cell side (``scale="movie"``).
+    """
+
+    size: int = 40
+    margin: float = 0.15
+    min_side: int = 12
+    mask: str = "others"
+    background_percentile: float = 50.0
+    foreground_percentile: float = 99.0
+    max_supersample: int = 4
+    scale: str = "movie"
+    reference: float = 1.4
+
+    def __post_init__(self):
+        if self.size < 8:
+            raise InputError(f"crop size {self.size} is too small; use at least 8 pixels")
+        if not 0 <= self.margin <= 2:
+            raise InputError(f"crop margin {self.margin} must be between 0 and 2")
+        if self.scale not in SCALE_MODES:
+            raise InputError(f"crop scale {self.scale!r} is not one of {', '.join(SCALE_MODES)}")
+        if self.mask not in MASK_MODES:
+            raise InputError(f"crop mask {self.mask!r} is not one of {', '.join(MASK_MODES)}")
+        if not 0 <= self.background_percentile < self.foreground_percentile <= 100:
+            raise InputError("background_percentile must be below foreground_percentile, both in 0..100")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "CropSettings":
+        """Build from a plain dict (e.g. from a checkpoint); unknown keys are an error."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(
+                f"unknown crop settings {sorted(unknown)}: the file was made by a newer or other "
+                "program version; update napari-yeast-phenotypes"
+            )
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class MovieStats:
+    """What crops of one movie are normalised by: intensity range and typical cell size."""
+
+    low: float
+    high: float
+    cell_side: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def movie_stats(image, labels, settings: CropSettings = CropSettings(), max_frames: int = 16,
+                max_pixels: int = 2_000_000) -> MovieStats:
+    """The movie's robust intensity range and median cell side, used for every crop of it.
+
+    Estimated on up to ``max_frames`` frames spread over the movie (lazy arrays are read only
+    there); intensities on about ``max_pixels`` pixels. NaN/inf pixels are ignored.
+    """
+    from .tracking import measure_frame
+
+    if image.ndim == 2:
+        image, labels = image[None], labels[None]
+    n = image.shape[0]
+    frames = np.unique(np.linspace(0, n - 1, num=min(n, max_frames)).astype(int))
+    per_frame = max(1, max_pixels // len(frames))
+    step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / per_frame)))
+    bg, fg, sides = [], [], []
+    for t in frames:
+        lab_full = np.asarray(labels[t])
+        cells = measure_frame(lab_full, int(t))
+        sides.append(np.maximum(cells["bbox_y1"] - cells["bbox_y0"], cells["bbox_x1"] - cells["bbox_x0"]))
+        im = np.asarray(image[t][::step, ::step], dtype=np.float64)
+        lab = lab_full[::step, ::step]
+        finite = np.isfinite(im)
+        bg.append(im[(lab == 0) & finite])
+        fg.append(im[(lab > 0) & finite])
+    bg_all, fg_all = np.concatenate(bg), np.concatenate(fg)
+    if fg_all.size == 0:
+        raise InputError("the labels hold no cells in any frame, so there is nothing to classify")
+    low = float(np.percentile(bg_all, settings.background_percentile)) if bg_all.size else float(fg_all.min())
+    high = float(np.percentile(fg_all, settings.foreground_percentile))
+    if not high > low:
+        # constant or inverted images: fall back to the full finite range, then to unit scale
+        high = float(fg_all.max())
+        if not high > low:
+            high = low + 1.0
+    side = float(np.median(np.concatenate(sides))) if sum(len(x) for x in sides) else 1.0
+    return MovieStats(low, high, side)
+
+
+def window_geometry(cells: pd.DataFrame, settings: CropSettings, stats: MovieStats
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre (cy, cx) and side of each cell's square window, in pixel coordinates."""
+    y0, x0 = cells["bbox_y0"].to_numpy(float), cells["bbox_x0"].to_numpy(float)
+    y1, x1 = cells["bbox_y1"].to_numpy(float), cells["bbox_x1"].to_numpy(float)
+    side = np.maximum(y1 - y0, x1 - x0)
+    if settings.scale == "movie":
+        side = np.maximum(side, settings.reference * stats.cell_side)
+    side = np.maximum(side * (1 + 2 * settings.margin), settings.min_side)
+    return (y0 + y1) / 2, (x0 + x1) / 2, side
+
+
+def extract_crops(image: np.ndarray, labels: np.ndarray, cells: pd.DataFrame,
+                  settings: CropSettings, stats: MovieStats, chunk: int = 256) -> np.ndarray:
+    """Crops of the given cells of ONE frame, as a batch.
+
+    Parameters
+    ----------
+    image, labels
+        One 2D frame and its labels.
+    cells
+        Rows of the cell table for this frame (``label`` and ``bbox_*`` are used).
+    stats
+        The movie's :class:`MovieStats` (from :func:`movie_stats`).
+
+    Returns
+    -------
+    (N, 1, size, size) float32 array.
+    """
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    n = len(cells)
+    s = settings.size
+    out = np.zeros((n, 1, s, s), dtype=np.float32)
+    if n == 0:
+        return out
+    low, high = stats.low, stats.high
+    scale = 1.0 / (high - low)
+    img = np.asarray(image, dtype=np.float32).ravel()
+    img = np.where(np.isfinite(img), (img - low) * scale, 0.0).astype(np.float32)
+    lab = labels.ravel()
+    ny, nx = labels.shape
+    cy, cx, side = window_geometry(cells, settings, stats)
+    ids = cells["label"].to_numpy()
+    k = int(np.clip(np.ceil(side.max() / s), 1, settings.max_supersample))
+    # sample offsets within the window, in units of the window side, centred on 0
+    g = (np.arange(s * k) + 0.5) / (s * k) - 0.5
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        # continuous coordinates; pixel p covers [p, p+1), its centre is p + 0.5
+        yy = cy[a:b, None] + side[a:b, None] * g[None, :] - 0.5  # (m, s*k)
+        xx = cx[a:b, None] + side[a:b, None] * g[None, :] - 0.5
+        y0 = np.floor(yy).astype(np.int64)
+        x0 = np.floor(xx).astype(np.int64)
+        wy = (yy - y0).astype(np.float32)
+        wx = (xx - x0).astype(np.float32)
+        acc = np.zeros((b - a, s * k, s * k), dtype=np.float32)
+        own = ids[a:b, None, None]
+        for dy, wyy in ((0, 1 - wy), (1, wy)):
+            for dx, wxx in ((0, 1 - wx), (1, wx)):
+                py = y0 + dy
+                px = x0 + dx
+                inside = ((py >= 0) & (py < ny))[:, :, None] & ((px >= 0) & (px < nx))[:, None, :]
+                idx = np.clip(py, 0, ny - 1)[:, :, None] * nx + np.clip(px, 0, nx - 1)[:, None, :]
+                val = img[idx]
+                if settings.mask != "none":
+                    lv = lab[idx]
+                    keep = lv == own if settings.mask == "outside" else (lv == own) | (lv == 0)
+                    inside &= keep
+                acc += np.where(inside, val, 0.0) * (wyy[:, :, None] * wxx[:, None, :])
+        out[a:b, 0] = acc.reshape(b - a, s, k, s, k).mean(axis=(2, 4))
+    return out
+
+
+def movie_crops(image, labels, table: pd.DataFrame, settings: CropSettings = CropSettings(),
+                stats: MovieStats | None = None) -> np.ndarray:
+    """Crops for every row of ``table`` (any frames), in table order."""
+    if image.ndim == 2:
+        image, labels = image[None], labels[None]
+    if stats is None:
+        stats = movie_stats(image, labels, settings)
+    out = np.zeros((len(table), 1, settings.size, settings.size), dtype=np.float32)
+    pos = np.arange(len(table))
+    for t, idx in pd.Series(pos).groupby(table["frame"].to_numpy()):
+        rows = table.iloc[idx.to_numpy()]
+        out[idx.to_numpy()] = extract_crops(image[t], labels[t], rows, settings, stats)
+    return out

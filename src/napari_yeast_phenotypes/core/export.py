@@ -1,0 +1,45 @@
+"""CSV tables users keep: per cell per frame, and per track. Written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..phenotypes import CLASS_NAMES
+from .io import atomic_write
+
+CELL_BASE_COLUMNS = ["track_id", "frame", "label", "y", "x", "area", "phenotype", "phenotype_raw", "confidence"]
+
+
+def cell_columns(class_names=CLASS_NAMES) -> list[str]:
+    """Column order of ``cells.csv``."""
+    return CELL_BASE_COLUMNS + [f"p_{c}" for c in class_names] + ["annotated"]
+
+
+def cells_for_export(cells: pd.DataFrame, class_names=CLASS_NAMES) -> pd.DataFrame:
+    """The per-cell table in the documented column order (``annotated`` False where absent)."""
+    out = cells.copy()
+    if "annotated" not in out:
+        out["annotated"] = False
+    out = out[cell_columns(class_names)].sort_values(["frame", "label"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a CSV whole or not at all."""
+    path = Path(path)
+    with atomic_write(path, "w", newline="") as fh:
+        df.to_csv(fh, index=False, float_format="%.6g")
+    return path
+
+
+def write_tables(cells: pd.DataFrame, tracks: pd.DataFrame, out_dir: str | os.PathLike,
+                 class_names=CLASS_NAMES) -> dict[str, Path]:
+    """Write ``cells.csv`` and ``tracks.csv`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    return {
+        "cells": write_csv(cells_for_export(cells, class_names), out_dir / "cells.csv"),
+        "tracks": write_csv(tracks, out_dir / "tracks.csv"),
+    }

@@ -1,0 +1,160 @@
+"""Per-track smoothing of per-frame class probabilities, transitions and senescence.
+
+Each track is a hidden Markov chain over the classes: a live cell keeps its phenotype from one
+frame to the next with high probability, switches rarely, and may become Senescent, which is
+absorbing (a senescent or dead cell does not come back). The per-frame network probabilities are
+the emissions. Viterbi gives the smoothed phenotype path; forward-backward gives each frame's
+confidence (the posterior probability of the chosen class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..phenotypes import CLASS_NAMES
+
+
+@dataclass(frozen=True)
+class TimelineSettings:
+    """Transition rates of the per-track model (per frame).
+
+    ``switch_rate``: chance that a live cell changes to another live phenotype;
+    ``senescence_rate``: chance that a live cell becomes senescent; ``min_probability`` keeps a
+    single overconfident frame from forbidding a class outright.
+    """
+
+    switch_rate: float = 0.05
+    senescence_rate: float = 0.05
+    min_probability: float = 1e-4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def transition_matrix(n: int, absorbing: int | None, s: TimelineSettings) -> np.ndarray:
+    """Row-stochastic (n, n) transition matrix with ``absorbing`` as a sink state."""
+    live = [i for i in range(n) if i != absorbing]
+    a = np.zeros((n, n))
+    for i in live:
+        others = [j for j in live if j != i]
+        a[i, others] = s.switch_rate / max(len(others), 1)
+        if absorbing is not None:
+            a[i, absorbing] = s.senescence_rate
+        a[i, i] = 1.0 - a[i].sum()
+    if absorbing is not None:
+        a[absorbing, absorbing] = 1.0
+    return a
+
+
+def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSettings = TimelineSettings()
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed class path and its per-frame confidence for one track.
+
+    Parameters
+    ----------
+    probs
+        (T, C) per-frame class probabilities, frames in time order.
+    absorbing
+        Index of the absorbing class (Senescent), or ``None``.
+
+    Returns
+    -------
+    path
+        (T,) class indices (Viterbi); once ``absorbing`` is reached it is never left.
+    confidence
+        (T,) posterior probability of the chosen class at each frame.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    t_len, n = probs.shape
+    emis = np.clip(probs, settings.min_probability, 1.0)
+    emis /= emis.sum(axis=1, keepdims=True)
+    a = transition_matrix(n, absorbing, settings)
+    with np.errstate(divide="ignore"):
+        log_a = np.log(a)
+    log_e = np.log(emis)
+    # Viterbi with a flat prior over the start state
+    score = log_e[0].copy()
+    back = np.zeros((t_len, n), dtype=np.int64)
+    for t in range(1, t_len):
+        cand = score[:, None] + log_a
+        back[t] = cand.argmax(axis=0)
+        score = cand.max(axis=0) + log_e[t]
+    path = np.empty(t_len, dtype=np.int64)
+    path[-1] = int(score.argmax())
+    for t in range(t_len - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    # forward-backward (scaled) for the posterior of each frame
+    fwd = np.empty((t_len, n))
+    f = emis[0] / n
+    fwd[0] = f / f.sum()
+    for t in range(1, t_len):
+        f = (fwd[t - 1] @ a) * emis[t]
+        fwd[t] = f / f.sum()
+    bwd = np.ones(n)
+    post = np.empty((t_len, n))
+    post[-1] = fwd[-1]
+    for t in range(t_len - 2, -1, -1):
+        bwd = a @ (emis[t + 1] * bwd)
+        bwd /= bwd.sum()
+        p = fwd[t] * bwd
+        post[t] = p / p.sum()
+    return path, post[np.arange(t_len), path]
+
+
+def prob_columns(class_names) -> list[str]:
+    return [f"p_{c}" for c in class_names]
+
+
+def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: TimelineSettings = TimelineSettings(),
+                 absorbing: str | None = "Senescent") -> pd.DataFrame:
+    """Add ``phenotype_raw`` (per-frame argmax), ``phenotype`` (smoothed) and ``confidence``.
+
+    ``cells`` needs ``track_id``, ``frame`` and one ``p_<class>`` column per class.
+    """
+    names = list(class_names)
+    cells = cells.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
+    probs = cells[prob_columns(names)].to_numpy(dtype=np.float64)
+    raw = probs.argmax(axis=1) if len(cells) else np.zeros(0, int)
+    smooth = raw.copy()
+    conf = probs.max(axis=1) if len(cells) else np.zeros(0)
+    sink = names.index(absorbing) if absorbing in names else None
+    tracks = cells["track_id"].to_numpy()
+    bounds = np.flatnonzero(np.diff(tracks)) + 1
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(cells)]):
+        if b > a:
+            smooth[a:b], conf[a:b] = smooth_track(probs[a:b], sink, settings)
+    out = cells.copy()
+    out["phenotype_raw"] = np.asarray(names, dtype=object)[raw]
+    out["phenotype"] = np.asarray(names, dtype=object)[smooth]
+    out["confidence"] = conf
+    return out.sort_values(["frame", "label"], kind="stable").reset_index(drop=True)
+
+
+def track_summary(cells: pd.DataFrame, class_names=CLASS_NAMES, absorbing: str = "Senescent") -> pd.DataFrame:
+    """One row per track: span, dominant phenotype, senescence frame, frames per class, transitions."""
+    names = list(class_names)
+    cols = ["track_id", "first_frame", "last_frame", "n_frames", "dominant_phenotype", "senescence_frame"]
+    cols += [f"frames_{c}" for c in names] + ["transitions"]
+    rows = []
+    for tid, g in cells.sort_values(["track_id", "frame"]).groupby("track_id", sort=True):
+        ph = g["phenotype"].to_numpy()
+        fr = g["frame"].to_numpy()
+        counts = {c: int((ph == c).sum()) for c in names}
+        sen = fr[ph == absorbing]
+        change = np.flatnonzero(ph[1:] != ph[:-1]) + 1
+        rows.append({
+            "track_id": int(tid),
+            "first_frame": int(fr[0]),
+            "last_frame": int(fr[-1]),
+            "n_frames": int(len(fr)),
+            "dominant_phenotype": max(names, key=lambda c: (counts[c], -names.index(c))),
+            "senescence_frame": int(sen[0]) if sen.size else pd.NA,
+            **{f"frames_{c}": counts[c] for c in names},
+            "transitions": "; ".join(f"{fr[i]}:{ph[i - 1]}>{ph[i]}" for i in change),
+        })
+    out = pd.DataFrame(rows, columns=cols)
+    out["senescence_frame"] = out["senescence_frame"].astype("Int64")
+    return out

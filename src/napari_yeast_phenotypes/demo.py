@@ -1,0 +1,176 @@
+"""The demo: the whole flow on synthetic movies with ground truth, in a few minutes on a CPU.
+
+1. simulate three small movies from three "experiments" (two for training, one for validation);
+2. turn their ground truth into a curated set through the curate path (the one crop function);
+3. train the adapted ResNet50 on it (or reuse the cached demo model);
+4. simulate a new movie and classify it: ``cells.csv``, ``tracks.csv``, ``summary.png``;
+5. print the accuracy against the ground truth, per cell-frame and for senescence frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .phenotypes import CLASS_NAMES, SENESCENT
+
+DEMO_MOVIE = {"n_frames": 40, "size": 256, "n_cells": 30}
+TRAIN_MOVIES = {"n_frames": 40, "size": 320, "n_cells": 45}
+PER_CLASS_TRAIN = 320
+PER_CLASS_VAL = 80
+DEFAULT_EPOCHS = 6
+
+
+def cache_dir() -> Path:
+    """Where the demo keeps its trained model (``NAPARI_YEAST_PHENOTYPES_CACHE`` overrides)."""
+    env = os.environ.get("NAPARI_YEAST_PHENOTYPES_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-yeast-phenotypes"
+    return base
+
+
+def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Generator, split: str,
+                          experiment: str) -> pd.DataFrame:
+    """At most ``per_class`` cell-frames of each class, spread over cells and frames."""
+    parts = []
+    for _, g in truth.groupby("phenotype"):
+        parts.append(g.sample(n=min(per_class, len(g)), random_state=int(rng.integers(1 << 31))))
+    ann = pd.concat(parts).sort_values(["frame", "label"])
+    return ann.assign(split=split, experiment=experiment)[["frame", "label", "phenotype", "split", "experiment"]]
+
+
+def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> dict:
+    return {"version": __version__, "seed": seed, "epochs": epochs, "base_weights": base_weights,
+            "trainable": trainable, "train_movies": TRAIN_MOVIES, "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL]}
+
+
+def choose_base_weights() -> tuple[str, str, str]:
+    """ImageNet weights with the study's freeze policy when cached here; otherwise train from scratch."""
+    from .core.model import imagenet_weights_path
+
+    path = imagenet_weights_path()
+    if path.exists() or path.with_name("resnet50-0676ba61.pth").exists():
+        return "imagenet", "conv1,fc", "ImageNet weights found: training conv1 + fc, as in the study"
+    return "none", "all", (
+        f"ImageNet weights are not on this machine ({path} is missing and there is no internet "
+        "here), so the demo trains every layer from random weights instead. Put the file there "
+        "to train as in the study."
+    )
+
+
+def build_curated_set(root: Path, seed: int) -> Path:
+    """Simulate the training/validation movies and curate their ground truth into ``root``."""
+    from .core.crops import CropSettings
+    from .core.curated import CuratedSet, crops_for_annotations
+    from .core.simulate import simulate_movie, write_movie
+
+    rng = np.random.default_rng(seed)
+    cs = CuratedSet(root, CropSettings())
+    plan = [("exp1", "train", PER_CLASS_TRAIN // 2), ("exp2", "train", PER_CLASS_TRAIN // 2),
+            ("exp3", "val", PER_CLASS_VAL)]
+    for i, (exp, split, per_class) in enumerate(plan):
+        movie = simulate_movie(**TRAIN_MOVIES, seed=seed * 1000 + i + 1)
+        write_movie(movie, root.parent / "training_movies" / exp)
+        ann = _balanced_annotations(movie.truth, per_class, rng, split, exp)
+        crops, rows = crops_for_annotations(movie.image, movie.labels, ann, cs.crop_settings,
+                                            source="image.tif", experiment=exp)
+        cs.add(crops, rows, annotator="simulation truth")
+    return root
+
+
+def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
+    """Train the demo model (or copy the cached one) to ``out/model.pt``."""
+    from .cli import _train_progress
+    from .core.curated import CuratedSet
+    from .core.train import TrainConfig, train
+
+    base, trainable, note = choose_base_weights()
+    print(f"  {note}")
+    cfg = demo_config(seed, epochs, base, trainable)
+    key = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+    cached = cache_dir() / f"demo-model-{key}.pt"
+    model_path = out / "model.pt"
+    if cached.exists() and not retrain:
+        shutil.copyfile(cached, model_path)
+        print(f"  using the cached demo model {cached} (--retrain to train anew)")
+        return model_path
+    cs = CuratedSet(out / "curated")
+    train_set, val_set = cs.load_split("train"), cs.load_split("val")
+    print(f"  {len(train_set)} training crops, {len(val_set)} validation crops (never augmented)")
+    config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3 if trainable == "all" else 1e-3, seed=seed,
+                         base_weights=base, trainable=trainable)
+    train(train_set, val_set, config, cs.crop_settings, out=model_path, progress=_train_progress())
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_path, cached)
+    return model_path
+
+
+def score(cells: pd.DataFrame, tracks: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Accuracy per cell-frame and senescence-frame agreement against the simulation's truth."""
+    m = cells.merge(truth.rename(columns={"phenotype": "truth"}), on=["frame", "label"], how="inner")
+    per_class = {c: float((g["phenotype"] == c).mean()) for c, g in m.groupby("truth")}
+    t_sen = truth[truth["phenotype"] == CLASS_NAMES[SENESCENT]].groupby("label")["frame"].min()
+    label_of_track = cells.groupby("track_id")["label"].first()
+    pred = tracks.set_index("track_id")["senescence_frame"]
+    pred_by_label = pd.Series(pred.to_numpy(), index=label_of_track.reindex(pred.index).to_numpy())
+    diffs = []
+    for label, f in t_sen.items():
+        p = pred_by_label.get(label, pd.NA)
+        diffs.append(np.inf if pd.isna(p) else abs(int(p) - int(f)))
+    diffs = np.asarray(diffs, dtype=float)
+    return {
+        "cell_frames": int(len(m)),
+        "accuracy": float((m["phenotype"] == m["truth"]).mean()),
+        "accuracy_unsmoothed": float((m["phenotype_raw"] == m["truth"]).mean()),
+        "recall_per_class": per_class,
+        "senescent_tracks": int(len(diffs)),
+        "senescence_within_2_frames": float((diffs <= 2).mean()) if len(diffs) else float("nan"),
+    }
+
+
+def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0, epochs: int | None = None) -> int:
+    """Run the demo into ``out``; returns an exit status."""
+    from .core.export import write_tables
+    from .core.io import atomic_write, prepare_output_dir
+    from .core.model import load_classifier
+    from .core.pipeline import analyse
+    from .core.plots import save_summary
+    from .core.simulate import simulate_movie, write_movie
+    from .cli import _progress_bar
+
+    t0 = time.perf_counter()
+    epochs = epochs or DEFAULT_EPOCHS
+    out = prepare_output_dir(out, ["cells.csv", "tracks.csv", "summary.png", "curated", "model.pt"], overwrite)
+    for stale in ("curated", "training_movies"):
+        if (out / stale).exists():
+            shutil.rmtree(out / stale)  # only with --overwrite (prepare_output_dir refused otherwise)
+    print("[1/4] simulating 3 training/validation movies and curating their ground truth")
+    build_curated_set(out / "curated", seed)
+    print("[2/4] getting a model")
+    model_path = get_model(out, seed, epochs, retrain)
+    print("[3/4] simulating a new movie and classifying it")
+    movie = simulate_movie(**DEMO_MOVIE, seed=seed * 1000 + 99)
+    write_movie(movie, out / "movie")
+    clf = load_classifier(model_path)
+    res = analyse(movie.image, movie.labels, clf, progress=_progress_bar("classifying"))
+    write_tables(res.cells, res.tracks, out, clf.class_names)
+    save_summary(res.cells, res.tracks, out / "summary.png", clf.class_names, title="demo movie (synthetic)")
+    print("[4/4] comparing with the ground truth")
+    s = score(res.cells, res.tracks, movie.truth)
+    s["seconds"] = round(time.perf_counter() - t0, 1)
+    with atomic_write(out / "accuracy.json") as fh:
+        json.dump(s, fh, indent=2)
+    print(f"  accuracy per cell-frame: {s['accuracy']:.3f} (unsmoothed {s['accuracy_unsmoothed']:.3f}, "
+          f"n={s['cell_frames']})")
+    print("  recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in s["recall_per_class"].items()))
+    print(f"  senescence frame within 2 frames of the truth: {s['senescence_within_2_frames']:.0%} "
+          f"of {s['senescent_tracks']} tracks that become senescent")
+    print(f"wrote {out / 'cells.csv'}, {out / 'tracks.csv'}, {out / 'summary.png'} in {s['seconds']:.0f} s")
+    return 0
