@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,14 +210,20 @@ def read_model_file(path: str | os.PathLike, *, trust: bool = False) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():
+            raise InputError(
+                f"refused to load {path}: it contains Python objects or code, not only tensors and "
+                "plain values, and loading it could run that code. If it is a whole model pickled by "
+                "the original notebook and you trust where it came from, load it with "
+                "--trust-model-file (this runs any code inside the file with your permissions)."
+            ) from exc
         raise InputError(
-            f"refused to load {path}: it contains Python objects or code, not only tensors and "
-            "plain values, and loading it could run that code. If it is a whole model pickled by "
-            "the original notebook and you trust where it came from, load it with --trust-model-file "
-            "(this runs any code inside the file with your permissions)."
+            f"{path} is not a readable model file: it is not a PyTorch checkpoint that can be checked "
+            "without running code (it may be truncated, not a model, or a plain pickle). Copy it again "
+            "or pick the right file; if it is a model pickled by the original notebook and you trust "
+            "where it came from, --trust-model-file loads it (and runs any code inside it)."
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
-            ModuleNotFoundError) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated zips fail in many ways (KeyError, EOFError, ...)
         raise InputError(
             f"{path} is not a readable model file ({type(exc).__name__}: {str(exc)[:200]}). It may "
             "be truncated (an interrupted copy or save) or not a PyTorch model at all; copy it again "

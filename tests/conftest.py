@@ -1,0 +1,43 @@
+"""Shared fixtures: small synthetic movies, a quick (untrained) checkpoint, the real data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def real_data(*parts: str) -> Path:
+    """Path under ../shared/data/real, or skip the test when it is absent (a user's clone)."""
+    path = REAL_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_movie():
+    from napari_yeast_phenotypes.core.simulate import simulate_movie
+
+    return simulate_movie(n_frames=6, size=128, n_cells=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A valid checkpoint with random weights: predictions are arbitrary, the pipeline runs."""
+    import torch
+
+    from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "random.pt"
+    save_checkpoint(path, Classifier(YeastResNet(8).eval()))
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

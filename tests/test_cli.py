@@ -1,0 +1,155 @@
+"""The command line, end to end, on small synthetic movies."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+
+from napari_yeast_phenotypes.cli import main
+from napari_yeast_phenotypes.core.export import cell_columns
+from napari_yeast_phenotypes.core.model import load_classifier
+from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
+
+
+@pytest.fixture
+def movie_dir(tmp_path):
+    assert main(["simulate", "--out", str(tmp_path / "movie"), "--frames", "5", "--size", "128",
+                 "--cells", "6", "--seed", "1"]) == 0
+    return tmp_path / "movie"
+
+
+def classify(movie_dir, model, out, *extra):
+    return main(["classify", "--image", str(movie_dir / "image.tif"), "--labels", str(movie_dir / "labels.tif"),
+                 "--model", str(model), "--out", str(out), *extra])
+
+
+def test_simulate_writes_movie_and_truth(movie_dir):
+    img = tifffile.imread(movie_dir / "image.tif")
+    lab = tifffile.imread(movie_dir / "labels.tif")
+    truth = pd.read_csv(movie_dir / "truth.csv")
+    assert img.shape == lab.shape == (5, 128, 128)
+    assert set(truth.columns) == {"frame", "label", "phenotype"}
+    assert set(truth["phenotype"]) <= set(CLASS_NAMES)
+
+
+def test_classify_writes_documented_tables(movie_dir, random_checkpoint, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert classify(movie_dir, random_checkpoint, out) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    tracks = pd.read_csv(out / "tracks.csv")
+    assert list(cells.columns) == cell_columns()
+    truth = pd.read_csv(movie_dir / "truth.csv")
+    assert len(cells) == len(truth)
+    assert set(zip(cells["frame"], cells["label"])) == set(zip(truth["frame"], truth["label"]))
+    p = cells[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()
+    assert np.allclose(p.sum(axis=1), 1, atol=1e-4)
+    assert set(cells["phenotype"]) <= set(CLASS_NAMES)
+    assert list(tracks.columns) == (["track_id", "first_frame", "last_frame", "n_frames", "dominant_phenotype",
+                                     "senescence_frame"] + [f"frames_{c}" for c in CLASS_NAMES] + ["transitions"])
+    assert (tracks[[f"frames_{c}" for c in CLASS_NAMES]].sum(axis=1) == tracks["n_frames"]).all()
+    assert (out / "summary.png").stat().st_size > 10_000
+    # results are never replaced silently
+    before = (out / "cells.csv").read_bytes()
+    assert classify(movie_dir, random_checkpoint, out) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "cells.csv").read_bytes() == before
+    assert classify(movie_dir, random_checkpoint, out, "--overwrite") == 0
+
+
+def test_classify_npy_2d_and_untracked(tmp_path, movie_dir, random_checkpoint, capsys):
+    img = tifffile.imread(movie_dir / "image.tif")
+    lab = tifffile.imread(movie_dir / "labels.tif")
+    np.save(tmp_path / "img2d.npy", img[0])
+    np.save(tmp_path / "lab2d.npy", lab[0])
+    assert main(["classify", "--image", str(tmp_path / "img2d.npy"), "--labels", str(tmp_path / "lab2d.npy"),
+                 "--model", str(random_checkpoint), "--out", str(tmp_path / "one")]) == 0
+    cells = pd.read_csv(tmp_path / "one" / "cells.csv")
+    assert (cells["frame"] == 0).all() and len(cells) == len(np.unique(lab[0])) - 1
+    # ids swapped in every other frame: relinked, one track per cell
+    swapped = lab.astype(np.int32).copy()
+    swapped[1::2] = np.where(swapped[1::2] > 0, 500 - swapped[1::2], 0)
+    np.save(tmp_path / "lab_untracked.npy", swapped)
+    capsys.readouterr()
+    assert main(["classify", "--image", str(movie_dir / "image.tif"), "--labels", str(tmp_path / "lab_untracked.npy"),
+                 "--model", str(random_checkpoint), "--out", str(tmp_path / "relinked")]) == 0
+    assert "relinked" in capsys.readouterr().out
+    tracks = pd.read_csv(tmp_path / "relinked" / "tracks.csv")
+    assert len(tracks) == len(np.unique(lab)) - 1
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("shape", "differ"),
+    ("float", "integers"),
+    ("empty", "no cells"),
+    ("bool", "boolean mask"),
+    ("channels", "--channel"),
+])
+def test_bad_movies_get_a_clear_error_and_no_output(tmp_path, movie_dir, random_checkpoint, capsys, case, pattern):
+    img = tifffile.imread(movie_dir / "image.tif")
+    lab = tifffile.imread(movie_dir / "labels.tif")
+    if case == "shape":
+        lab = lab[:, :100]
+    elif case == "float":
+        lab = lab.astype(np.float32)
+    elif case == "empty":
+        lab = np.zeros_like(lab)
+    elif case == "bool":
+        lab = lab > 0
+    elif case == "channels":
+        img = np.stack([img, img], axis=1)
+    np.save(tmp_path / "i.npy", img)
+    np.save(tmp_path / "l.npy", lab)
+    rc = main(["classify", "--image", str(tmp_path / "i.npy"), "--labels", str(tmp_path / "l.npy"),
+               "--model", str(random_checkpoint), "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and pattern in err and "Traceback" not in err
+    assert not (tmp_path / "res" / "cells.csv").exists()
+
+
+def test_channel_option_picks_the_reporter(tmp_path, movie_dir, random_checkpoint):
+    img = tifffile.imread(movie_dir / "image.tif")
+    np.save(tmp_path / "tc.npy", np.stack([np.zeros_like(img), img], axis=1))
+    assert main(["classify", "--image", str(tmp_path / "tc.npy"), "--labels", str(movie_dir / "labels.tif"),
+                 "--model", str(random_checkpoint), "--out", str(tmp_path / "a"), "--channel", "1"]) == 0
+    assert classify(movie_dir, random_checkpoint, tmp_path / "b") == 0
+    a = pd.read_csv(tmp_path / "a" / "cells.csv")
+    b = pd.read_csv(tmp_path / "b" / "cells.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_bad_model_file(tmp_path, movie_dir, capsys):
+    (tmp_path / "m.pt").write_bytes(b"\x00" * 100)
+    assert classify(movie_dir, tmp_path / "m.pt", tmp_path / "res") == 2
+    assert "not a readable model file" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, capsys, monkeypatch):
+    truth = pd.read_csv(movie_dir / "truth.csv")
+    truth.assign(split=np.where(truth.index % 3 == 0, "val", "train")).to_csv(tmp_path / "ann.csv", index=False)
+    cur = tmp_path / "cur"
+    assert main(["curate", "--image", str(movie_dir / "image.tif"), "--labels", str(movie_dir / "labels.tif"),
+                 "--annotations", str(tmp_path / "ann.csv"), "--out", str(cur)]) == 0
+    model = tmp_path / "model.pt"
+    assert main(["train", "--train", str(cur / "train"), "--val", str(cur / "val"), "--out", str(model),
+                 "--epochs", "1", "--batch-size", "8", "--base-weights", "none", "--seed", "3"]) == 0
+    clf = load_classifier(model)
+    meta = clf.metadata
+    assert meta["training"]["epochs"] == 1 and meta["base_weights"] == "none"
+    assert meta["validation"]["n"] == int((truth.index % 3 == 0).sum())
+    assert clf.model.trainable == ("conv1", "fc")
+    assert "validation (best epoch)" in capsys.readouterr().out
+    # the checkpoint classifies a movie
+    assert classify(movie_dir, model, tmp_path / "res") == 0
+    # offline ImageNet: a plain message, exit 2, no file written
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    rc = main(["train", "--train", str(cur / "train"), "--out", str(tmp_path / "m2.pt"), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ImageNet weights" in err and "--base-weights none" in err
+    assert not (tmp_path / "m2.pt").exists()

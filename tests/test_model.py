@@ -1,0 +1,197 @@
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from napari_yeast_phenotypes.core import model as model_mod
+from napari_yeast_phenotypes.core.io import InputError
+from napari_yeast_phenotypes.core.model import (
+    Classifier, WeightsUnavailable, YeastResNet, build_model, load_classifier, save_checkpoint,
+)
+from napari_yeast_phenotypes.core.predict import predict_crops
+
+
+@pytest.fixture(scope="module")
+def crops():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(12, 1, 40, 40, generator=g).numpy()
+
+
+def rgb_resnet50_state():
+    torch.manual_seed(5)
+    return torchvision.models.resnet50(weights=None).state_dict()
+
+
+def test_adaptation_averages_rgb_conv1_from_a_local_file(tmp_path):
+    state = rgb_resnet50_state()
+    path = tmp_path / "resnet50.pth"
+    torch.save(state, path)
+    m = build_model(8, base_weights=path)
+    assert m.conv1.weight.shape == (64, 1, 7, 7)
+    assert torch.allclose(m.conv1.weight, state["conv1.weight"].mean(dim=1, keepdim=True))
+    assert torch.equal(m.layer3[0].conv2.weight, state["layer3.0.conv2.weight"])
+    assert m.fc.out_features == 8
+    assert m(torch.zeros(2, 1, 40, 40)).shape == (2, 8)
+
+
+def test_imagenet_weights_come_from_torchvision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = model_mod.imagenet_weights_path()
+    assert str(path).startswith(str(tmp_path)) and path.name.startswith("resnet50-")
+    path.parent.mkdir(parents=True)
+    torch.save(rgb_resnet50_state(), path)
+    m = build_model(8, base_weights="imagenet")
+    assert torch.allclose(m.conv1.weight, rgb_resnet50_state()["conv1.weight"].mean(dim=1, keepdim=True))
+
+
+def test_offline_imagenet_message_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsUnavailable) as err:
+        build_model(8, base_weights="imagenet")
+    msg = str(err.value)
+    assert str(model_mod.imagenet_weights_path()) in msg
+    assert "--base-weights none --trainable all" in msg and "--base-weights PATH" in msg
+
+
+def test_default_policy_trains_only_conv1_and_fc():
+    m = YeastResNet(8)
+    trainable = {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"conv1", "fc"}
+    assert {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad} == {"conv1", "fc"}
+    m.set_trainable("all")
+    assert all(p.requires_grad for p in m.parameters())
+    with pytest.raises(InputError, match="conv1,fc"):
+        m.set_trainable("conv1,head")
+
+
+def bn_buffers(m):
+    return {n: b.clone() for n, b in m.named_buffers() if "running" in n}
+
+
+def one_step(m):
+    m.train()
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(8, 1, 40, 40) * 3 + 1  # statistics unlike the running ones
+    loss = torch.nn.functional.cross_entropy(m(x), torch.arange(8))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def test_frozen_batchnorm_statistics_do_not_drift():
+    torch.manual_seed(0)
+    m = YeastResNet(8)
+    before = bn_buffers(m)
+    params = {n: p.clone() for n, p in m.named_parameters()}
+    one_step(m)
+    after = bn_buffers(m)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    changed = {n.split(".")[0] for n, p in m.named_parameters() if not torch.equal(p, params[n])}
+    assert changed == {"conv1", "fc"}
+    # the same step with every layer trainable does move them: the check above can fail
+    m.set_trainable("all")
+    one_step(m)
+    assert not all(torch.equal(before[k], v) for k, v in bn_buffers(m).items())
+
+
+def test_checkpoint_round_trip_keeps_predictions(tmp_path, crops):
+    torch.manual_seed(2)
+    clf = Classifier(YeastResNet(8).eval())
+    path = save_checkpoint(tmp_path / "m.pt", clf, note="x")
+    # a checkpoint is tensors and plain values only
+    raw = torch.load(path, weights_only=True)
+    assert raw["class_names"][7] == "Senescent" and raw["metadata"]["note"] == "x"
+    loaded = load_classifier(path)
+    assert np.array_equal(predict_crops(clf.model, crops), predict_crops(loaded.model, crops))
+    assert loaded.crop_settings == clf.crop_settings
+
+
+def notebook_state():
+    """What the original notebook saved: torchvision resnet50, 1-channel conv1, 8-way fc."""
+    torch.manual_seed(3)
+    net = torchvision.models.resnet50(weights=None)
+    net.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    net.fc = torch.nn.Linear(2048, 8)
+    return net.eval()
+
+
+def test_bare_notebook_state_dict_loads(tmp_path, crops):
+    net = notebook_state()
+    path = tmp_path / "notebook.pth"
+    torch.save(net.state_dict(), path)
+    clf = load_classifier(path)
+    with torch.inference_mode():
+        expected = torch.softmax(net(torch.from_numpy(crops)), 1).numpy()
+    assert np.allclose(predict_crops(clf.model, crops), expected, atol=1e-6)
+    custom = load_classifier(path, class_names=list("ABCDEFGH"))
+    assert custom.class_names == tuple("ABCDEFGH")
+    with pytest.raises(InputError, match="8 classes"):
+        load_classifier(path, class_names=["a", "b"])
+
+
+class Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state": {"fc.weight": torch.zeros(8, 2048)}, "x": Evil(str(marker))}, path)
+    assert not marker.exists()
+    with pytest.raises(InputError, match="trust-model-file"):
+        load_classifier(path)
+    assert not marker.exists()
+    # a plain pickle (not a torch zip) is refused as well
+    plain = tmp_path / "evil.pkl"
+    plain.write_bytes(pickle.dumps(Evil(str(marker))))
+    with pytest.raises(InputError):
+        load_classifier(plain)
+    assert not marker.exists()
+
+
+def test_whole_pickled_model_only_when_trusted(tmp_path, crops):
+    net = notebook_state()
+    path = tmp_path / "whole.pt"
+    torch.save(net, path)
+    with pytest.raises(InputError, match="trust"):
+        load_classifier(path)
+    clf = load_classifier(path, trust=True)
+    with torch.inference_mode():
+        expected = torch.softmax(net(torch.from_numpy(crops)), 1).numpy()
+    assert np.allclose(predict_crops(clf.model, crops), expected, atol=1e-6)
+
+
+def test_truncated_empty_and_foreign_files(tmp_path):
+    good = save_checkpoint(tmp_path / "good.pt", Classifier(YeastResNet(8)))
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("hello, I am not a model")
+    for name, pattern in [("cut.pt", "truncated"), ("empty.pt", "empty"), ("text.pt", "not a readable model"),
+                          ("missing.pt", "not found")]:
+        with pytest.raises(InputError, match=pattern):
+            load_classifier(tmp_path / name)
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="no model weights"):
+        load_classifier(tmp_path / "other.pt")
+
+
+def test_model_for_another_number_of_classes(tmp_path):
+    path = save_checkpoint(tmp_path / "five.pt", Classifier(YeastResNet(5), class_names=tuple("VWXYZ")))
+    assert load_classifier(path).class_names == tuple("VWXYZ")
+    bare = tmp_path / "five_bare.pt"
+    torch.save(YeastResNet(5).state_dict(), bare)
+    with pytest.raises(InputError, match="classifies into 5 classes but 8 class names"):
+        load_classifier(bare)
