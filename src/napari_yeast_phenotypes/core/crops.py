@@ -176,6 +176,15 @@ def extract_crops(image: np.ndarray, labels: np.ndarray, cells: pd.DataFrame,
     Returns
     -------
     (N, 1, size, size) float32 array.
+
+    Notes
+    -----
+    Bilinear sampling on a ``(size*k)^2`` grid followed by ``k x k`` averaging is a linear map
+    that factorises over the two axes: ``crop = Ay @ W @ Ax.T``, where ``W`` is the cell's masked
+    window of image pixels and ``Ay``, ``Ax`` (size x window) hold the summed bilinear weights of
+    each output row / column. Each window pixel is read once (instead of four times per
+    sub-sample) and the rest is a small batched matrix product: the same crop as sampling point
+    by point, up to float rounding, at a fraction of the cost.
     """
     image = np.asarray(image)
     labels = np.asarray(labels)
@@ -196,41 +205,52 @@ def extract_crops(image: np.ndarray, labels: np.ndarray, cells: pd.DataFrame,
     # (anti-aliased) while the usual small ones cost one sample per output pixel
     ks = np.clip(np.ceil(side / s), 1, settings.max_supersample).astype(int)
     for k in np.unique(ks):
+        # cells of similar window size share a batch, so little padding is gathered
         sel = np.flatnonzero(ks == k)
-        for a in range(0, sel.size, max(1, chunk // (k * k))):
-            rows = sel[a:a + max(1, chunk // (k * k))]
-            out[rows, 0] = _sample_windows(img, lab, ny, nx, cy[rows], cx[rows], side[rows], ids[rows], s, int(k),
-                                           settings.mask)
+        sel = sel[np.argsort(side[sel], kind="stable")]
+        for a in range(0, sel.size, chunk):
+            rows = sel[a:a + chunk]
+            out[rows, 0] = _resample_windows(img, lab, ny, nx, cy[rows], cx[rows], side[rows], ids[rows], s,
+                                             int(k), settings.mask)
     return out
 
 
-def _sample_windows(img, lab, ny, nx, cy, cx, side, ids, s, k, mask) -> np.ndarray:
-    """Bilinear samples on an (s*k)^2 grid per window, masked, averaged down to (s, s)."""
-    m = cy.size
+def _resample_windows(img, lab, ny, nx, cy, cx, side, ids, s, k, mask) -> np.ndarray:
+    """Masked windows (m, Wy, Wx) read once, resampled to (m, s, s) by ``Ay @ W @ Ax.T``."""
+    ay, y_start = _axis_weights(cy, side, s, k)
+    ax, x_start = _axis_weights(cx, side, s, k)
+    rows = y_start[:, None] + np.arange(ay.shape[2])  # (m, Wy) window rows in frame coordinates
+    cols = x_start[:, None] + np.arange(ax.shape[2])
+    inside = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
+    idx = np.clip(rows, 0, ny - 1)[:, :, None] * nx + np.clip(cols, 0, nx - 1)[:, None, :]
+    if mask != "none":
+        lv = lab[idx]
+        own = ids[:, None, None]
+        inside &= (lv == own) if mask == "outside" else (lv == own) | (lv == 0)
+    win = np.where(inside, img[idx], np.float32(0.0))
+    return np.matmul(np.matmul(ay, win), ax.transpose(0, 2, 1))
+
+
+def _axis_weights(centre: np.ndarray, side: np.ndarray, s: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis resampling matrices (m, s, span) and each window's first pixel along the axis.
+
+    Entry ``[i, p]`` is the summed bilinear weight that window pixel ``start + p`` gets from the
+    ``k`` sub-samples of output pixel ``i``, divided by ``k`` (their average).
+    """
+    m = centre.size
     g = (np.arange(s * k) + 0.5) / (s * k) - 0.5  # offsets in units of the window side
     # continuous coordinates; pixel p covers [p, p+1), its centre is p + 0.5
-    yy = cy[:, None] + side[:, None] * g[None, :] - 0.5  # (m, s*k)
-    xx = cx[:, None] + side[:, None] * g[None, :] - 0.5
-    y0 = np.floor(yy).astype(np.int64)
-    x0 = np.floor(xx).astype(np.int64)
-    wy = (yy - y0).astype(np.float32)
-    wx = (xx - x0).astype(np.float32)
-    acc = np.zeros((m, s * k, s * k), dtype=np.float32)
-    own = ids[:, None, None]
-    for dy, wyy in ((0, 1 - wy), (1, wy)):
-        for dx, wxx in ((0, 1 - wx), (1, wx)):
-            py = y0 + dy
-            px = x0 + dx
-            inside = ((py >= 0) & (py < ny))[:, :, None] & ((px >= 0) & (px < nx))[:, None, :]
-            idx = np.clip(py, 0, ny - 1)[:, :, None] * nx + np.clip(px, 0, nx - 1)[:, None, :]
-            val = img[idx]
-            if mask != "none":
-                lv = lab[idx]
-                keep = lv == own if mask == "outside" else (lv == own) | (lv == 0)
-                inside &= keep
-            acc += np.where(inside, val, 0.0) * (wyy[:, :, None] * wxx[:, None, :])
-    return acc.reshape(m, s, k, s, k).mean(axis=(2, 4))
-    return out
+    pos = centre[:, None] + side[:, None] * g[None, :] - 0.5  # (m, s*k)
+    p0 = np.floor(pos).astype(np.int64)
+    w1 = (pos - p0).astype(np.float32)
+    w0 = np.float32(1) - w1
+    start = p0[:, 0]  # positions grow along the axis: the first sub-sample has the lowest pixel
+    span = int((p0[:, -1] - start).max()) + 2
+    base = (np.arange(m)[:, None] * s + (np.arange(s * k) // k)[None, :]) * span + (p0 - start[:, None])
+    mat = np.bincount(np.concatenate([base.ravel(), base.ravel() + 1]),
+                      weights=np.concatenate([w0.ravel(), w1.ravel()]).astype(np.float64) / k,
+                      minlength=m * s * span)
+    return mat.astype(np.float32).reshape(m, s, span), start
 
 
 def movie_crops(image, labels, table: pd.DataFrame, settings: CropSettings = CropSettings(),

@@ -29,7 +29,7 @@ import pandas as pd
 from ..phenotypes import CLASS_NAMES, class_index
 from .crops import CropSettings
 from .io import InputError, atomic_write
-from .train import CropSet
+from .cropset import CropSet
 
 MANIFEST_COLUMNS = ["crop_id", "split", "phenotype", "path", "experiment", "source", "frame", "label",
                     "track_id", "annotated_at", "annotator"]

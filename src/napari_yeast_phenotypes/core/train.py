@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Generator
 
@@ -21,35 +21,12 @@ import torch.nn.functional as F
 
 from ..phenotypes import CLASS_NAMES
 from .crops import CropSettings
+from .cropset import CropSet
 from .io import InputError
 from .model import Classifier, build_model, parse_trainable, save_checkpoint
-from .predict import predict_crops, run_to_end, select_device
+from .predict import predict_crops, select_device
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-
-
-@dataclass
-class CropSet:
-    """Crops (N, 1, S, S) float32 with their class indices, and where each came from."""
-
-    crops: np.ndarray
-    targets: np.ndarray
-    class_names: tuple[str, ...]
-    paths: list[str] = field(default_factory=list)
-    groups: np.ndarray | None = None  # e.g. experiment or track, for grouped cross-validation
-    notes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def counts(self) -> dict[str, int]:
-        return {c: int((self.targets == i).sum()) for i, c in enumerate(self.class_names)}
-
-    def subset(self, idx) -> "CropSet":
-        idx = np.asarray(idx)
-        return CropSet(self.crops[idx], self.targets[idx], self.class_names,
-                       [self.paths[i] for i in idx] if self.paths else [],
-                       None if self.groups is None else self.groups[idx], list(self.notes))
 
 
 @dataclass
@@ -378,5 +355,5 @@ def crossval(data: CropSet, k: int = 5, config: TrainConfig = TrainConfig(),
     return {"folds": per_fold, "pooled": pooled, "k": k}
 
 
-__all__ = ["CropSet", "TrainConfig", "crossval", "evaluate", "load_image_folder", "metrics", "run_to_end",
+__all__ = ["CropSet", "TrainConfig", "crossval", "evaluate", "load_image_folder", "metrics",
            "train", "train_iter"]

@@ -1,0 +1,34 @@
+"""A set of crops with their classes: what training, evaluation and the curated set exchange.
+
+Kept apart from ``train`` so that reading a curated set does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class CropSet:
+    """Crops (N, 1, S, S) float32 with their class indices, and where each came from."""
+
+    crops: np.ndarray
+    targets: np.ndarray
+    class_names: tuple[str, ...]
+    paths: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None  # e.g. experiment or track, for grouped cross-validation
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.targets == i).sum()) for i, c in enumerate(self.class_names)}
+
+    def subset(self, idx) -> "CropSet":
+        idx = np.asarray(idx)
+        return CropSet(self.crops[idx], self.targets[idx], self.class_names,
+                       [self.paths[i] for i in idx] if self.paths else [],
+                       None if self.groups is None else self.groups[idx], list(self.notes))
