@@ -153,3 +153,24 @@ def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, cap
     err = capsys.readouterr().err
     assert rc == 2 and "ImageNet weights" in err and "--base-weights none" in err
     assert not (tmp_path / "m2.pt").exists()
+
+
+def test_crossval_groups_by_experiment(tmp_path, movie_dir):
+    truth = pd.read_csv(movie_dir / "truth.csv")
+    cur = tmp_path / "cur"
+    for exp in ("e1", "e2", "e3"):
+        truth.iloc[::3].to_csv(tmp_path / "ann.csv", index=False)
+        assert main(["curate", "--image", str(movie_dir / "image.tif"), "--labels", str(movie_dir / "labels.tif"),
+                     "--annotations", str(tmp_path / "ann.csv"), "--out", str(cur), "--experiment", exp]) == 0
+    out = tmp_path / "cv.json"
+    assert main(["crossval", "--data", str(cur / "train"), "--folds", "3", "--epochs", "1", "--batch-size", "8",
+                 "--base-weights", "none", "--out", str(out)]) == 0
+    import json
+
+    res = json.loads(out.read_text())
+    n = len(truth.iloc[::3])
+    # each fold tests exactly one experiment's crops, never seen in its training
+    assert sorted(f["n"] for f in res["folds"]) == [n, n, n]
+    assert res["pooled"]["n"] == 3 * n
+    assert main(["crossval", "--data", str(cur / "train"), "--folds", "4", "--epochs", "1",
+                 "--base-weights", "none"]) == 2
