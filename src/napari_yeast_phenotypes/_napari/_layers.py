@@ -1,0 +1,203 @@
+"""A classification result as napari layer data: pure functions, testable without a viewer.
+
+Hovering a cell must show its own track, phenotype and confidence, but napari looks up a Labels
+layer's ``features`` by label value alone, and one label id has a different phenotype in every
+frame. So the "phenotypes" layer does not repeat the label ids: every cell-frame gets its own
+value, and the layer's ``features`` has one row per cell-frame (``index`` = that value), which is
+napari's supported features/status-bar path, with no event handlers.
+
+The value encodes the class too: ``n_classes * row + class + 1``, and the layer's colormap is a
+:class:`~napari.utils.colormaps.CyclicLabelColormap` of the class colours, which maps a value v
+to ``colors[(v - 1) % n_classes + 1]`` (colours cycle, documented), i.e. to the colour of its
+class. A :class:`~napari.utils.colormaps.DirectLabelColormap` with one entry per cell-frame would
+do the same for small movies, but napari cannot draw direct colormaps with values above 2**16
+without numba, and a real movie has far more cell-frames than that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core.plots import class_colours
+
+RESULT_KEY = "yeast_phenotypes"  # layer.metadata[RESULT_KEY] -> the core's Result
+PHENOTYPES_LAYER = "phenotypes"
+TRACKS_LAYER = "phenotype tracks"
+SENESCENCE_LAYER = "senescence"
+LAYER_NAMES = (PHENOTYPES_LAYER, TRACKS_LAYER, SENESCENCE_LAYER)
+
+# columns shown in the status bar when hovering a painted cell (the full table is in metadata)
+STATUS_COLUMNS = ["track_id", "phenotype", "confidence", "phenotype_raw", "frame", "label"]
+TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
+_LUT_LIMIT = 1 << 24  # label ids above this are mapped by search, not by a lookup table
+
+
+def class_index(cells: pd.DataFrame, class_names) -> np.ndarray:
+    """Index of each cell's (smoothed) phenotype in ``class_names``."""
+    codes = pd.Categorical(cells["phenotype"], categories=list(class_names)).codes
+    return np.asarray(codes, dtype=np.int64)
+
+
+def cell_ids(cells: pd.DataFrame, class_names) -> np.ndarray:
+    """The painted value of each cell-frame: ``n_classes * row + class + 1`` (0 = background)."""
+    n = len(class_names)
+    return n * np.arange(len(cells), dtype=np.int64) + np.maximum(class_index(cells, class_names), 0) + 1
+
+
+def _id_dtype(top: int) -> np.dtype:
+    for dt in (np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+def paint_cells(labels, cells: pd.DataFrame, class_names) -> np.ndarray:
+    """(T, Y, X) image where each cell-frame of ``cells`` is painted with its value (see :func:`cell_ids`).
+
+    ``labels`` is the (T, Y, X) label stack the table was measured on (numpy, dask or memory-map,
+    read one frame at a time); pixels of labels absent from the table stay 0.
+    """
+    ids = cell_ids(cells, class_names)
+    out = np.zeros(labels.shape, dtype=_id_dtype(int(ids.max()) if ids.size else 0))
+    frames = cells["frame"].to_numpy()
+    lab_ids = cells["label"].to_numpy()
+    order = np.argsort(frames, kind="stable")
+    bounds = np.searchsorted(frames[order], np.arange(labels.shape[0] + 1))
+    for t in range(labels.shape[0]):
+        rows = order[bounds[t]:bounds[t + 1]]
+        if rows.size == 0:
+            continue
+        lab = np.asarray(labels[t])
+        keys, vals = lab_ids[rows], ids[rows]
+        top = int(keys.max())
+        if top < _LUT_LIMIT:
+            lut = np.zeros(max(top, int(lab.max())) + 1, dtype=out.dtype)
+            lut[keys] = vals
+            out[t] = lut[lab]
+        else:
+            sort = np.argsort(keys)
+            keys, vals = keys[sort], vals[sort]
+            pos = np.clip(np.searchsorted(keys, lab), 0, keys.size - 1)
+            out[t] = np.where(keys[pos] == lab, vals[pos], 0)
+    return out
+
+
+def phenotype_colormap(class_names):
+    """The class colours as a cyclic label colormap: value v gets the colour of class ``(v - 1) % n``."""
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    colours = [TRANSPARENT] + [tuple(c) for c in class_colours(class_names)]
+    return CyclicLabelColormap(colors=np.asarray(colours, dtype=np.float32), background_value=0,
+                               name="phenotype classes")
+
+
+def phenotype_features(cells: pd.DataFrame, class_names) -> pd.DataFrame:
+    """One row per painted value: what the status bar shows when hovering a cell."""
+    feats = cells[STATUS_COLUMNS].copy()
+    feats.insert(0, "index", cell_ids(cells, class_names))
+    feats["confidence"] = feats["confidence"].round(3)
+    for c in ("phenotype", "phenotype_raw"):
+        feats[c] = feats[c].astype(object)
+    return feats.reset_index(drop=True)
+
+
+def phenotype_level(index: np.ndarray, n_classes: int) -> np.ndarray:
+    """A class index as a value in (0, 1) that :func:`class_colormap` maps to the class colour."""
+    return (np.asarray(index, dtype=np.float64) + 0.5) / n_classes
+
+
+def class_colormap(class_names, name: str = "phenotype classes"):
+    """A stepwise napari colormap: value ``phenotype_level(k)`` has the colour of class k."""
+    from napari.utils.colormaps import Colormap
+
+    n = len(class_names)
+    return Colormap(colors=np.asarray(class_colours(class_names)), controls=np.linspace(0.0, 1.0, n + 1),
+                    interpolation="zero", name=name)
+
+
+def tracks_data(cells: pd.DataFrame, class_names) -> tuple[np.ndarray, pd.DataFrame]:
+    """Tracks layer data ``(track_id, frame, y, x)`` sorted by track then frame, and its features.
+
+    Features are the numeric columns of the cell table (napari offers every feature as a
+    "color by" choice, and strings cannot be coloured), plus ``phenotype_index`` and
+    ``phenotype_level`` (the value coloured by :func:`class_colormap`).
+    """
+    cells = cells.sort_values(["track_id", "frame"], kind="stable")
+    data = cells[["track_id", "frame", "y", "x"]].to_numpy(dtype=np.float64)
+    idx = class_index(cells, class_names)
+    feats = cells.select_dtypes(include=["number", "bool"]).copy()
+    feats["phenotype_index"] = idx
+    feats["phenotype_level"] = phenotype_level(idx, len(class_names))
+    return data, feats.reset_index(drop=True)
+
+
+def senescence_events(cells: pd.DataFrame, tracks: pd.DataFrame) -> pd.DataFrame:
+    """One row per track that becomes senescent: the cell at its senescence frame.
+
+    Columns: those of the cell table, plus ``previous_phenotype`` (the phenotype in the track's
+    frame before, empty when the track starts senescent).
+    """
+    sen = tracks.loc[tracks["senescence_frame"].notna(), ["track_id", "senescence_frame"]]
+    sen = sen.astype({"senescence_frame": np.int64}).rename(columns={"senescence_frame": "frame"})
+    cells = cells.sort_values(["track_id", "frame"], kind="stable")
+    previous = cells.groupby("track_id")["phenotype"].shift(1).astype(object).fillna("")
+    ev = cells.assign(previous_phenotype=previous).merge(sen, on=["track_id", "frame"], how="inner")
+    return ev.sort_values(["frame", "track_id"]).reset_index(drop=True)
+
+
+def result_layers(result, labels, *, scale=None, translate=None, axis_labels=None, source: str = "") -> list[tuple]:
+    """The overlays of a :class:`~napari_yeast_phenotypes.core.pipeline.Result` as layer data tuples.
+
+    Parameters
+    ----------
+    result
+        The core's result (``cells``, ``tracks``, ``class_names``).
+    labels
+        The labels that were classified: (T, Y, X), or (Y, X) for one frame (then the overlays
+        are 2D and there is no tracks layer). Read frame by frame to paint the phenotypes layer.
+    scale, translate, axis_labels
+        The labels layer's, so the overlays sit on it.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        "phenotypes" (labels), "phenotype tracks" (tracks, only for a movie), "senescence" (points).
+    """
+    cells, tracks, names = result.cells, result.tracks, tuple(result.class_names)
+    one_frame = labels.ndim == 2
+    common = {"metadata": {RESULT_KEY: result, "source": source}}
+    if scale is not None:
+        common["scale"] = tuple(scale)
+    if translate is not None:
+        common["translate"] = tuple(translate)
+    if axis_labels is not None:
+        common["axis_labels"] = tuple(axis_labels)
+
+    painted = paint_cells(labels[None] if one_frame else labels, cells, names)
+    if one_frame:
+        painted = painted[0]
+    layers = [(painted, {**common, "name": PHENOTYPES_LAYER, "colormap": phenotype_colormap(names),
+                         "features": phenotype_features(cells, names), "opacity": 0.45, "blending": "translucent"},
+               "labels")]
+
+    if not one_frame and len(cells):
+        data, feats = tracks_data(cells, names)
+        layers.append((data, {**common, "name": TRACKS_LAYER, "features": feats, "color_by": "phenotype_level",
+                              "colormaps_dict": {"phenotype_level": class_colormap(names)},
+                              "tail_length": 8, "head_length": 0, "tail_width": 3,
+                              "blending": "translucent"}, "tracks"))
+
+    ev = senescence_events(cells, tracks)
+    coords = ev[["y", "x"]] if one_frame else ev[["frame", "y", "x"]]
+    feats = ev.drop(columns=[c for c in ev.columns if c.startswith("bbox_")])
+    for c in feats.columns:
+        if feats[c].dtype.kind not in "biuf":
+            feats[c] = feats[c].astype(object)
+    layers.append((coords.to_numpy(dtype=np.float64).reshape(-1, 2 if one_frame else 3), {
+        **common, "name": SENESCENCE_LAYER, "features": feats, "symbol": "star", "size": 9,
+        "face_color": "white", "border_color": "black", "border_width": 0.1,
+        "text": {"string": "senescent #{track_id}", "color": "white", "size": 9, "anchor": "upper_left",
+                 "translation": (-4, 4) if one_frame else (0, -4, 4)},
+        "out_of_slice_display": False}, "points"))
+    return layers

@@ -1,0 +1,322 @@
+"""Plugins > Classify phenotypes: pick an image, its labels and a model; run; see and export the result.
+
+The dock only translates: layers -> :func:`napari_yeast_phenotypes.core.pipeline.analyse_iter` in
+a ``thread_worker`` -> overlays (:mod:`._layers`), plots (:mod:`._plots`) and CSV files (the core's
+writer). torch is imported inside the worker, never when napari loads the plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, FileEdit
+from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.io import InputError, as_movie
+from ._layers import RESULT_KEY, result_layers
+from ._legend import Legend
+from ._safe_torch import import_torch_core
+from ._settings import NO_MODEL_HINT, default_model, remember_model
+from ._writer import export_result
+
+PLOTS_DOCK_NAME = "Phenotype plots"
+
+
+@dataclass
+class Failed:
+    """What the worker returns instead of a result when the input cannot be used."""
+
+    message: str
+
+
+def classify_job(image, labels, model_path):
+    """Generator run by the worker: load the model, classify, return a ``Result`` (or :class:`Failed`).
+
+    Yields ``(frames_done, n_frames)``. A user's mistake (a bad model file, labels that do not fit)
+    comes back as :class:`Failed` with the core's message, so it is shown as a message and not
+    as a traceback; anything else is a bug and propagates to ``worker.errored``.
+    """
+    n_frames = 1 if labels.ndim == 2 else labels.shape[0]
+    yield 0, n_frames
+    try:
+        import_torch_core()
+        from ..core.model import load_classifier
+        from ..core.pipeline import analyse_iter
+
+        clf = load_classifier(model_path)
+        result = yield from analyse_iter(image, labels, clf)
+    except InputError as exc:
+        return Failed(str(exc))
+    return result
+
+
+def _layer_array(layer: Layer):
+    """The full-resolution data of a layer (level 0 of a multiscale one)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+class ClassifyWidget(QWidget):
+    """The classify dock.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (npe2 passes it by this name).
+    """
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result = None  # the last Result, also in the overlays' metadata[RESULT_KEY]
+        self.overlays: list[Layer] = []  # phenotypes (labels), tracks (movies only), senescence (points)
+        self.plots = None
+        self._worker = None
+        self._job = None  # (labels array, labels layer) of the run in progress
+
+        self.image_choice = ComboBox(choices=self._image_layers, nullable=False)
+        self.labels_choice = ComboBox(choices=self._labels_layers, nullable=False)
+        self.model_choice = FileEdit(mode="r", filter="Model files (*.pt *.pth *.ckpt);;All files (*)")
+        model = default_model()
+        if model is not None:
+            self.model_choice.value = model
+        self.image_choice.native.setToolTip("Single-channel fluorescence image: (T, Y, X) movie or one (Y, X) frame")
+        self.labels_choice.native.setToolTip("Instance labels of that image (0 = background), same shape")
+        self.model_choice.native.setToolTip("A checkpoint saved by yeast-phenotypes train/demo, or a bare "
+                                            "ResNet50 state dict; remembered for next time")
+
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Classify every cell in every frame (runs in the background)")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip("Write cells.csv and tracks.csv (as the command line does) into a folder")
+        self.export_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m frames")
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.legend = Legend()
+
+        self._build_layout()
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(lambda: self.export())
+        for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed,
+                   napari_viewer.layers.events.moved):
+            ev.connect(self.reset_choices)
+        if self.model_choice.value is None or not Path(str(self.model_choice.value)).is_file():
+            self.set_status(NO_MODEL_HINT)
+
+    # ------------------------------------------------------------------ layout and choices
+    def _build_layout(self) -> None:
+        form = QFormLayout()
+        form.addRow("image", self.image_choice.native)
+        form.addRow("labels", self.labels_choice.native)
+        form.addRow("model", self.model_choice.native)
+        buttons = QHBoxLayout()
+        for b in (self.run_button, self.cancel_button, self.export_button):
+            buttons.addWidget(b)
+        legend_box = QGroupBox("Phenotypes")
+        QVBoxLayout(legend_box).addWidget(self.legend)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(legend_box)
+        layout.addStretch(1)
+
+    def _image_layers(self, _widget=None) -> list:
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image)]
+
+    def _labels_layers(self, _widget=None) -> list:
+        # our own overlays are labels too, but classifying them makes no sense
+        return [(lay.name, lay) for lay in self.viewer.layers
+                if isinstance(lay, Labels) and RESULT_KEY not in lay.metadata]
+
+    def reset_choices(self, event=None) -> None:
+        """Refresh the layer lists (napari calls this too when layers change)."""
+        self.image_choice.reset_choices()
+        self.labels_choice.reset_choices()
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
+
+    def _error(self, message: str) -> None:
+        self.set_status(message, error=True)
+        show_error(message)
+
+    # ------------------------------------------------------------------ running
+    def checked_inputs(self):
+        """The chosen (image, labels, model path), checked; raises :class:`InputError` with a message."""
+        image_layer, labels_layer = self.image_choice.value, self.labels_choice.value
+        if image_layer is None or labels_layer is None:
+            raise InputError("choose an image layer and a labels layer (File > Open Sample > "
+                             "Synthetic yeast time-lapse gives both)")
+        if getattr(image_layer, "rgb", False):
+            raise InputError(f"the image layer {image_layer.name!r} is RGB; choose the single-channel "
+                             "fluorescence image of the reporter")
+        image, labels = _layer_array(image_layer), _layer_array(labels_layer)
+        as_movie(image, labels)  # validates shapes and dtypes; the worker gets the layers' own arrays
+        model = self.model_choice.value
+        if model is None or str(model) in ("", "."):
+            raise InputError(NO_MODEL_HINT)
+        model = Path(str(model))
+        if not model.is_file():
+            raise InputError(f"model file not found: {model}. {NO_MODEL_HINT}")
+        return image, labels, model
+
+    def run(self, sync: bool = False):
+        """Classify the chosen layers; in a worker thread, or in this thread with ``sync=True`` (tests).
+
+        Returns the started worker (``None`` when synchronous or when the input was refused).
+        """
+        if self._worker is not None:
+            return self._worker
+        try:
+            image, labels, model = self.checked_inputs()
+        except InputError as exc:
+            self._error(str(exc))
+            return None
+        remember_model(model)
+        self._job = (labels, self.labels_choice.value)
+        self._set_running(True)
+        self.set_status(f"loading {model.name} and classifying…")
+        if sync:
+            gen = classify_job(image, labels, model)
+            try:
+                while True:
+                    self._on_progress(next(gen))
+            except StopIteration as stop:
+                self._on_returned(stop.value)
+            except Exception as exc:
+                self._on_errored(exc)
+                raise
+            finally:
+                self._on_finished()
+            return None
+
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(classify_job, image, labels, model, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop after the frames it is on."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.cancel_button.setEnabled(False)
+            self.set_status("cancelling after the current frames…")
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.export_button.setEnabled(not running and self.result is not None)
+        if running:
+            self.progress.setValue(0)
+
+    def _on_progress(self, value) -> None:
+        done, total = value
+        self.progress.setMaximum(max(int(total), 1))
+        self.progress.setValue(int(done))
+
+    def _on_returned(self, value) -> None:
+        if isinstance(value, Failed):
+            self._error(value.message)
+            return
+        labels, labels_layer = self._job
+        self.show_result(value, labels, labels_layer)
+
+    def _on_errored(self, exc: Exception) -> None:
+        # napari's worker already reports the traceback of an unexpected error; say it here too
+        self.set_status(f"classification failed: {type(exc).__name__}: {exc}", error=True)
+
+    def _on_aborted(self) -> None:
+        self.set_status("cancelled; nothing was changed")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._job = None
+        self._set_running(False)
+
+    # ------------------------------------------------------------------ results
+    def show_result(self, result, labels, labels_layer=None) -> None:
+        """Replace the overlays, the legend and the plots with ``result``."""
+        self.result = result
+        for old in self.overlays:  # replace what the last run added, whatever the user renamed it to
+            if old in self.viewer.layers:
+                self.viewer.layers.remove(old)
+        kwargs = {}
+        if labels_layer is not None:
+            kwargs = {"scale": labels_layer.scale, "translate": labels_layer.translate,
+                      "axis_labels": labels_layer.axis_labels, "source": labels_layer.name}
+        self.overlays = [self.viewer.add_layer(Layer.create(data, meta, kind))
+                         for data, meta, kind in result_layers(result, labels, **kwargs)]
+        self.viewer.layers.selection.active = self.overlays[0]
+        if labels_layer is not None:
+            labels_layer.visible = False  # its own label colours would tint the class colours
+        self.legend.set_classes(result.class_names)
+        self._show_plots(result)
+        tr = result.tracks
+        n_sen = int(tr["senescence_frame"].notna().sum())
+        relinked = " (ids were not tracked: cells were relinked by overlap)" if result.cells.attrs.get("relinked") else ""
+        self.set_status(f"{len(result.cells)} cell-frames in {len(tr)} tracks; {n_sen} tracks become "
+                        f"senescent{relinked}. Hover a cell to see its track, phenotype and confidence.")
+        self.export_button.setEnabled(True)
+
+    def _show_plots(self, result) -> None:
+        from ._plots import PhenotypePlots
+
+        if self.plots is None:
+            self.plots = PhenotypePlots(self.viewer)
+        if self.plots.parent() is None:  # new, or its dock was closed (napari keeps the widget): dock it
+            self.viewer.window.add_dock_widget(self.plots, name=PLOTS_DOCK_NAME, area="bottom")
+        self.plots.show_result(result, self.overlays[0])
+
+    def export(self, out_dir=None) -> list[str]:
+        """Write ``cells.csv`` and ``tracks.csv`` of the last result; asks for a folder when none is given."""
+        if self.result is None:
+            self._error("nothing to export yet: press Run first")
+            return []
+        if out_dir is None:
+            out_dir = QFileDialog.getExistingDirectory(self, "Folder for cells.csv and tracks.csv")
+            if not out_dir:
+                return []
+            existing = [n for n in ("cells.csv", "tracks.csv") if (Path(out_dir) / n).exists()]
+            if existing and QMessageBox.question(
+                self, "Replace files?", f"{out_dir} already holds {' and '.join(existing)}. Replace them?"
+            ) != QMessageBox.Yes:
+                return []
+        try:
+            paths = export_result(self.result, out_dir)
+        except (OSError, ValueError) as exc:
+            self._error(f"could not export to {out_dir}: {exc}")
+            return []
+        self.set_status(f"wrote {paths[0]} and {paths[1]}")
+        show_info(f"wrote {paths[0]} and {paths[1]}")
+        return paths

@@ -1,0 +1,142 @@
+"""Result -> layer data, without a viewer (napari is imported, Qt is not needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_yeast_phenotypes._napari._layers import (
+    PHENOTYPES_LAYER,
+    RESULT_KEY,
+    SENESCENCE_LAYER,
+    TRACKS_LAYER,
+    cell_ids,
+    class_colormap,
+    paint_cells,
+    phenotype_colormap,
+    phenotype_features,
+    phenotype_level,
+    result_layers,
+    senescence_events,
+    tracks_data,
+)
+from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, COLOURS, hex_to_rgba
+
+
+def test_paint_cells_gives_each_cell_frame_its_own_value(result_movie):
+    movie, res = result_movie
+    painted = paint_cells(movie.labels, res.cells, res.class_names)
+    assert painted.shape == movie.labels.shape
+    assert ((painted > 0) == (movie.labels > 0)).all()
+    ids = cell_ids(res.cells, res.class_names)
+    assert len(np.unique(ids)) == len(ids)
+    for value, row in zip(ids, res.cells.itertuples()):
+        mask = movie.labels[row.frame] == row.label
+        assert (painted[row.frame][mask] == value).all()
+
+
+def test_paint_cells_with_huge_label_ids(result_movie):
+    movie, res = result_movie
+    big = movie.labels.astype(np.int64) * 100_000_007  # ids far above any lookup table
+    cells = res.cells.assign(label=res.cells["label"] * 100_000_007)
+    assert (paint_cells(big, cells, res.class_names) == paint_cells(movie.labels, res.cells, res.class_names)).all()
+
+
+def test_painted_value_has_its_class_colour(result_movie):
+    _, res = result_movie
+    cmap = phenotype_colormap(res.class_names)
+    got = cmap.map(cell_ids(res.cells, res.class_names))
+    np.testing.assert_allclose(got, [hex_to_rgba(COLOURS[c]) for c in res.cells["phenotype"]], atol=1e-6)
+    assert cmap.map(np.array([0]))[0][3] == 0  # background transparent
+
+
+def test_many_cell_frames_need_no_numba():
+    """More than 2**16 cell-frames: uint32 values, still coloured by class (a direct colormap could not)."""
+    n = 70_000
+    cells = pd.DataFrame({"frame": np.arange(n) // 100, "label": np.arange(n) % 100 + 1,
+                          "phenotype": np.asarray(CLASS_NAMES, dtype=object)[np.arange(n) % 8]})
+    ids = cell_ids(cells, CLASS_NAMES)
+    assert ids.max() > 2**16
+    cmap = phenotype_colormap(CLASS_NAMES)
+    np.testing.assert_allclose(cmap.map(ids.astype(np.uint32))[-8:],
+                               [hex_to_rgba(COLOURS[c]) for c in cells["phenotype"].iloc[-8:]], atol=1e-6)
+    from napari.layers import Labels
+
+    data = np.zeros((n // 100, 20, 20), np.uint32)
+    data[:, 5:10, 5:10] = ids.reshape(-1, 100)[:, -1][:, None, None]
+    layer = Labels(data, colormap=cmap)  # slices and converts the texture data without numba
+    layer.refresh()
+
+
+def test_phenotype_features_one_row_per_painted_value(result_movie):
+    _, res = result_movie
+    feats = phenotype_features(res.cells, res.class_names)
+    assert list(feats["index"]) == list(cell_ids(res.cells, res.class_names))
+    assert {"track_id", "phenotype", "confidence", "frame", "label"} <= set(feats.columns)
+    assert (feats["phenotype"].to_numpy() == res.cells["phenotype"].to_numpy()).all()
+
+
+def test_tracks_data_sorted_and_coloured_by_class(result_movie):
+    _, res = result_movie
+    data, feats = tracks_data(res.cells, res.class_names)
+    assert data.shape == (len(res.cells), 4)
+    order = np.lexsort((data[:, 1], data[:, 0]))
+    assert (order == np.arange(len(data))).all()
+    assert len(feats) == len(data)
+    assert all(feats[c].dtype.kind in "biuf" for c in feats.columns)
+    cmap = class_colormap(res.class_names)
+    colours = cmap.map(feats["phenotype_level"].to_numpy())
+    expected = [hex_to_rgba(COLOURS[CLASS_NAMES[k]]) for k in feats["phenotype_index"]]
+    np.testing.assert_allclose(colours, expected, atol=1e-6)
+
+
+def test_phenotype_level_maps_every_class_to_its_colour():
+    cmap = class_colormap(CLASS_NAMES)
+    got = cmap.map(phenotype_level(np.arange(8), 8))
+    np.testing.assert_allclose(got, [hex_to_rgba(COLOURS[c]) for c in CLASS_NAMES], atol=1e-6)
+
+
+def test_senescence_events_at_the_senescence_frame(result_movie):
+    _, res = result_movie
+    ev = senescence_events(res.cells, res.tracks)
+    sen = res.tracks.dropna(subset=["senescence_frame"])
+    assert len(ev) == len(sen) > 0
+    for row in ev.itertuples():
+        assert row.frame == int(sen.set_index("track_id").loc[row.track_id, "senescence_frame"])
+        assert row.phenotype == "Senescent"
+        assert row.previous_phenotype != "Senescent"
+
+
+def test_result_layers_movie(result_movie):
+    movie, res = result_movie
+    layers = {kw["name"]: (data, kw, kind) for data, kw, kind in result_layers(res, movie.labels,
+                                                                            scale=(1, 2, 2))}
+    assert set(layers) == {PHENOTYPES_LAYER, TRACKS_LAYER, SENESCENCE_LAYER}
+    data, kw, kind = layers[PHENOTYPES_LAYER]
+    assert kind == "labels" and data.shape == movie.labels.shape and kw["scale"] == (1, 2, 2)
+    assert kw["metadata"][RESULT_KEY] is res
+    pts, kw, kind = layers[SENESCENCE_LAYER]
+    assert kind == "points" and pts.shape == (int(res.tracks["senescence_frame"].notna().sum()), 3)
+    assert "track_id" in kw["features"]
+
+
+def test_result_layers_single_frame(result_movie):
+    movie, res = result_movie
+    cells = res.cells[res.cells["frame"] == 0]
+    one = type(res)(cells=cells, tracks=res.tracks, class_names=res.class_names)
+    layers = result_layers(one, movie.labels[0])
+    kinds = [k for _, _, k in layers]
+    assert kinds == ["labels", "points"]
+    assert layers[0][0].shape == movie.labels.shape[1:]
+    assert layers[1][0].shape[1] == 2
+
+
+def test_empty_senescence_gives_empty_points(result_movie):
+    movie, res = result_movie
+    tracks = res.tracks.assign(senescence_frame=pd.array([pd.NA] * len(res.tracks), dtype="Int64"))
+    none = type(res)(cells=res.cells, tracks=tracks, class_names=res.class_names)
+    pts = next(d for d, kw, k in result_layers(none, movie.labels) if k == "points")
+    assert pts.shape == (0, 3)
