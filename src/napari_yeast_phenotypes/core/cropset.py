@@ -21,6 +21,10 @@ class CropSet:
     groups: np.ndarray | None = None  # e.g. experiment or track, for grouped cross-validation
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.crops = np.ascontiguousarray(self.crops, dtype=np.float32)
+        self.targets = np.asarray(self.targets, dtype=np.int64)
+
     def __len__(self) -> int:
         return len(self.targets)
 

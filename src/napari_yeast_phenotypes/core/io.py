@@ -69,8 +69,9 @@ def as_movie(image, labels, *, channel: int | None = None) -> tuple[np.ndarray, 
             raise InputError(
                 f"the image has shape {tuple(image.shape)}, which looks like it has a channel axis "
                 f"(axis {axis}, {image.shape[axis]} channels) while the labels have shape "
-                f"{tuple(labels.shape)}. Say which channel holds the fluorescence reporter "
-                "(--channel N on the command line, channel=N in Python)."
+                f"{tuple(labels.shape)}. Say which channel holds the fluorescence reporter: "
+                "--channel N on the command line, channel=N in Python; in napari, split the "
+                "channels (right-click the layer > Split Stack) and pick the reporter's layer."
             )
         if not 0 <= channel < image.shape[axis]:
             raise InputError(

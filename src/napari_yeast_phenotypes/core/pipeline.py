@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Generator
-
-import pandas as pd
 
 from .model import Classifier
 from .predict import classify_iter, run_to_end
-from .timeline import TimelineSettings, add_timeline, track_summary
+from .timeline import Result, TimelineSettings, add_timeline, track_summary
 
-
-@dataclass
-class Result:
-    """Per-cell (one row per frame and cell) and per-track tables of one movie."""
-
-    cells: pd.DataFrame
-    tracks: pd.DataFrame
-    class_names: tuple[str, ...]
+__all__ = ["Result", "analyse", "analyse_iter"]
 
 
 def analyse_iter(image, labels, clf: Classifier, *, timeline: TimelineSettings = TimelineSettings(),

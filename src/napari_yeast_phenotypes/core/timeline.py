@@ -17,6 +17,15 @@ import pandas as pd
 from ..phenotypes import CLASS_NAMES
 
 
+@dataclass
+class Result:
+    """Per-cell (one row per frame and cell) and per-track tables of one classified movie."""
+
+    cells: pd.DataFrame
+    tracks: pd.DataFrame
+    class_names: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class TimelineSettings:
     """Transition rates of the per-track model (per frame).

@@ -278,7 +278,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             seen += len(idx)
             yield {"epoch": epoch, "epochs": config.epochs, "step": step + 1, "steps": steps_per_epoch,
                    "loss": losses[-1]}
