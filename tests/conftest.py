@@ -1,4 +1,4 @@
-"""Shared fixtures: small synthetic movies, a quick (untrained) checkpoint, the real data folder."""
+"""Shared fixtures: small synthetic movies and a quick (untrained) checkpoint."""
 
 from __future__ import annotations
 
@@ -6,16 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-
-
-def real_data(*parts: str) -> Path:
-    """Path under ../shared/data/real, or skip the test when it is absent (a user's clone)."""
-    path = REAL_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
-    return path
 
 
 @pytest.fixture(scope="session")

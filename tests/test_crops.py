@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import real_data
+from realdata import real_data
 
 from napari_yeast_phenotypes.core.crops import CropSettings, MovieStats, extract_crops, movie_crops, movie_stats
 from napari_yeast_phenotypes.core.io import InputError

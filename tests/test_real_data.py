@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import real_data
+from realdata import real_data
 
 from napari_yeast_phenotypes.core.model import load_classifier
 from napari_yeast_phenotypes.core.pipeline import analyse

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import real_data
+from realdata import real_data
 
 from napari_yeast_phenotypes.core.io import InputError
 from napari_yeast_phenotypes.core.tracking import build_cell_table, labels_look_tracked, measure_frame

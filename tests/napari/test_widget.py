@@ -212,10 +212,9 @@ def test_threaded_bad_model_file_gives_a_message(make_napari_viewer, qtbot, smal
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(b"PK\x03\x04 truncated")
     _, widget = _viewer_with(make_napari_viewer, small_movie, bad)
-    worker = widget.run()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.waitUntil(lambda: bool(errors), timeout=5_000)
+    widget.run()
+    # the worker may finish before a waitSignal could be set up: wait for its visible outcome
+    qtbot.waitUntil(lambda: bool(errors) and widget.run_button.isEnabled(), timeout=120_000)
     assert "not a readable model file" in errors[0]
     assert "not a readable model file" in widget.status.text()
 
