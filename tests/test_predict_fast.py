@@ -1,0 +1,247 @@
+"""The fast paths give what the plain ones give: inference (core.predict) and crops (core.crops)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_yeast_phenotypes.core import predict
+from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_crops, movie_stats, window_geometry
+from napari_yeast_phenotypes.core.model import Classifier, YeastResNet
+from napari_yeast_phenotypes.core.predict import classify_iter, inference_forward, predict_crops, run_to_end
+from napari_yeast_phenotypes.core.simulate import simulate_movie
+from napari_yeast_phenotypes.core.tracking import build_cell_table, measure_frame
+
+
+@pytest.fixture(scope="module")
+def movie():
+    return simulate_movie(n_frames=6, size=160, n_cells=14, seed=4)
+
+
+@pytest.fixture(scope="module")
+def crops(movie):
+    table = build_cell_table(movie.labels, relink=False)
+    return movie_crops(movie.image, movie.labels, table, CropSettings())
+
+
+@pytest.fixture()
+def model(crops):
+    """A random-weights model whose BatchNorm statistics are those of real crops (as after
+    training), so folding them into the convolutions is really tested and outputs are not saturated."""
+    torch.manual_seed(0)
+    m = YeastResNet(8, "all")
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.reset_running_stats()
+            mod.momentum = None  # cumulative average
+    m.train()
+    with torch.no_grad():
+        m(torch.from_numpy(crops))
+    return m.eval()
+
+
+@pytest.fixture()
+def fp32(monkeypatch):
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "fp32")
+    monkeypatch.delenv("NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE", raising=False)
+
+
+def eager_probs(model, crops):
+    with torch.inference_mode():
+        return torch.softmax(model(torch.from_numpy(crops)), dim=1).numpy()
+
+
+def test_fp32_fast_path_equals_eager(model, crops, fp32):
+    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]))
+    assert fwd.precision == "fp32"
+    if torch.backends.mkldnn.is_available():
+        assert fwd.path == "onednn-blocked"
+    with torch.inference_mode():
+        fast = torch.softmax(fwd(torch.from_numpy(crops)), dim=1).numpy()
+    assert np.abs(fast - eager_probs(model, crops)).max() < 1e-4
+    # odd batch sizes (the last batch of a movie) too
+    with torch.inference_mode():
+        fast7 = torch.softmax(fwd(torch.from_numpy(crops[:7])), dim=1).numpy()
+    assert np.abs(fast7 - eager_probs(model, crops[:7])).max() < 1e-4
+
+
+def test_predict_crops_uses_fast_path_and_matches(model, crops, monkeypatch):
+    """predict_crops (metrics of crop sets) is fp32 even where movies are classified in bf16."""
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "bf16")
+    monkeypatch.setattr(predict, "_FAST_MIN_CROPS", 1)
+    got = predict_crops(model, crops, batch_size=16)
+    assert got.shape == (len(crops), 8) and got.dtype == np.float32
+    assert np.abs(got - eager_probs(model, crops)).max() < 1e-4
+    assert set(predict._fast_cache[model]) == {"fp32"}
+
+
+def test_cached_copy_follows_weight_changes(model, crops, fp32):
+    sample = torch.from_numpy(crops[:16])
+    first = inference_forward(model, "cpu", sample)
+    assert inference_forward(model, "cpu", sample) is first  # cached
+    with torch.no_grad():
+        model.fc.weight.mul_(3.0)  # in place, as an optimizer step does
+    second = inference_forward(model, "cpu", sample)
+    assert second is not first
+    with torch.inference_mode():
+        fast = torch.softmax(second(torch.from_numpy(crops)), dim=1).numpy()
+    assert np.abs(fast - eager_probs(model, crops)).max() < 1e-4
+    model.fc.bias.data = model.fc.bias.data + 1.0  # re-pointed, not changed in place
+    third = inference_forward(model, "cpu", sample)
+    assert third is not second
+    with torch.inference_mode():
+        assert torch.allclose(third(sample), model(sample), atol=1e-4)
+
+
+def test_bf16_path_stays_close(crops, monkeypatch):
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "bf16")
+    torch.manual_seed(0)
+    model = YeastResNet(8).eval()  # default init: well conditioned, as trained models are
+    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]))
+    assert (fwd.path, fwd.precision) == ("onednn-blocked", "bf16")
+    with torch.inference_mode():
+        fast = torch.softmax(fwd(torch.from_numpy(crops)), dim=1).numpy()
+    ref = eager_probs(model, crops)
+    assert np.abs(fast - ref).max() < 0.02
+    assert (fast.argmax(1) == ref.argmax(1)).mean() >= 0.95
+
+
+def test_bf16_is_refused_for_a_model_it_does_not_suit(model, crops, monkeypatch):
+    """Random weights under BatchNorm statistics of real crops amplify rounding: bf16 changes the
+    top class of many crops there, so the model gets the fast fp32 copy instead."""
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "bf16")
+    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]))
+    assert fwd.precision == "fp32" and fwd.path != "eager"
+    assert any("bf16" in note for note in fwd.describe()["notes"])
+    with torch.inference_mode():
+        fast = torch.softmax(fwd(torch.from_numpy(crops)), dim=1).numpy()
+    assert np.abs(fast - eager_probs(model, crops)).max() < 1e-4
+
+
+def test_precision_choice(monkeypatch):
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "fp32")
+    assert predict.inference_precision("cpu") == "fp32"
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "auto")
+    assert predict.inference_precision("cpu") == ("bf16" if predict.cpu_has_native_bf16() else "fp32")
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "half-ish")
+    with pytest.raises(Exception, match="auto, fp32 or bf16"):
+        predict.inference_precision("cpu")
+
+
+def test_broken_fast_path_falls_back_to_the_model(model, crops, fp32, monkeypatch):
+    def broken(m, precision):
+        raise RuntimeError("no oneDNN here")
+
+    def wrong(m, precision):
+        return lambda x: m(x) + torch.arange(8.0)
+
+    monkeypatch.setattr(predict, "_BUILDERS", (("broken", broken), ("wrong", wrong)))
+    with pytest.warns(RuntimeWarning, match="plain model"):
+        fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:8]))
+    assert fwd.path == "eager"
+    with torch.inference_mode():
+        assert torch.equal(fwd(torch.from_numpy(crops[:4])), model(torch.from_numpy(crops[:4])))
+
+
+def test_fast_inference_can_be_turned_off(model, crops, monkeypatch):
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE", "0")
+    assert inference_forward(model, "cpu", torch.from_numpy(crops[:8])).path == "eager"
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_classify_iter_equals_plain_prediction(movie, model, fp32, batch_size):
+    """Batches that straddle chunks keep every crop's probabilities on its own row."""
+    clf = Classifier(model)
+    table = run_to_end(classify_iter(movie.image, movie.labels, clf, relink=False, chunk_frames=2,
+                                     batch_size=batch_size))
+    ref_crops = movie_crops(movie.image, movie.labels, table, clf.crop_settings)
+    cols = [c for c in table.columns if c.startswith("p_")]
+    assert np.abs(table[cols].to_numpy() - eager_probs(model, ref_crops)).max() < 1e-4
+    assert table.attrs["inference"]["precision"] == "fp32"
+
+
+# ------------------------------------------------------------------------------------------- crops
+
+def point_sampled_crops(image, labels, cells, settings, stats):
+    """The reference: bilinear sampling point by point on the (size*k)^2 grid, then k x k means."""
+    img = np.asarray(image, np.float64)
+    img = np.where(np.isfinite(img), (img - stats.low) / (stats.high - stats.low), 0.0)
+    ny, nx = labels.shape
+    cy, cx, side = window_geometry(cells, settings, stats)
+    s = settings.size
+    out = np.zeros((len(cells), 1, s, s))
+    for i, own in enumerate(cells["label"].to_numpy()):
+        k = int(np.clip(np.ceil(side[i] / s), 1, settings.max_supersample))
+        g = (np.arange(s * k) + 0.5) / (s * k) - 0.5
+        ys, xs = cy[i] + side[i] * g - 0.5, cx[i] + side[i] * g - 0.5
+        acc = np.zeros((s * k, s * k))
+        for u, y in enumerate(ys):
+            y0 = int(np.floor(y))
+            for v, x in enumerate(xs):
+                x0 = int(np.floor(x))
+                for py, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                    for px, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+                        if not (0 <= py < ny and 0 <= px < nx):
+                            continue
+                        lv = labels[py, px]
+                        if settings.mask == "outside" and lv != own:
+                            continue
+                        if settings.mask == "others" and lv not in (own, 0):
+                            continue
+                        acc[u, v] += wy * wx * img[py, px]
+        out[i, 0] = acc.reshape(s, k, s, k).mean(axis=(1, 3))
+    return out
+
+
+@pytest.mark.parametrize("settings", [
+    CropSettings(size=12),
+    CropSettings(size=12, scale="cell", mask="outside", margin=0.4),
+    CropSettings(size=9, scale="cell", mask="none", min_side=30),  # k = 4 supersampling
+])
+def test_extract_crops_equals_point_sampling(settings):
+    movie = simulate_movie(n_frames=1, size=96, n_cells=6, seed=2)
+    image = movie.image[0].astype(np.float32)
+    image[3:9, 3:9] = np.nan  # non-finite pixels count as background
+    labels = movie.labels[0].copy()
+    labels[:14, 80:] = 77  # a cell cut by the frame border
+    cells = measure_frame(labels)
+    stats = movie_stats(image, labels, settings)
+    got = extract_crops(image, labels, cells, settings, stats, chunk=3)
+    ref = point_sampled_crops(image, labels, cells, settings, stats)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_extract_crops_empty_table():
+    labels = np.zeros((32, 32), np.uint16)
+    out = extract_crops(np.zeros((32, 32)), labels, measure_frame(labels), CropSettings(), movie_stats(
+        np.ones((32, 32)), np.pad(np.ones((4, 4), np.uint16), 14)))
+    assert out.shape == (0, 1, 40, 40)
+
+
+def test_extract_crops_keeps_row_order(movie):
+    cells = measure_frame(movie.labels[2], 2)
+    stats = movie_stats(movie.image, movie.labels)
+    whole = extract_crops(movie.image[2], movie.labels[2], cells, CropSettings(), stats)
+    shuffled = cells.sample(frac=1.0, random_state=0)
+    again = extract_crops(movie.image[2], movie.labels[2], shuffled, CropSettings(), stats, chunk=4)
+    order = pd.Index(cells.index).get_indexer(shuffled.index)
+    np.testing.assert_allclose(again, whole[order], atol=1e-6)
+
+
+@pytest.mark.parametrize("builder", [name for name, _ in predict._BUILDERS])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_building_a_copy_leaves_the_model_alone(model, crops, builder, precision):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {k: p.requires_grad for k, p in model.named_parameters()}
+    types = [type(m) for m in model.modules()]
+    fn = dict(predict._BUILDERS)[builder](model, precision)
+    with torch.inference_mode():
+        fn(torch.from_numpy(crops[:4]))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+    assert flags == {k: p.requires_grad for k, p in model.named_parameters()}
+    assert types == [type(m) for m in model.modules()]
+    assert not any(t.is_mkldnn for t in after.values())
