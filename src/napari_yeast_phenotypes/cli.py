@@ -209,7 +209,9 @@ def _common_model_args(p):
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="yeast-phenotypes", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="yeast-phenotypes",
+        description="Phenotypes of budding-yeast cells along tracks: simulate, classify, curate, train, crossval, demo.")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -241,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", help="class names of a bare state dict, in output order")
     p.add_argument("--trust-model-file", action="store_true",
                    help="allow a whole pickled model; this runs any code in the file: only for files you trust")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128, help="crops per forward pass (128: measured best here)")
     p.add_argument("--chunk-frames", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
