@@ -242,7 +242,10 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     gen = torch.Generator().manual_seed(config.seed)
     device = select_device(config.device)
     n_classes = len(train.class_names)
-    model = build_model(n_classes, config.base_weights, config.trainable).to(device)
+    # channels-last layout: oneDNN runs the convolutions without layout conversions (measured
+    # 13-19% faster training steps on CPU, benchmarks/README.md)
+    model = build_model(n_classes, config.base_weights, config.trainable).to(device,
+                                                                             memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n = len(train)
@@ -272,7 +275,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             x = x_all[idx]
             if config.augment:
                 x = augment_batch(x, gen)
-            x, y = x.to(device), y_all[idx].to(device)
+            x, y = x.to(device).contiguous(memory_format=torch.channels_last), y_all[idx].to(device)
             loss = F.cross_entropy(model(x), y, weight=weights, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
