@@ -26,7 +26,7 @@ DEMO_MOVIE = {"n_frames": 40, "size": 256, "n_cells": 30}
 TRAIN_MOVIES = {"n_frames": 40, "size": 320, "n_cells": 45}
 PER_CLASS_TRAIN = 320
 PER_CLASS_VAL = 80
-DEFAULT_EPOCHS = 6
+DEFAULT_EPOCHS = 8
 
 
 def cache_dir() -> Path:
