@@ -48,8 +48,10 @@ def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Ge
 
 def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> dict:
     from .core.crops import CropSettings
+    from .core.simulate import SIMULATOR_VERSION
 
-    return {"version": __version__, "crop_settings": CropSettings().to_dict(), "seed": seed, "epochs": epochs, "base_weights": base_weights,
+    return {"version": __version__, "simulator": SIMULATOR_VERSION, "crop_settings": CropSettings().to_dict(),
+            "seed": seed, "epochs": epochs, "base_weights": base_weights,
             "trainable": trainable, "train_movies": TRAIN_MOVIES, "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL]}
 
 

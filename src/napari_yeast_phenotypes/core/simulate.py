@@ -20,6 +20,8 @@ from ..phenotypes import CLASS_NAMES, N_CLASSES, SENESCENT, class_index
 
 __all__ = ["SyntheticMovie", "simulate_movie", "write_movie", "render_cell_examples"]
 
+#: bumped whenever the rendering changes, so caches of models trained on simulations are renewed
+SIMULATOR_VERSION = 2
 _N_LIVE = SENESCENT  # classes 0..6 are live, 7 is Senescent
 _COUNTS_PER_UNIT = 300.0  # a typical cell is a few hundred counts above background
 _BACKGROUND = 100.0
@@ -27,7 +29,7 @@ _PSF_SIGMA = 1.0
 _GAP = 3.0  # centre-distance slack: leaves >= 2 background px between two masks
 _BORDER = 4.0
 _AGE_RAMP = 30.0  # senescence hazard ramps up over this many frames of age (ageing)
-_SEN_RAMP = 8  # a senescent cell swells to its final size over this many frames
+_SEN_RAMP = 3  # a senescent cell swells to its final size over this many frames (so it looks senescent when the truth says so)
 _JITTER = 0.25  # px, frame-to-frame wobble of foci within an episode
 _PATCH = 48  # side of the patches from render_cell_examples
 
