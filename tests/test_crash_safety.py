@@ -16,11 +16,10 @@ TRIALS = 50
 
 WRITER = textwrap.dedent('''
     import sys, numpy as np, pandas as pd
-    from napari_yeast_phenotypes.core.crops import CropSettings
     from napari_yeast_phenotypes.core.curated import CuratedSet
     from napari_yeast_phenotypes.core.export import write_csv
     root, csv, trial = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    cs = CuratedSet(root, None if __import__("os").path.exists(root + "/settings.json") else CropSettings())
+    cs = CuratedSet(root)
     rng = np.random.default_rng(trial)
     print("ready", flush=True)
     i = 0
