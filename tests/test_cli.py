@@ -174,3 +174,20 @@ def test_crossval_groups_by_experiment(tmp_path, movie_dir):
     assert res["pooled"]["n"] == 3 * n
     assert main(["crossval", "--data", str(cur / "train"), "--folds", "4", "--epochs", "1",
                  "--base-weights", "none"]) == 2
+
+
+def test_training_on_a_curated_set_keeps_its_crop_settings(tmp_path, movie_dir):
+    from napari_yeast_phenotypes.core.crops import CropSettings
+    from napari_yeast_phenotypes.core.curated import CuratedSet
+
+    cur = tmp_path / "cur"
+    CuratedSet(cur, CropSettings(margin=0.3, mask="outside"))  # a set made with other settings
+    pd.read_csv(movie_dir / "truth.csv").to_csv(tmp_path / "ann.csv", index=False)
+    assert main(["curate", "--image", str(movie_dir / "image.tif"), "--labels", str(movie_dir / "labels.tif"),
+                 "--annotations", str(tmp_path / "ann.csv"), "--out", str(cur)]) == 0
+    assert CuratedSet(cur).crop_settings.margin == 0.3
+    model = tmp_path / "m.pt"
+    assert main(["train", "--train", str(cur / "train"), "--out", str(model), "--epochs", "1",
+                 "--batch-size", "8", "--base-weights", "none"]) == 0
+    # the checkpoint makes crops at inference exactly as the set's crops were made
+    assert load_classifier(model).crop_settings == CropSettings(margin=0.3, mask="outside")

@@ -108,14 +108,23 @@ def _train_config(args):
 
 
 def load_crop_folder(path, class_names):
-    """A curated set's split (manifest-backed) or a plain ImageFolder."""
+    """A curated set's split (manifest-backed) or a plain ImageFolder, with the crop settings its
+    crops were made with (a curated set's own; the defaults for a plain folder)."""
+    from .core.crops import CropSettings
     from .core.curated import CuratedSet
     from .core.train import load_image_folder
 
     path = Path(path)
     if (path.parent / "manifest.csv").exists() and (path.parent / "settings.json").exists():
-        return CuratedSet(path.parent).load_split(path.name)
-    return load_image_folder(path, class_names)
+        cs = CuratedSet(path.parent)
+        return cs.load_split(path.name), cs.crop_settings
+    return load_image_folder(path, class_names), CropSettings()
+
+
+def _class_names(args) -> tuple[str, ...]:
+    from .phenotypes import CLASS_NAMES
+
+    return tuple(args.class_names.split(",")) if args.class_names else CLASS_NAMES
 
 
 def _print_metrics(title: str, m: dict) -> None:
@@ -127,24 +136,26 @@ def _print_metrics(title: str, m: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from .core.crops import CropSettings
     from .core.io import InputError
     from .core.train import train
-    from .phenotypes import CLASS_NAMES
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; choose another --out or pass --overwrite to replace it")
-    class_names = tuple(args.class_names.split(",")) if args.class_names else CLASS_NAMES
-    train_set = load_crop_folder(args.train, class_names)
-    val_set = load_crop_folder(args.val, class_names) if args.val else None
+    train_set, settings = load_crop_folder(args.train, _class_names(args))
+    val_set = None
+    if args.val:
+        val_set, val_settings = load_crop_folder(args.val, _class_names(args))
+        if val_settings != settings:
+            raise InputError(f"{args.val} holds crops made with other crop settings than {args.train}; "
+                             "train and validate on crops made the same way")
     for note in train_set.notes:
         print(f"note: {note}")
     print(f"training on {len(train_set)} crops " + ", ".join(f"{k} {v}" for k, v in train_set.counts().items()))
     if val_set is None:
         print("note: no --val set: the figures below are on the training data, which flatter. Keep a "
               "hand-curated validation set of difficult cells from other experiments.")
-    clf = train(train_set, val_set, _train_config(args), CropSettings(), out=out, progress=_train_progress())
+    clf = train(train_set, val_set, _train_config(args), settings, out=out, progress=_train_progress())
     if clf.metadata.get("validation"):
         _print_metrics("validation (best epoch)", clf.metadata["validation"])
     print(f"wrote {out}")
@@ -152,14 +163,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    from .core.crops import CropSettings
     from .core.io import atomic_write
     from .core.train import crossval
-    from .phenotypes import CLASS_NAMES
 
-    class_names = tuple(args.class_names.split(",")) if args.class_names else CLASS_NAMES
-    data = load_crop_folder(args.data, class_names)
-    res = crossval(data, args.folds, _train_config(args), CropSettings(), progress=_train_progress("fold"))
+    data, settings = load_crop_folder(args.data, _class_names(args))
+    res = crossval(data, args.folds, _train_config(args), settings, progress=_train_progress("fold"))
     for i, m in enumerate(res["folds"]):
         print(f"fold {i + 1}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f} (n={m['n']})")
     _print_metrics(f"{args.folds}-fold cross-validation, pooled", res["pooled"])
@@ -171,14 +179,13 @@ def cmd_crossval(args) -> int:
 
 
 def cmd_curate(args) -> int:
-    from .core.crops import CropSettings
     from .core.curated import CuratedSet, read_annotations
     from .core.io import as_movie
     from .core.curated import crops_for_annotations
 
     image, labels = as_movie(*_load_movie(args), channel=args.channel)
     ann = read_annotations(args.annotations)
-    cs = CuratedSet(args.out, CropSettings() if not (Path(args.out) / "settings.json").exists() else None)
+    cs = CuratedSet(args.out)  # a new set takes the default crop settings, an existing one keeps its own
     crops, rows = crops_for_annotations(image, labels, ann, cs.crop_settings, source=Path(args.image).name,
                                         experiment=args.experiment or Path(args.image).resolve().parent.name)
     added, skipped = cs.add(crops, rows, annotator=args.annotator)
