@@ -42,7 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from napari_yeast_phenotypes.core import predict
+from napari_yeast_phenotypes.core.config import ClassifyConfig
+from napari_yeast_phenotypes.core.cpu_inference import inference_forward
 from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_stats
+from napari_yeast_phenotypes.core.device import cpu_has_native_bf16, resolve_precision
 from napari_yeast_phenotypes.core.model import Classifier, YeastResNet
 from napari_yeast_phenotypes.core.pipeline import analyse
 from napari_yeast_phenotypes.core.simulate import simulate_movie
@@ -205,9 +208,9 @@ def notebook_baseline(image, labels, model, max_cells: int) -> dict:
 
 # -------------------------------------------------------------------------------------- project
 
-def project_run(image, labels, clf) -> dict:
+def project_run(image, labels, clf, config: ClassifyConfig | None = None) -> dict:
     t0 = time.perf_counter()
-    result = analyse(image, labels, clf)
+    result = analyse(image, labels, clf, config)
     dt = time.perf_counter() - t0
     n = len(result.cells)
     return {"frames": int(image.shape[0]), "crops": n, "seconds": dt, "crops_per_s": n / dt,
@@ -238,40 +241,21 @@ def crop_extraction(image, labels, frames: int, loop_frames: int) -> dict:
             "speedup": project_rate / loop_rate, "project_crops": n, "loop_crops": n_loop}
 
 
-class precision_env:
-    """Run a block with ``NAPARI_YEAST_PHENOTYPES_PRECISION`` set (the project's own switch)."""
-
-    def __init__(self, value: str | None):
-        self.value, self.old = value, None
-
-    def __enter__(self):
-        self.old = os.environ.get("NAPARI_YEAST_PHENOTYPES_PRECISION")
-        if self.value is not None:
-            os.environ["NAPARI_YEAST_PHENOTYPES_PRECISION"] = self.value
-
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop("NAPARI_YEAST_PHENOTYPES_PRECISION", None)
-        else:
-            os.environ["NAPARI_YEAST_PHENOTYPES_PRECISION"] = self.old
-
-
 def inference_only(model, crops: np.ndarray, batch_sizes, precisions, flops_per_crop: int,
                    peak_gflops: float) -> dict:
     """Crops already made: the network alone, per precision and batch size; the plain model too."""
     cpu = torch.device("cpu")
     res = {}
     for prec in precisions:
-        with precision_env(prec):
-            fwd = predict.inference_forward(model, cpu, torch.from_numpy(crops[:64]))
-        rates = {str(bs): len(crops) / _best_time(lambda f=fwd, b=bs: predict._predict(f, crops, b, cpu), 2)
+        fwd = inference_forward(model, cpu, torch.from_numpy(crops[:64]), precision=prec)
+        rates = {str(bs): len(crops) / _best_time(lambda f=fwd, b=bs: predict.predict_batches(f, crops, b, cpu), 2)
                  for bs in batch_sizes}
         best = max(rates, key=rates.get)
         res[prec] = {**fwd.describe(), "crops_per_s_by_batch_size": rates, "best_batch_size": int(best),
                      "percent_of_fp32_ceiling_by_batch_size": {
                          k: 100 * v * flops_per_crop / (peak_gflops * 1e9) for k, v in rates.items()}}
     res["eager_fp32_crops_per_s_by_batch_size"] = {
-        str(bs): len(crops) / _best_time(lambda b=bs: predict._predict(model, crops, b, cpu), 1)
+        str(bs): len(crops) / _best_time(lambda b=bs: predict.predict_batches(model, crops, b, cpu), 1)
         for bs in (64, max(batch_sizes))}
     return res
 
@@ -279,14 +263,13 @@ def inference_only(model, crops: np.ndarray, batch_sizes, precisions, flops_per_
 def thread_sweep(model, crops: np.ndarray, batch_size: int) -> dict:
     """fp32 inference alone at 1 thread and at every usable core."""
     cpu = torch.device("cpu")
-    with precision_env("fp32"):
-        fwd = predict.inference_forward(model, cpu, torch.from_numpy(crops[:64]))
+    fwd = inference_forward(model, cpu, torch.from_numpy(crops[:64]), precision="fp32")
     n0 = torch.get_num_threads()
     res = {}
     try:
         for n in sorted({1, n0, os.cpu_count() or n0}):
             torch.set_num_threads(n)
-            res[str(n)] = len(crops) / _best_time(lambda: predict._predict(fwd, crops, batch_size, cpu), 2)
+            res[str(n)] = len(crops) / _best_time(lambda: predict.predict_batches(fwd, crops, batch_size, cpu), 2)
     finally:
         torch.set_num_threads(n0)
     return res
@@ -322,7 +305,8 @@ def training(crops: np.ndarray, steps: int, batch: int, peak_gflops: float) -> d
         dt = _best_time(step, steps)
         rate = batch / dt
         ceiling = peak_gflops * 1e9 / flops
-        out[policy if layout == "nchw" else f"{policy} channels_last"] = {"crops_per_s": rate, "flops_per_crop": flops, "ceiling_crops_per_s": ceiling,
+        key = policy if layout == "nchw" else f"{policy} channels_last"
+        out[key] = {"crops_per_s": rate, "flops_per_crop": flops, "ceiling_crops_per_s": ceiling,
                        "percent_of_ceiling": 100 * rate / ceiling, "batch": batch}
     return out
 
@@ -422,7 +406,7 @@ def memory_child(folder: str, n_frames: int, source: str) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    result = analyse(image, labels, clf, relink=False)
+    result = analyse(image, labels, clf, ClassifyConfig(relink="no"))
     dt = time.perf_counter() - t0
     done.set()
     sampler.join()
@@ -541,7 +525,7 @@ def bf16_check(frames: int, quick: bool = False) -> dict:
     from napari_yeast_phenotypes.core.model import load_classifier
     from napari_yeast_phenotypes.core.tracking import build_cell_table
 
-    res = {"native_bf16": predict.cpu_has_native_bf16(), "default_precision": predict.inference_precision("cpu")}
+    res = {"native_bf16": cpu_has_native_bf16(), "default_precision": resolve_precision("auto", "cpu")}
     paths = sorted(glob.glob(os.path.expanduser("~/.cache/napari-yeast-phenotypes/demo-model-*.pt")),
                    key=os.path.getmtime)
     if paths:
@@ -562,11 +546,10 @@ def bf16_check(frames: int, quick: bool = False) -> dict:
     sample = torch.from_numpy(crops[:64])
     probs, rates = {}, {}
     for prec in ("fp32", "bf16"):
-        with precision_env(prec):
-            fwd = predict.inference_forward(model, cpu, sample)
+        fwd = inference_forward(model, cpu, sample, precision=prec)
         res[f"{prec}_path"] = fwd.describe()
         t0 = time.perf_counter()
-        probs[prec] = predict._predict(fwd, crops, 128, cpu)
+        probs[prec] = predict.predict_batches(fwd, crops, 128, cpu)
         rates[prec] = len(crops) / (time.perf_counter() - t0)
     p32, p16 = probs["fp32"], probs["bf16"]
     res.update(crops=len(crops), agreement=float((p16.argmax(1) == p32.argmax(1)).mean()),
@@ -627,9 +610,9 @@ def main(argv=None) -> dict:
     res["scaling_runs"] = runs
     if res["project_inference"] and res["project_inference"]["precision"] != "fp32":
         log("project end to end, fp32 ...")
-        with precision_env("fp32"):
-            analyse(movie.image[:2], movie.labels[:2], clf)
-            fp32_run = project_run(movie.image, movie.labels, clf)
+        fp32 = ClassifyConfig(precision="fp32")
+        analyse(movie.image[:2], movie.labels[:2], clf, fp32)
+        fp32_run = project_run(movie.image, movie.labels, clf, fp32)
     else:
         fp32_run = main_run
     res["project_fp32"] = fp32_run
@@ -656,7 +639,7 @@ def main(argv=None) -> dict:
     crops = np.concatenate([extract_crops(movie.image[t], movie.labels[t], measure_frame(movie.labels[t], t),
                                           settings, stats) for t in range(n_frames)])
     crops = np.resize(crops, (cfg["infer_crops"],) + crops.shape[1:])
-    precisions = ["fp32"] + (["bf16"] if predict.inference_precision("cpu") == "bf16" else [])
+    precisions = ["fp32"] + (["bf16"] if resolve_precision("auto", "cpu") == "bf16" else [])
     res["inference_only"] = inference_only(model, crops, cfg["batch_sizes"], precisions, flops, peak["peak_gflops"])
     res["inference_threads_crops_per_s"] = thread_sweep(model, crops, 64)
 

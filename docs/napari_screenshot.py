@@ -1,4 +1,4 @@
-# ruff: noqa: F821  (viewer is defined by napari-screenshot)
+
 """Snippet for /work/shared/tools/napari-screenshot: the sample, the classify dock, overlays and plots.
 
     napari-screenshot docs/napari_screenshot.py docs/napari_screenshot.png --python .venv/bin/python

@@ -91,7 +91,8 @@ def test_translation_does_not_change_crops(small_movie):
     a_tab, b_tab = build_cell_table(lab), build_cell_table(rolled_lab)
     assert np.allclose(b_tab["y"] - a_tab["y"], 3) and np.allclose(b_tab["x"] - a_tab["x"], 2)
     # windows that stay inside the frame in both cases
-    ok = ((a_tab[["bbox_y0", "bbox_x0"]] > 30).all(axis=1) & (a_tab[["bbox_y1", "bbox_x1"]] < 95).all(axis=1)).to_numpy()
+    ok = ((a_tab[["bbox_y0", "bbox_x0"]] > 30).all(axis=1)
+          & (a_tab[["bbox_y1", "bbox_x1"]] < 95).all(axis=1)).to_numpy()
     assert ok.sum() >= 5
     a = movie_crops(img, lab, a_tab)[ok]
     b = movie_crops(rolled_img, rolled_lab, b_tab)[ok]

@@ -33,7 +33,8 @@ def test_curate_round_trips_a_truth_table(tmp_path, movie_files, small_movie):
     # one crop per row, in the right split/class folder, with provenance
     for (_, a), (_, m) in zip(ann.sort_values(["frame", "label"]).iterrows(),
                               cs.manifest.sort_values(["frame", "label"]).iterrows()):
-        assert (m["frame"], m["label"], m["phenotype"], m["split"]) == (a["frame"], a["label"], a["phenotype"], a["split"])
+        keys = ["frame", "label", "phenotype", "split"]
+        assert [m[k] for k in keys] == [a[k] for k in keys]
         assert m["path"] == f"{a['split']}/{a['phenotype']}/{m['crop_id']}.tif"
         assert (out / m["path"]).exists()
         assert m["experiment"] == "exp_a" and m["source"] == "image.tif" and m["annotated_at"]

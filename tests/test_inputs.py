@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from napari_yeast_phenotypes.core.config import ClassifyConfig
 from napari_yeast_phenotypes.core.crops import CropSettings
 from napari_yeast_phenotypes.core.io import InputError, as_movie, read_array
 from napari_yeast_phenotypes.core.model import Classifier, load_classifier, save_checkpoint
@@ -24,7 +25,7 @@ def reference(small_movie, clf):
 def test_dask_and_memmap_give_the_same_result(tmp_path, small_movie, clf, reference):
     da = pytest.importorskip("dask.array")
     lazy = analyse(da.from_array(small_movie.image, chunks=(1, -1, -1)),
-                   da.from_array(small_movie.labels, chunks=(1, -1, -1)), clf, chunk_frames=2)
+                   da.from_array(small_movie.labels, chunks=(1, -1, -1)), clf, ClassifyConfig(chunk_frames=2))
     pd.testing.assert_frame_equal(lazy.cells, reference.cells)
     tifffile.imwrite(tmp_path / "i.tif", small_movie.image)
     tifffile.imwrite(tmp_path / "l.tif", small_movie.labels)
@@ -35,14 +36,15 @@ def test_dask_and_memmap_give_the_same_result(tmp_path, small_movie, clf, refere
 
 def test_chunking_does_not_change_results(small_movie, clf, reference):
     for chunk in (1, 4, 100):
-        pd.testing.assert_frame_equal(analyse(small_movie.image, small_movie.labels, clf, chunk_frames=chunk).cells,
+        res = analyse(small_movie.image, small_movie.labels, clf, ClassifyConfig(chunk_frames=chunk))
+        pd.testing.assert_frame_equal(res.cells,
                                       reference.cells)
 
 
 def test_empty_frames_and_gaps(small_movie, clf):
     lab = small_movie.labels.copy()
     lab[2] = 0  # an empty frame in the middle: every track has a gap
-    res = analyse(small_movie.image, lab, clf, relink=False)
+    res = analyse(small_movie.image, lab, clf, ClassifyConfig(relink="no"))
     assert 2 not in set(res.cells["frame"])
     t = res.tracks.set_index("track_id")
     full = t[t["first_frame"] == 0]

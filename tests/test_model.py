@@ -9,7 +9,12 @@ import torchvision
 from napari_yeast_phenotypes.core import model as model_mod
 from napari_yeast_phenotypes.core.io import InputError
 from napari_yeast_phenotypes.core.model import (
-    Classifier, WeightsUnavailable, YeastResNet, build_model, load_classifier, save_checkpoint,
+    Classifier,
+    WeightsUnavailable,
+    YeastResNet,
+    build_model,
+    load_classifier,
+    save_checkpoint,
 )
 from napari_yeast_phenotypes.core.predict import predict_crops
 

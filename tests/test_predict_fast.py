@@ -1,4 +1,4 @@
-"""The fast paths give what the plain ones give: inference (core.predict) and crops (core.crops)."""
+"""The fast paths give what the plain ones give: inference (core.cpu_inference) and crops (core.crops)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_yeast_phenotypes.core import predict
+from napari_yeast_phenotypes.core import cpu_inference, predict
+from napari_yeast_phenotypes.core.config import ClassifyConfig
+from napari_yeast_phenotypes.core.cpu_inference import FAST_LOGIT_TOLERANCE, FAST_TOLERANCE, inference_forward
 from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_crops, movie_stats, window_geometry
+from napari_yeast_phenotypes.core.device import cpu_has_native_bf16, resolve_precision
+from napari_yeast_phenotypes.core.io import InputError
 from napari_yeast_phenotypes.core.model import Classifier, YeastResNet
-from napari_yeast_phenotypes.core.predict import classify_iter, inference_forward, predict_crops, run_to_end
+from napari_yeast_phenotypes.core.pipeline import classify_iter
+from napari_yeast_phenotypes.core.predict import predict_crops
+from napari_yeast_phenotypes.core.progress import run_to_end
 from napari_yeast_phenotypes.core.simulate import simulate_movie
 from napari_yeast_phenotypes.core.tracking import build_cell_table, measure_frame
 
@@ -26,7 +32,7 @@ def crops(movie):
     return movie_crops(movie.image, movie.labels, table, CropSettings())
 
 
-@pytest.fixture()
+@pytest.fixture
 def model(crops):
     """A random-weights model whose BatchNorm statistics are those of real crops (as after
     training), so folding them into the convolutions is really tested and outputs are not saturated."""
@@ -42,29 +48,30 @@ def model(crops):
     return m.eval()
 
 
-@pytest.fixture()
-def fp32(monkeypatch):
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "fp32")
-    monkeypatch.delenv("NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE", raising=False)
-
-
 def eager_probs(model, crops):
     with torch.inference_mode():
         return torch.softmax(model(torch.from_numpy(crops)), dim=1).numpy()
 
 
-def test_fp32_fast_path_equals_eager(model, crops, fp32):
-    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]))
+def assert_logits_close(got: torch.Tensor, ref: torch.Tensor, rel: float = FAST_LOGIT_TOLERANCE) -> None:
+    """Logits agree up to float rounding, relative to their size (a fused kernel on another CPU
+    rounds differently; an absolute 1e-4 on logits near 3 is below fp32's own rounding there)."""
+    err = ((got - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)).max().item()
+    assert err < rel, f"logits differ by {err:.2g} relative to their norm"
+
+
+def test_fp32_fast_path_equals_eager(model, crops):
+    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]), precision="fp32")
     assert fwd.precision == "fp32"
     if torch.backends.mkldnn.is_available():
         assert fwd.path == "onednn-blocked"
     with torch.inference_mode():
         fast = torch.softmax(fwd(torch.from_numpy(crops)), dim=1).numpy()
-    assert np.abs(fast - eager_probs(model, crops)).max() < 1e-4
+    assert np.abs(fast - eager_probs(model, crops)).max() < FAST_TOLERANCE
     # odd batch sizes (the last batch of a movie) too
     with torch.inference_mode():
         fast7 = torch.softmax(fwd(torch.from_numpy(crops[:7])), dim=1).numpy()
-    assert np.abs(fast7 - eager_probs(model, crops[:7])).max() < 1e-4
+    assert np.abs(fast7 - eager_probs(model, crops[:7])).max() < FAST_TOLERANCE
 
 
 def test_predict_crops_uses_fast_path_and_matches(model, crops, monkeypatch):
@@ -73,33 +80,37 @@ def test_predict_crops_uses_fast_path_and_matches(model, crops, monkeypatch):
     monkeypatch.setattr(predict, "_FAST_MIN_CROPS", 1)
     got = predict_crops(model, crops, batch_size=16)
     assert got.shape == (len(crops), 8) and got.dtype == np.float32
-    assert np.abs(got - eager_probs(model, crops)).max() < 1e-4
-    assert set(predict._fast_cache[model]) == {"fp32"}
+    assert np.abs(got - eager_probs(model, crops)).max() < FAST_TOLERANCE
+    assert set(cpu_inference._fast_cache[model]) == {"fp32"}
 
 
-def test_cached_copy_follows_weight_changes(model, crops, fp32):
+def test_cached_copy_follows_weight_changes(model, crops):
     sample = torch.from_numpy(crops[:16])
-    first = inference_forward(model, "cpu", sample)
-    assert inference_forward(model, "cpu", sample) is first  # cached
+    first = inference_forward(model, "cpu", sample, precision="fp32")
+    assert inference_forward(model, "cpu", sample, precision="fp32") is first  # cached
     with torch.no_grad():
         model.fc.weight.mul_(3.0)  # in place, as an optimizer step does
-    second = inference_forward(model, "cpu", sample)
+    second = inference_forward(model, "cpu", sample, precision="fp32")
     assert second is not first
     with torch.inference_mode():
         fast = torch.softmax(second(torch.from_numpy(crops)), dim=1).numpy()
-    assert np.abs(fast - eager_probs(model, crops)).max() < 1e-4
+    assert np.abs(fast - eager_probs(model, crops)).max() < FAST_TOLERANCE
     model.fc.bias.data = model.fc.bias.data + 1.0  # re-pointed, not changed in place
-    third = inference_forward(model, "cpu", sample)
+    third = inference_forward(model, "cpu", sample, precision="fp32")
     assert third is not second
     with torch.inference_mode():
-        assert torch.allclose(third(sample), model(sample), atol=1e-4)
+        assert_logits_close(third(sample), model(sample))
 
 
-def test_bf16_path_stays_close(crops, monkeypatch):
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "bf16")
+def test_bf16_path_stays_close(crops):
     torch.manual_seed(0)
     model = YeastResNet(8).eval()  # default init: well conditioned, as trained models are
-    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]))
+    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]), precision="bf16")
+    if fwd.precision == "fp32":
+        # oneDNN has no bf16 kernels on this CPU (it needs AVX512-BW/VL/DQ or AVX-NE-CONVERT): the
+        # property checked is then that the copy falls back to fp32 and says why
+        assert fwd.path != "eager" and any("bf16" in note for note in fwd.describe()["notes"])
+        return
     assert (fwd.path, fwd.precision) == ("onednn-blocked", "bf16")
     with torch.inference_mode():
         fast = torch.softmax(fwd(torch.from_numpy(crops)), dim=1).numpy()
@@ -108,57 +119,61 @@ def test_bf16_path_stays_close(crops, monkeypatch):
     assert (fast.argmax(1) == ref.argmax(1)).mean() >= 0.95
 
 
-def test_bf16_is_refused_for_a_model_it_does_not_suit(model, crops, monkeypatch):
+def test_bf16_is_refused_for_a_model_it_does_not_suit(model, crops):
     """Random weights under BatchNorm statistics of real crops amplify rounding: bf16 changes the
     top class of many crops there, so the model gets the fast fp32 copy instead."""
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "bf16")
-    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]))
+    fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]), precision="bf16")
     assert fwd.precision == "fp32" and fwd.path != "eager"
     assert any("bf16" in note for note in fwd.describe()["notes"])
     with torch.inference_mode():
         fast = torch.softmax(fwd(torch.from_numpy(crops)), dim=1).numpy()
-    assert np.abs(fast - eager_probs(model, crops)).max() < 1e-4
+    assert np.abs(fast - eager_probs(model, crops)).max() < FAST_TOLERANCE
 
 
 def test_precision_choice(monkeypatch):
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "fp32")
-    assert predict.inference_precision("cpu") == "fp32"
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "auto")
-    assert predict.inference_precision("cpu") == ("bf16" if predict.cpu_has_native_bf16() else "fp32")
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "half-ish")
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("bf16", "cuda") == "fp32"  # bf16 only for the CPU copy
     with pytest.raises(Exception, match="auto, fp32 or bf16"):
-        predict.inference_precision("cpu")
+        resolve_precision("half-ish", "cpu")
+    # environment variables only give the defaults of the config
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "fp32")
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE", "0")
+    assert (ClassifyConfig().precision, ClassifyConfig().fast_path) == ("fp32", False)
+    assert ClassifyConfig(precision="bf16").precision == "bf16"
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "half-ish")
+    with pytest.raises(InputError, match="NAPARI_YEAST_PHENOTYPES_PRECISION"):
+        ClassifyConfig()
 
 
-def test_broken_fast_path_falls_back_to_the_model(model, crops, fp32, monkeypatch):
+def test_broken_fast_path_falls_back_to_the_model(model, crops, monkeypatch):
     def broken(m, precision):
         raise RuntimeError("no oneDNN here")
 
     def wrong(m, precision):
         return lambda x: m(x) + torch.arange(8.0)
 
-    monkeypatch.setattr(predict, "_BUILDERS", (("broken", broken), ("wrong", wrong)))
+    monkeypatch.setattr(cpu_inference, "_BUILDERS", (("broken", broken), ("wrong", wrong)))
     with pytest.warns(RuntimeWarning, match="plain model"):
-        fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:8]))
+        fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:8]), precision="fp32")
     assert fwd.path == "eager"
     with torch.inference_mode():
         assert torch.equal(fwd(torch.from_numpy(crops[:4])), model(torch.from_numpy(crops[:4])))
 
 
-def test_fast_inference_can_be_turned_off(model, crops, monkeypatch):
-    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE", "0")
-    assert inference_forward(model, "cpu", torch.from_numpy(crops[:8])).path == "eager"
+def test_fast_inference_can_be_turned_off(model, crops):
+    assert inference_forward(model, "cpu", torch.from_numpy(crops[:8]), fast_path=False).path == "eager"
 
 
 @pytest.mark.parametrize("batch_size", [1, 5, 64])
-def test_classify_iter_equals_plain_prediction(movie, model, fp32, batch_size):
+def test_classify_iter_equals_plain_prediction(movie, model, batch_size):
     """Batches that straddle chunks keep every crop's probabilities on its own row."""
     clf = Classifier(model)
-    table = run_to_end(classify_iter(movie.image, movie.labels, clf, relink=False, chunk_frames=2,
-                                     batch_size=batch_size))
+    config = ClassifyConfig(relink="no", chunk_frames=2, batch_size=batch_size, precision="fp32")
+    table = run_to_end(classify_iter(movie.image, movie.labels, clf, config))
     ref_crops = movie_crops(movie.image, movie.labels, table, clf.crop_settings)
     cols = [c for c in table.columns if c.startswith("p_")]
-    assert np.abs(table[cols].to_numpy() - eager_probs(model, ref_crops)).max() < 1e-4
+    assert np.abs(table[cols].to_numpy() - eager_probs(model, ref_crops)).max() < FAST_TOLERANCE
     assert table.attrs["inference"]["precision"] == "fp32"
 
 
@@ -231,15 +246,20 @@ def test_extract_crops_keeps_row_order(movie):
     np.testing.assert_allclose(again, whole[order], atol=1e-6)
 
 
-@pytest.mark.parametrize("builder", [name for name, _ in predict._BUILDERS])
+@pytest.mark.parametrize("builder", [name for name, _ in cpu_inference._BUILDERS])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_building_a_copy_leaves_the_model_alone(model, crops, builder, precision):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in model.named_parameters()}
     types = [type(m) for m in model.modules()]
-    fn = dict(predict._BUILDERS)[builder](model, precision)
-    with torch.inference_mode():
-        fn(torch.from_numpy(crops[:4]))
+    try:
+        fn = dict(cpu_inference._BUILDERS)[builder](model, precision)
+    except RuntimeError as exc:  # no bf16 kernels on this CPU: building fails, and must not touch the model
+        assert precision == "bf16", exc  # noqa: PT017 - the model must be untouched either way
+        fn = None
+    if fn is not None:
+        with torch.inference_mode():
+            fn(torch.from_numpy(crops[:4]))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
     assert flags == {k: p.requires_grad for k, p in model.named_parameters()}

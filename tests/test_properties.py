@@ -126,5 +126,6 @@ def test_csv_round_trip(tmp_path_factory, seed, n_tracks, n_frames):
     assert (merged["phenotype"] == merged["phenotype_mem"]).all()
     tback = pd.read_csv(out / "tracks.csv", keep_default_na=False)
     assert list(tback["track_id"]) == list(tracks["track_id"])
-    assert [str(x) for x in tback["senescence_frame"]] == ["" if pd.isna(x) else str(x) for x in tracks["senescence_frame"]]
+    expected = ["" if pd.isna(x) else str(x) for x in tracks["senescence_frame"]]
+    assert [str(x) for x in tback["senescence_frame"]] == expected
     assert list(tback["transitions"]) == list(tracks["transitions"])

@@ -3,7 +3,11 @@ import pandas as pd
 import pytest
 
 from napari_yeast_phenotypes.core.timeline import (
-    TimelineSettings, add_timeline, smooth_track, track_summary, transition_matrix,
+    TimelineSettings,
+    add_timeline,
+    smooth_track,
+    track_summary,
+    transition_matrix,
 )
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
@@ -59,7 +63,7 @@ def make_cells(tracks: dict[int, list[int]], start: dict[int, int] | None = None
     rows = []
     for tid, seq in tracks.items():
         p = onehot_probs(seq)
-        for i, c in enumerate(seq):
+        for i in range(len(seq)):
             rows.append({"track_id": tid, "label": tid, "frame": (start or {}).get(tid, 0) + i,
                          **{f"p_{n}": p[i, j] for j, n in enumerate(CLASS_NAMES)}})
     return pd.DataFrame(rows)

@@ -16,7 +16,8 @@ def test_measure_frame_matches_per_label_reference(small_movie):
         assert r["area"] == ys.size
         assert r["y"] == pytest.approx(ys.mean())
         assert r["x"] == pytest.approx(xs.mean())
-        assert (r["bbox_y0"], r["bbox_x0"], r["bbox_y1"], r["bbox_x1"]) == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
+        bbox = (r["bbox_y0"], r["bbox_x0"], r["bbox_y1"], r["bbox_x1"])
+        assert bbox == (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)
 
 
 def test_empty_frame_gives_empty_table():

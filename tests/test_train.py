@@ -6,7 +6,12 @@ from napari_yeast_phenotypes.core.cropset import CropSet
 from napari_yeast_phenotypes.core.io import InputError
 from napari_yeast_phenotypes.core.model import load_classifier
 from napari_yeast_phenotypes.core.train import (
-    TrainConfig, augment_batch, group_folds, metrics, train, train_iter,
+    TrainConfig,
+    augment_batch,
+    group_folds,
+    metrics,
+    train,
+    train_iter,
 )
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .core.paths import cache_dir
 from .phenotypes import CLASS_NAMES, SENESCENT
 
 DEMO_MOVIE = {"n_frames": 40, "size": 256, "n_cells": 30}
@@ -27,13 +27,6 @@ TRAIN_MOVIES = {"n_frames": 40, "size": 320, "n_cells": 45}
 PER_CLASS_TRAIN = 320
 PER_CLASS_VAL = 80
 DEFAULT_EPOCHS = 8
-
-
-def cache_dir() -> Path:
-    """Where the demo keeps its trained model (``NAPARI_YEAST_PHENOTYPES_CACHE`` overrides)."""
-    env = os.environ.get("NAPARI_YEAST_PHENOTYPES_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-yeast-phenotypes"
-    return base
 
 
 def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Generator, split: str,
@@ -91,9 +84,10 @@ def build_curated_set(root: Path, seed: int) -> Path:
 
 def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     """Train the demo model (or copy the cached one) to ``out/model.pt``."""
-    from .cli import _train_progress
+    from .core.config import TrainConfig
     from .core.curated import CuratedSet
-    from .core.train import TrainConfig, train
+    from .core.progress import training_bar
+    from .core.train import train
 
     base, trainable, note = choose_base_weights()
     print(f"  {note}")
@@ -110,7 +104,7 @@ def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     print(f"  {len(train_set)} training crops, {len(val_set)} validation crops (never augmented)")
     config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3 if trainable == "all" else 1e-3, seed=seed,
                          base_weights=base, trainable=trainable)
-    train(train_set, val_set, config, cs.crop_settings, out=model_path, progress=_train_progress())
+    train(train_set, val_set, config, cs.crop_settings, out=model_path, progress=training_bar())
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, cached)
     return model_path
@@ -141,13 +135,10 @@ def score(cells: pd.DataFrame, tracks: pd.DataFrame, truth: pd.DataFrame) -> dic
 
 def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0, epochs: int | None = None) -> int:
     """Run the demo into ``out``; returns an exit status."""
-    from .core.export import write_tables
     from .core.io import atomic_write, prepare_output_dir
-    from .core.model import load_classifier
-    from .core.pipeline import analyse
-    from .core.plots import save_summary
+    from .core.jobs import classify_movie
+    from .core.progress import frames_bar
     from .core.simulate import simulate_movie, write_movie
-    from .cli import _progress_bar
 
     t0 = time.perf_counter()
     epochs = epochs or DEFAULT_EPOCHS
@@ -162,10 +153,10 @@ def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0,
     print("[3/4] simulating a new movie and classifying it")
     movie = simulate_movie(**DEMO_MOVIE, seed=seed * 1000 + 99)
     write_movie(movie, out / "movie")
-    clf = load_classifier(model_path)
-    res = analyse(movie.image, movie.labels, clf, progress=_progress_bar("classifying"))
-    write_tables(res.cells, res.tracks, out, clf.class_names)
-    save_summary(res.cells, res.tracks, out / "summary.png", clf.class_names, title="demo movie (synthetic)")
+    # prepare_output_dir has refused earlier results unless --overwrite
+    res = classify_movie(movie.image, movie.labels, model_path, out=out, overwrite=True,
+                         progress=frames_bar("classifying"), title="demo movie (synthetic)",
+                         names={"image": "movie/image.tif", "labels": "movie/labels.tif"}).result
     print("[4/4] comparing with the ground truth")
     s = score(res.cells, res.tracks, movie.truth)
     s["seconds"] = round(time.perf_counter() - t0, 1)
@@ -176,5 +167,6 @@ def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0,
     print("  recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in s["recall_per_class"].items()))
     print(f"  senescence frame within 2 frames of the truth: {s['senescence_within_2_frames']:.0%} "
           f"of {s['senescent_tracks']} tracks that become senescent")
-    print(f"wrote {out / 'cells.csv'}, {out / 'tracks.csv'}, {out / 'summary.png'} in {s['seconds']:.0f} s")
+    print(f"wrote {out / 'cells.csv'}, {out / 'tracks.csv'}, {out / 'summary.png'}, {out / 'run.json'} "
+          f"in {s['seconds']:.0f} s")
     return 0

@@ -13,6 +13,7 @@ from napari_yeast_phenotypes._napari._layers import (
     RESULT_KEY,
     SENESCENCE_LAYER,
     TRACKS_LAYER,
+    PhenotypeFrames,
     cell_ids,
     class_colormap,
     paint_cells,
@@ -36,6 +37,25 @@ def test_paint_cells_gives_each_cell_frame_its_own_value(result_movie):
     for value, row in zip(ids, res.cells.itertuples()):
         mask = movie.labels[row.frame] == row.label
         assert (painted[row.frame][mask] == value).all()
+
+
+def test_lazy_frames_are_painted_on_demand(result_movie):
+    """The viewer's layer holds a few painted frames, never the whole painted movie."""
+    movie, res = result_movie
+    whole = paint_cells(movie.labels, res.cells, res.class_names)
+    lazy = PhenotypeFrames(movie.labels, res.cells, res.class_names, keep_frames=2)
+    assert lazy.shape == whole.shape and lazy.dtype == whole.dtype and lazy.ndim == 3
+    assert (lazy[3] == whole[3]).all() and (lazy[1:4, 5:20, ::2] == whole[1:4, 5:20, ::2]).all()
+    assert (lazy[-1] == whole[-1]).all() and (lazy[..., 7] == whole[..., 7]).all()
+    assert len(lazy._cache) <= 2  # only the last frames asked for are kept
+    # relabelling a cell-frame repaints its frame only
+    row = int(lazy.rows_of_frame(2)[0])
+    new = lazy.values[row] + 1 if (lazy.values[row] % len(res.class_names)) else lazy.values[row] - 1
+    lazy.frame(1)
+    lazy.set_values([row], [new])
+    assert 1 in lazy._cache and 2 not in lazy._cache
+    mask = movie.labels[2] == res.cells["label"].iloc[row]
+    assert (lazy[2][mask] == new).all() and (lazy[2][~mask] == whole[2][~mask]).all()
 
 
 def test_paint_cells_with_huge_label_ids(result_movie):

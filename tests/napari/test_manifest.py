@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 
-import napari_yeast_phenotypes
+import napari_yeast_phenotypes  # noqa: E402 - after the importorskips
 
 PLUGIN = "napari-yeast-phenotypes"
 MANIFEST = Path(napari_yeast_phenotypes.__file__).with_name("napari.yaml")

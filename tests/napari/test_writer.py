@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -49,17 +51,22 @@ def classified(make_napari_viewer, small_movie, model_path):
 def test_export_button_writes_what_the_cli_writes(classified, cli_tables, tmp_path):
     _, widget = classified
     paths = widget.export(tmp_path / "export")
-    assert [p.rsplit("/", 1)[-1] for p in paths] == ["cells.csv", "tracks.csv"]
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["cells.csv", "tracks.csv", "summary.png", "run.json"]
     for name, text in cli_tables.items():
         assert (tmp_path / "export" / name).read_text() == text
     assert "wrote" in widget.status.text()
+    run = json.loads((tmp_path / "export" / "run.json").read_text())
+    # how it was made travels with the result: the layers' names and content, the model, the config
+    assert run["inputs"]["image"]["name"] == "image" and run["inputs"]["labels"]["name"] == "cells"
+    assert len(run["inputs"]["image"]["sha256"]) == 64 and run["model"]["sha256"]
+    assert set(run["outputs"]) == {"cells.csv", "tracks.csv", "summary.png"}
 
 
 def test_npe2_writer_writes_what_the_cli_writes(classified, cli_tables, tmp_path):
     viewer, _ = classified
     viewer.layers.selection = {viewer.layers[PHENOTYPES_LAYER]}
     written = viewer.layers.save(str(tmp_path / "saved"), selected=True, plugin=PLUGIN)
-    assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["cells.csv", "tracks.csv"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["cells.csv", "run.json", "summary.png", "tracks.csv"]
     for name, text in cli_tables.items():
         assert (tmp_path / "saved" / name).read_text() == text
 

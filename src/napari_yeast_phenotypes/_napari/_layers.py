@@ -16,12 +16,15 @@ without numba, and a real movie has far more cell-frames than that.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import pandas as pd
 
 from ..core.plots import class_colours
 
 RESULT_KEY = "yeast_phenotypes"  # layer.metadata[RESULT_KEY] -> the core's Result
+RUN_KEY = "yeast_phenotypes_run"  # layer.metadata[RUN_KEY] -> how it was made (run.json's content)
 PHENOTYPES_LAYER = "phenotypes"
 TRACKS_LAYER = "phenotype tracks"
 SENESCENCE_LAYER = "senescence"
@@ -52,35 +55,116 @@ def _id_dtype(top: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
+def _paint_frame(lab: np.ndarray, keys: np.ndarray, vals: np.ndarray, dtype) -> np.ndarray:
+    """One label frame with each label id in ``keys`` replaced by its value in ``vals`` (others 0).
+
+    A lookup table when the ids are small; a search over the (sorted) ids when they are not, so
+    memory follows the number of cells, never the size of their ids.
+    """
+    if keys.size == 0:
+        return np.zeros(lab.shape, dtype=dtype)
+    top = int(keys.max())
+    if top < _LUT_LIMIT and int(lab.max(initial=0)) < _LUT_LIMIT:
+        lut = np.zeros(max(top, int(lab.max(initial=0))) + 1, dtype=dtype)
+        lut[keys] = vals
+        return lut[np.clip(lab, 0, None)]
+    sort = np.argsort(keys)
+    keys, vals = keys[sort], vals[sort]
+    pos = np.clip(np.searchsorted(keys, lab), 0, keys.size - 1)
+    return np.where(keys[pos] == lab, vals[pos], 0).astype(dtype, copy=False)
+
+
+class PhenotypeFrames:
+    """A (T, Y, X) array whose frames are painted only when napari asks for them.
+
+    Frame t is the labels' frame t with each classified cell replaced by its value
+    (:func:`cell_ids`), computed on demand and kept for the last few frames viewed: showing a
+    1,000-frame movie costs a few frames of memory, not a second copy of the movie. The values of
+    cell-frames can be changed (:meth:`set_values`, e.g. after a user labels a cell); only the
+    frames they are in are painted again.
+
+    It implements what napari needs of layer data (``shape``, ``dtype``, ``ndim``, indexing) and
+    ``__array__`` for whoever wants all of it at once.
+    """
+
+    def __init__(self, labels, cells: pd.DataFrame, class_names, keep_frames: int = 4):
+        self.labels = labels
+        self.shape = tuple(int(s) for s in labels.shape)
+        self.ndim = len(self.shape)
+        self.values = cell_ids(cells, class_names)
+        self.n_classes = len(class_names)
+        # the largest value any cell-frame can take, whatever class it is given later
+        self.dtype = _id_dtype(self.n_classes * len(cells))
+        frames = cells["frame"].to_numpy()
+        self._label_ids = cells["label"].to_numpy()
+        self._order = np.argsort(frames, kind="stable")
+        self._bounds = np.searchsorted(frames[self._order], np.arange(self.shape[0] + 1))
+        self._frame_of_row = frames
+        self._keep = max(1, int(keep_frames))
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows_of_frame(self, t: int) -> np.ndarray:
+        """Rows of the cell table in frame ``t``."""
+        return self._order[self._bounds[t]:self._bounds[t + 1]]
+
+    def frame(self, t: int) -> np.ndarray:
+        """The painted frame ``t`` (cached for the last few frames asked for)."""
+        t = int(t)
+        if t < 0:
+            t += self.shape[0]
+        got = self._cache.get(t)
+        if got is not None:
+            self._cache.move_to_end(t)
+            return got
+        rows = self.rows_of_frame(t)
+        got = _paint_frame(np.asarray(self.labels[t]), self._label_ids[rows], self.values[rows], self.dtype)
+        got.setflags(write=False)
+        self._cache[t] = got
+        while len(self._cache) > self._keep:
+            self._cache.popitem(last=False)
+        return got
+
+    def set_values(self, rows, values) -> None:
+        """Give the cell-frames ``rows`` (of the cell table) new painted values; repaint their frames."""
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        self.values[rows] = values
+        for t in set(self._frame_of_row[rows].tolist()):
+            self._cache.pop(int(t), None)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        first, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if isinstance(first, (int, np.integer)):
+            return self.frame(int(first))[rest] if rest else self.frame(int(first))
+        frames = np.arange(self.shape[0])[first]
+        stack = np.stack([self.frame(t) for t in np.atleast_1d(frames)]) if np.size(frames) else \
+            np.zeros((0, *self.shape[1:]), self.dtype)
+        return stack[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.stack([self.frame(t) for t in range(self.shape[0])]) if self.shape[0] else \
+            np.zeros(self.shape, self.dtype)
+        return out if dtype is None else out.astype(dtype)
+
+
 def paint_cells(labels, cells: pd.DataFrame, class_names) -> np.ndarray:
     """(T, Y, X) image where each cell-frame of ``cells`` is painted with its value (see :func:`cell_ids`).
 
     ``labels`` is the (T, Y, X) label stack the table was measured on (numpy, dask or memory-map,
-    read one frame at a time); pixels of labels absent from the table stay 0.
+    read one frame at a time); pixels of labels absent from the table stay 0. The whole stack in
+    memory: the viewer uses :class:`PhenotypeFrames`, which paints frames on demand.
     """
-    ids = cell_ids(cells, class_names)
-    out = np.zeros(labels.shape, dtype=_id_dtype(int(ids.max()) if ids.size else 0))
-    frames = cells["frame"].to_numpy()
-    lab_ids = cells["label"].to_numpy()
-    order = np.argsort(frames, kind="stable")
-    bounds = np.searchsorted(frames[order], np.arange(labels.shape[0] + 1))
-    for t in range(labels.shape[0]):
-        rows = order[bounds[t]:bounds[t + 1]]
-        if rows.size == 0:
-            continue
-        lab = np.asarray(labels[t])
-        keys, vals = lab_ids[rows], ids[rows]
-        top = int(keys.max())
-        if top < _LUT_LIMIT:
-            lut = np.zeros(max(top, int(lab.max())) + 1, dtype=out.dtype)
-            lut[keys] = vals
-            out[t] = lut[lab]
-        else:
-            sort = np.argsort(keys)
-            keys, vals = keys[sort], vals[sort]
-            pos = np.clip(np.searchsorted(keys, lab), 0, keys.size - 1)
-            out[t] = np.where(keys[pos] == lab, vals[pos], 0)
-    return out
+    return np.asarray(PhenotypeFrames(labels, cells, class_names, keep_frames=1))
 
 
 def phenotype_colormap(class_names):
@@ -146,7 +230,8 @@ def senescence_events(cells: pd.DataFrame, tracks: pd.DataFrame) -> pd.DataFrame
     return ev.sort_values(["frame", "track_id"]).reset_index(drop=True)
 
 
-def result_layers(result, labels, *, scale=None, translate=None, axis_labels=None, source: str = "") -> list[tuple]:
+def result_layers(result, labels, *, scale=None, translate=None, axis_labels=None, source: str = "",
+                  run: dict | None = None) -> list[tuple]:
     """The overlays of a :class:`~napari_yeast_phenotypes.core.pipeline.Result` as layer data tuples.
 
     Parameters
@@ -166,7 +251,7 @@ def result_layers(result, labels, *, scale=None, translate=None, axis_labels=Non
     """
     cells, tracks, names = result.cells, result.tracks, tuple(result.class_names)
     one_frame = labels.ndim == 2
-    common = {"metadata": {RESULT_KEY: result, "source": source}}
+    common = {"metadata": {RESULT_KEY: result, RUN_KEY: run or {}, "source": source}}
     if scale is not None:
         common["scale"] = tuple(scale)
     if translate is not None:
@@ -174,9 +259,8 @@ def result_layers(result, labels, *, scale=None, translate=None, axis_labels=Non
     if axis_labels is not None:
         common["axis_labels"] = tuple(axis_labels)
 
-    painted = paint_cells(labels[None] if one_frame else labels, cells, names)
-    if one_frame:
-        painted = painted[0]
+    painted = PhenotypeFrames(labels[None] if one_frame else labels, cells, names)
+    painted = painted.frame(0).copy() if one_frame else painted
     layers = [(painted, {**common, "name": PHENOTYPES_LAYER, "colormap": phenotype_colormap(names),
                          "features": phenotype_features(cells, names), "opacity": 0.45, "blending": "translucent"},
                "labels")]

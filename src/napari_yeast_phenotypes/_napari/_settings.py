@@ -1,7 +1,8 @@
 """The remembered model file, and the demo model offered when none is remembered.
 
-Settings live in a small JSON file under the user's config folder (``platformdirs``, which napari
-brings); ``NAPARI_YEAST_PHENOTYPES_CONFIG_DIR`` overrides the folder (tests use it).
+Settings live in a small JSON file under the user's config folder
+(:func:`napari_yeast_phenotypes.core.paths.config_dir`; ``NAPARI_YEAST_PHENOTYPES_CONFIG_DIR``
+overrides it, tests use that).
 """
 
 from __future__ import annotations
@@ -10,27 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from ..demo import cache_dir
+from ..core.paths import config_dir, demo_models
 
-APP_NAME = "napari-yeast-phenotypes"
 SETTINGS_FILE = "napari-settings.json"
 NO_MODEL_HINT = (
     "No model yet. Pick a model file (.pt), or make the demo model with "
     "`yeast-phenotypes demo --out DIR` in a terminal (a few minutes on a CPU); "
     "it is then offered here."
 )
-
-
-def config_dir() -> Path:
-    """The folder holding the plugin's settings."""
-    env = os.environ.get("NAPARI_YEAST_PHENOTYPES_CONFIG_DIR")
-    if env:
-        return Path(env)
-    try:
-        from platformdirs import user_config_dir
-    except ImportError:  # napari brings platformdirs; keep a plain fallback all the same
-        return Path.home() / ".config" / APP_NAME
-    return Path(user_config_dir(APP_NAME, appauthor=False))
 
 
 def settings_path() -> Path:
@@ -59,12 +47,9 @@ def save_settings(**values) -> None:
 
 
 def newest_demo_model() -> Path | None:
-    """The newest cached demo model (``demo-model-*.pt`` in the demo's cache folder), if any."""
-    try:
-        found = [p for p in cache_dir().glob("demo-model-*.pt") if p.is_file()]
-    except OSError:
-        return None
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    """The newest cached demo model (``demo-model-*.pt`` in the package's cache folder), if any."""
+    found = demo_models()
+    return found[0] if found else None
 
 
 def default_model() -> Path | None:

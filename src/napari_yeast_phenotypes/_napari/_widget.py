@@ -12,7 +12,7 @@ from pathlib import Path
 
 from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image, Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.io import InputError, as_movie
+from ..core.jobs import RESULT_FILES, RUN_FILE
 from ._layers import RESULT_KEY, result_layers
 from ._legend import Legend
 from ._safe_torch import import_torch_core
@@ -44,8 +45,8 @@ class Failed:
     message: str
 
 
-def classify_job(image, labels, model_path):
-    """Generator run by the worker: load the model, classify, return a ``Result`` (or :class:`Failed`).
+def classify_job(image, labels, model_path, names: dict | None = None):
+    """Generator run by the worker: the core's classification job; returns a ``ClassifyJob`` (or :class:`Failed`).
 
     Yields ``(frames_done, n_frames)``. A user's mistake (a bad model file, labels that do not fit)
     comes back as :class:`Failed` with the core's message, so it is shown as a message and not
@@ -55,14 +56,12 @@ def classify_job(image, labels, model_path):
     yield 0, n_frames
     try:
         import_torch_core()
-        from ..core.model import load_classifier
-        from ..core.pipeline import analyse_iter
+        from ..core.jobs import classify_movie_iter
 
-        clf = load_classifier(model_path)
-        result = yield from analyse_iter(image, labels, clf)
+        job = yield from classify_movie_iter(image, labels, model_path, names=names)
     except InputError as exc:
         return Failed(str(exc))
-    return result
+    return job
 
 
 def _layer_array(layer: Layer):
@@ -83,6 +82,7 @@ class ClassifyWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.result = None  # the last Result, also in the overlays' metadata[RESULT_KEY]
+        self.run_info: dict = {}  # how it was made (run.json), also in the overlays' metadata[RUN_KEY]
         self.overlays: list[Layer] = []  # phenotypes (labels), tracks (movies only), senescence (points)
         self.plots = None
         self._worker = None
@@ -198,10 +198,11 @@ class ClassifyWidget(QWidget):
             return None
         remember_model(model)
         self._job = (labels, self.labels_choice.value)
+        names = {"image": self.image_choice.value.name, "labels": self.labels_choice.value.name}
         self._set_running(True)
         self.set_status(f"loading {model.name} and classifying…")
         if sync:
-            gen = classify_job(image, labels, model)
+            gen = classify_job(image, labels, model, names)
             try:
                 while True:
                     self._on_progress(next(gen))
@@ -216,7 +217,7 @@ class ClassifyWidget(QWidget):
 
         from napari.qt.threading import create_worker
 
-        worker = create_worker(classify_job, image, labels, model, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(classify_job, image, labels, model, names, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -250,7 +251,9 @@ class ClassifyWidget(QWidget):
             self._error(value.message)
             return
         labels, labels_layer = self._job
-        self.show_result(value, labels, labels_layer)
+        for warning in value.warnings:
+            show_warning(warning)
+        self.show_result(value.result, labels, labels_layer, run=value.run)
 
     def _on_errored(self, exc: Exception) -> None:
         # napari's worker already reports the traceback of an unexpected error; say it here too
@@ -265,15 +268,15 @@ class ClassifyWidget(QWidget):
         self._set_running(False)
 
     # ------------------------------------------------------------------ results
-    def show_result(self, result, labels, labels_layer=None) -> None:
-        """Replace the overlays, the legend and the plots with ``result``."""
-        self.result = result
+    def show_result(self, result, labels, labels_layer=None, run: dict | None = None) -> None:
+        """Replace the overlays, the legend and the plots with ``result`` (``run``: how it was made)."""
+        self.result, self.run_info = result, dict(run or {})
         for old in self.overlays:  # replace what the last run added, whatever the user renamed it to
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
-        kwargs = {}
+        kwargs = {"run": self.run_info}
         if labels_layer is not None:
-            kwargs = {"scale": labels_layer.scale, "translate": labels_layer.translate,
+            kwargs |= {"scale": labels_layer.scale, "translate": labels_layer.translate,
                       "axis_labels": labels_layer.axis_labels, "source": labels_layer.name}
         self.overlays = [self.viewer.add_layer(Layer.create(data, meta, kind))
                          for data, meta, kind in result_layers(result, labels, **kwargs)]
@@ -284,7 +287,9 @@ class ClassifyWidget(QWidget):
         self._show_plots(result)
         tr = result.tracks
         n_sen = int(tr["senescence_frame"].notna().sum())
-        relinked = " (ids were not tracked: cells were relinked by overlap)" if result.cells.attrs.get("relinked") else ""
+        relinked = ""
+        if result.cells.attrs.get("relinked"):
+            relinked = " (ids were not tracked: cells were relinked by overlap)"
         self.set_status(f"{len(result.cells)} cell-frames in {len(tr)} tracks; {n_sen} tracks become "
                         f"senescent{relinked}. Hover a cell to see its track, phenotype and confidence.")
         self.export_button.setEnabled(True)
@@ -299,24 +304,25 @@ class ClassifyWidget(QWidget):
         self.plots.show_result(result, self.overlays[0])
 
     def export(self, out_dir=None) -> list[str]:
-        """Write ``cells.csv`` and ``tracks.csv`` of the last result; asks for a folder when none is given."""
+        """Write the result folder (``cells.csv``, ``tracks.csv``, ``summary.png``, ``run.json``) of the last
+        result; asks for a folder when none is given."""
         if self.result is None:
             self._error("nothing to export yet: press Run first")
             return []
         if out_dir is None:
-            out_dir = QFileDialog.getExistingDirectory(self, "Folder for cells.csv and tracks.csv")
+            out_dir = QFileDialog.getExistingDirectory(self, "Folder for cells.csv, tracks.csv, summary.png, run.json")
             if not out_dir:
                 return []
-            existing = [n for n in ("cells.csv", "tracks.csv") if (Path(out_dir) / n).exists()]
+            existing = [n for n in (*RESULT_FILES, RUN_FILE) if (Path(out_dir) / n).exists()]
             if existing and QMessageBox.question(
                 self, "Replace files?", f"{out_dir} already holds {' and '.join(existing)}. Replace them?"
             ) != QMessageBox.Yes:
                 return []
         try:
-            paths = export_result(self.result, out_dir)
+            paths = export_result(self.result, out_dir, self.run_info)
         except (OSError, ValueError) as exc:
             self._error(f"could not export to {out_dir}: {exc}")
             return []
-        self.set_status(f"wrote {paths[0]} and {paths[1]}")
-        show_info(f"wrote {paths[0]} and {paths[1]}")
+        self.set_status(f"wrote {', '.join(Path(p).name for p in paths)} into {out_dir}")
+        show_info(f"wrote {', '.join(Path(p).name for p in paths)} into {out_dir}")
         return paths

@@ -1,4 +1,7 @@
-"""npe2 writer: a phenotypes layer -> ``cells.csv`` and ``tracks.csv`` in a folder, as the CLI writes them.
+"""npe2 writer: a phenotypes layer -> a result folder, as the CLI writes it.
+
+``cells.csv``, ``tracks.csv``, ``summary.png`` and ``run.json`` (how the result was made), through
+the core's :func:`~napari_yeast_phenotypes.core.jobs.write_result`: all together or none.
 
 In napari: select the "phenotypes" layer, File > Save Selected Layers..., choose this plugin's
 "cells.csv + tracks.csv (folder)" writer and type a folder name without an extension.
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._layers import RESULT_KEY
+from ._layers import RESULT_KEY, RUN_KEY
 
 
 def result_from_meta(meta: dict):
@@ -17,16 +20,20 @@ def result_from_meta(meta: dict):
     return (meta or {}).get("metadata", {}).get(RESULT_KEY)
 
 
-def export_result(result, out_dir: str | os.PathLike) -> list[str]:
-    """Write the result's tables into ``out_dir`` (created if needed) with the core's writer."""
-    from ..core.export import write_tables
+def export_result(result, out_dir: str | os.PathLike, run: dict | None = None) -> list[str]:
+    """Write the result folder into ``out_dir`` (created if needed; earlier results there are replaced)."""
+    from ..core.io import InputError
+    from ..core.jobs import RESULT_FILES, RUN_FILE, write_result
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} is a file; give a folder name (without an extension) for the two CSV files")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = write_tables(result.cells, result.tracks, out, result.class_names)
-    return [str(paths["cells"]), str(paths["tracks"])]
+        raise ValueError(f"{out} is a file; give a folder name (without an extension) for the result files")
+    try:
+        title = (run or {}).get("inputs", {}).get("image", {}).get("name", "")
+        write_result(result, out, run, overwrite=True, title=title)
+    except InputError as exc:  # napari shows a ValueError's message to the user
+        raise ValueError(str(exc)) from exc
+    return [str(out / n) for n in (*RESULT_FILES, RUN_FILE)]
 
 
 def write_phenotype_tables(path: str, data, meta: dict) -> list[str]:
@@ -39,9 +46,10 @@ def write_phenotype_tables(path: str, data, meta: dict) -> list[str]:
         message).
     """
     result = result_from_meta(meta)
+    run = (meta or {}).get("metadata", {}).get(RUN_KEY)
     if result is None:
         raise ValueError(
             "this labels layer holds no phenotype result: save the 'phenotypes' layer made by "
             "Plugins > Classify phenotypes (or use its Export button)"
         )
-    return export_result(result, path)
+    return export_result(result, path, run)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .io import InputError
+from .schema import MovieStats
 
 MASK_MODES = ("others", "outside", "none")
 SCALE_MODES = ("movie", "cell")
@@ -84,7 +85,7 @@ class CropSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "CropSettings":
+    def from_dict(cls, d: dict | None) -> CropSettings:
         """Build from a plain dict (e.g. from a checkpoint); unknown keys are an error."""
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
@@ -95,18 +96,6 @@ class CropSettings:
                 "program version; update napari-yeast-phenotypes"
             )
         return cls(**d)
-
-
-@dataclass(frozen=True)
-class MovieStats:
-    """What crops of one movie are normalised by: intensity range and typical cell size."""
-
-    low: float
-    high: float
-    cell_side: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def movie_stats(image, labels, settings: CropSettings = CropSettings(), max_frames: int = 16,

@@ -20,6 +20,9 @@ class CropSet:
     paths: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None  # e.g. experiment or track, for grouped cross-validation
     notes: list[str] = field(default_factory=list)
+    #: where the crops come from: ``{"kind": "curated", ...}`` for crops this package made,
+    #: ``{"kind": "external", ...}`` (with how they were resized and normalised) for others
+    origin: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.crops = np.ascontiguousarray(self.crops, dtype=np.float32)
@@ -31,8 +34,8 @@ class CropSet:
     def counts(self) -> dict[str, int]:
         return {c: int((self.targets == i).sum()) for i, c in enumerate(self.class_names)}
 
-    def subset(self, idx) -> "CropSet":
+    def subset(self, idx) -> CropSet:
         idx = np.asarray(idx)
         return CropSet(self.crops[idx], self.targets[idx], self.class_names,
                        [self.paths[i] for i in idx] if self.paths else [],
-                       None if self.groups is None else self.groups[idx], list(self.notes))
+                       None if self.groups is None else self.groups[idx], list(self.notes), dict(self.origin))

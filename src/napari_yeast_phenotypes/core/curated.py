@@ -28,8 +28,8 @@ import pandas as pd
 
 from ..phenotypes import CLASS_NAMES, class_index
 from .crops import CropSettings
-from .io import InputError, atomic_write
 from .cropset import CropSet
+from .io import InputError, atomic_write
 
 MANIFEST_COLUMNS = ["crop_id", "split", "phenotype", "path", "experiment", "source", "frame", "label",
                     "track_id", "annotated_at", "annotator"]
@@ -90,7 +90,7 @@ class CuratedSet:
             df = pd.read_csv(path, dtype={"crop_id": str, "split": str, "phenotype": str, "path": str,
                                           "experiment": str, "source": str, "annotator": str},
                              keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InputError(f"{path} cannot be read ({exc}); restore it from a backup") from exc
         missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
         if missing:
@@ -124,7 +124,8 @@ class CuratedSet:
                              f"(it has: {sorted(set(self.manifest['split'])) or 'nothing'})")
         crops = np.stack([tifffile.imread(self.root / p) for p in rows["path"]])[:, None].astype(np.float32)
         targets = np.array([self.class_names.index(c) for c in rows["phenotype"]], dtype=np.int64)
-        return CropSet(crops, targets, self.class_names, list(rows["path"]), rows["experiment"].to_numpy())
+        return CropSet(crops, targets, self.class_names, list(rows["path"]), rows["experiment"].to_numpy(),
+                       origin={"kind": "curated", "set": str(self.root.resolve()), "split": split})
 
     # --- writing -----------------------------------------------------------------------------
     def _save_manifest(self) -> None:
@@ -245,7 +246,7 @@ def read_annotations(path, class_names=CLASS_NAMES) -> pd.DataFrame:
         raise InputError(f"annotation file not found: {path}")
     try:
         df = pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"could not read {path} as CSV: {exc}") from exc
     missing = [c for c in ("frame", "label", "phenotype") if c not in df.columns]
     if missing:

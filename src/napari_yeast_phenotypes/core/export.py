@@ -9,13 +9,7 @@ import pandas as pd
 
 from ..phenotypes import CLASS_NAMES
 from .io import atomic_write
-
-CELL_BASE_COLUMNS = ["track_id", "frame", "label", "y", "x", "area", "phenotype", "phenotype_raw", "confidence"]
-
-
-def cell_columns(class_names=CLASS_NAMES) -> list[str]:
-    """Column order of ``cells.csv``."""
-    return CELL_BASE_COLUMNS + [f"p_{c}" for c in class_names] + ["annotated"]
+from .schema import cell_columns
 
 
 def cells_for_export(cells: pd.DataFrame, class_names=CLASS_NAMES) -> pd.DataFrame:

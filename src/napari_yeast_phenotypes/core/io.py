@@ -47,7 +47,7 @@ def read_array(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray:
             return tifffile.imread(p)
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one plain message
+    except Exception as exc:
         raise InputError(f"could not read {p}: {exc}. Is it a valid {suffix} file?") from exc
     raise InputError(f"{p}: unsupported file type {suffix!r}; use a .tif/.tiff or .npy file")
 

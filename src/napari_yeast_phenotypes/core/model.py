@@ -21,6 +21,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 from .. import __version__
 from ..phenotypes import CLASS_NAMES
+from .config import parse_trainable
 from .crops import CropSettings
 from .io import InputError, atomic_write
 
@@ -30,8 +31,8 @@ DEFAULT_TRAINABLE = ("conv1", "fc")
 BASE_WEIGHT_CHOICES = "imagenet | none | PATH"
 
 
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights are neither cached nor downloadable."""
+class WeightsUnavailable(InputError):
+    """ImageNet weights are neither cached nor downloadable (the message says where to put the file)."""
 
 
 class YeastResNet(ResNet):
@@ -69,23 +70,6 @@ class YeastResNet(ResNet):
         return self
 
 
-def parse_trainable(trainable) -> tuple[str, ...]:
-    """Parse ``"conv1,fc"`` / ``"all"`` / a sequence into a tuple of layer names, checking them."""
-    if isinstance(trainable, str):
-        trainable = [t.strip() for t in trainable.split(",") if t.strip()]
-    names = tuple(trainable)
-    valid = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")
-    if names == ("all",):
-        return names
-    bad = [n for n in names if n not in valid]
-    if bad or not names:
-        raise InputError(
-            f"cannot train layers {bad or names}: choose 'all' or a comma-separated list of "
-            f"{', '.join(valid)} (default conv1,fc)"
-        )
-    return names
-
-
 def imagenet_weights_path() -> Path:
     """Where torchvision caches the ImageNet ResNet50 weights (TORCH_HOME)."""
     from torchvision.models import ResNet50_Weights
@@ -107,7 +91,7 @@ def load_imagenet_state_dict() -> dict:
             return torch.load(path, map_location="cpu", weights_only=True)
     try:
         return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=True)
-    except Exception as exc:  # noqa: BLE001 - URLError, SSL, socket: all mean "offline"
+    except Exception as exc:
         raise WeightsUnavailable(
             "the ImageNet weights of ResNet50 are not on this machine and could not be downloaded "
             f"({type(exc).__name__}: {exc}). Either copy the file {cached[0].name} (from "
@@ -159,6 +143,11 @@ class Classifier:
     class_names: tuple[str, ...] = CLASS_NAMES
     crop_settings: CropSettings = field(default_factory=CropSettings)
     metadata: dict = field(default_factory=dict)
+
+    @property
+    def external_crops(self) -> bool:
+        """Whether the model learnt from crops made elsewhere (not by this package's crop function)."""
+        return (self.metadata.get("crop_origin") or {}).get("kind") == "external"
 
 
 def save_checkpoint(path: str | os.PathLike, clf: Classifier, **metadata) -> Path:
@@ -223,7 +212,7 @@ def read_model_file(path: str | os.PathLike, *, trust: bool = False) -> dict:
             "or pick the right file; if it is a model pickled by the original notebook and you trust "
             "where it came from, --trust-model-file loads it (and runs any code inside it)."
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - truncated zips fail in many ways (KeyError, EOFError, ...)
+    except Exception as exc:
         raise InputError(
             f"{path} is not a readable model file ({type(exc).__name__}: {str(exc)[:200]}). It may "
             "be truncated (an interrupted copy or save) or not a PyTorch model at all; copy it again "
@@ -276,5 +265,8 @@ def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = 
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit the adapted ResNet50: {str(exc)[:300]}") from exc
     model.eval()
-    return Classifier(model, tuple(names), CropSettings.from_dict(data.get("crop_settings")),
-                      dict(data.get("metadata", {})))
+    metadata = dict(data.get("metadata", {}))
+    if data.get("format") != CHECKPOINT_FORMAT and "crop_origin" not in metadata:
+        # a bare state dict (the original notebook's) says nothing of how its crops were made
+        metadata["crop_origin"] = {"kind": "external", "normalisation": "unknown (a bare state dict)"}
+    return Classifier(model, tuple(names), CropSettings.from_dict(data.get("crop_settings")), metadata)

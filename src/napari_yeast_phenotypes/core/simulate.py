@@ -29,7 +29,8 @@ _PSF_SIGMA = 1.0
 _GAP = 3.0  # centre-distance slack: leaves >= 2 background px between two masks
 _BORDER = 4.0
 _AGE_RAMP = 30.0  # senescence hazard ramps up over this many frames of age (ageing)
-_SEN_RAMP = 3  # a senescent cell swells to its final size over this many frames (so it looks senescent when the truth says so)
+# a senescent cell swells to its final size over this many frames (so it looks senescent when the truth says so)
+_SEN_RAMP = 3
 _JITTER = 0.25  # px, frame-to-frame wobble of foci within an episode
 _PATCH = 48  # side of the patches from render_cell_examples
 

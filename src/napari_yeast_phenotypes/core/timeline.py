@@ -15,15 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..phenotypes import CLASS_NAMES
-
-
-@dataclass
-class Result:
-    """Per-cell (one row per frame and cell) and per-track tables of one classified movie."""
-
-    cells: pd.DataFrame
-    tracks: pd.DataFrame
-    class_names: tuple[str, ...]
+from .io import InputError
+from .schema import Result, prob_columns, track_columns  # noqa: F401 - Result: re-exported
 
 
 @dataclass(frozen=True)
@@ -39,8 +32,24 @@ class TimelineSettings:
     senescence_rate: float = 0.05
     min_probability: float = 1e-4
 
+    def __post_init__(self):
+        for name in ("switch_rate", "senescence_rate", "min_probability"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise InputError(f"timeline {name} must be a number in [0, 1), not {v!r}")
+        if self.switch_rate + self.senescence_rate >= 1:
+            raise InputError("timeline switch_rate + senescence_rate must stay below 1")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> TimelineSettings:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"unknown timeline settings {unknown}")
+        return cls(**d)
 
 
 def transition_matrix(n: int, absorbing: int | None, s: TimelineSettings) -> np.ndarray:
@@ -113,10 +122,6 @@ def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSet
     return path, post[np.arange(t_len), path]
 
 
-def prob_columns(class_names) -> list[str]:
-    return [f"p_{c}" for c in class_names]
-
-
 def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: TimelineSettings = TimelineSettings(),
                  absorbing: str | None = "Senescent") -> pd.DataFrame:
     """Add ``phenotype_raw`` (per-frame argmax), ``phenotype`` (smoothed) and ``confidence``.
@@ -145,8 +150,7 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
 def track_summary(cells: pd.DataFrame, class_names=CLASS_NAMES, absorbing: str = "Senescent") -> pd.DataFrame:
     """One row per track: span, dominant phenotype, senescence frame, frames per class, transitions."""
     names = list(class_names)
-    cols = ["track_id", "first_frame", "last_frame", "n_frames", "dominant_phenotype", "senescence_frame"]
-    cols += [f"frames_{c}" for c in names] + ["transitions"]
+    cols = track_columns(names)
     rows = []
     for tid, g in cells.sort_values(["track_id", "frame"]).groupby("track_id", sort=True):
         ph = g["phenotype"].to_numpy()

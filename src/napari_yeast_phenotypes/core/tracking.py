@@ -15,8 +15,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from .io import check_label_values
-
-TABLE_COLUMNS = ["frame", "label", "track_id", "y", "x", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]
+from .schema import CELL_TABLE_COLUMNS
 
 
 def measure_frame(labels: np.ndarray, frame: int = 0) -> pd.DataFrame:
@@ -56,7 +55,7 @@ def measure_frame(labels: np.ndarray, frame: int = 0) -> pd.DataFrame:
 
 
 def _empty_table() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=np.float64 if c in ("y", "x") else np.int64) for c in TABLE_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=np.float64 if c in ("y", "x") else np.int64) for c in CELL_TABLE_COLUMNS})
 
 
 def overlap_matrix(prev: np.ndarray, cur: np.ndarray, prev_ids: np.ndarray, cur_ids: np.ndarray) -> np.ndarray:

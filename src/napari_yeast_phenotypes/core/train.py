@@ -8,10 +8,8 @@ intensity changes (MixUp/CutMix did not help).
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Generator
 
@@ -19,159 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..phenotypes import CLASS_NAMES
+from .config import TrainConfig
+from .cropfolder import load_image_folder
 from .crops import CropSettings
 from .cropset import CropSet
+from .device import select_device
 from .io import InputError
-from .model import Classifier, build_model, parse_trainable, save_checkpoint
-from .predict import predict_crops, select_device
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-
-
-@dataclass
-class TrainConfig:
-    """One training job; the CLI, the napari dock and the checkpoint all use this object."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    base_weights: str = "imagenet"
-    trainable: str = "conv1,fc"
-    augment: bool = True
-    label_smoothing: float = 0.05
-    device: str = "auto"
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise InputError("epochs must be at least 1")
-        if self.batch_size < 2:
-            raise InputError("batch size must be at least 2 (BatchNorm layers that train need 2)")
-        if not self.lr > 0:
-            raise InputError("the learning rate must be positive")
-        parse_trainable(self.trainable)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def _to_gray(arr: np.ndarray, path: Path) -> np.ndarray:
-    arr = np.squeeze(arr)
-    if arr.ndim == 3:
-        # channel axis first (tifffile) or last (PIL); drop an alpha channel
-        ch_axis = 0 if arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4) else -1
-        arr = np.moveaxis(arr, ch_axis, -1)[..., :3]
-        if np.all(arr == arr[..., :1]):
-            arr = arr[..., 0]
-        else:
-            raise InputError(
-                f"{path} has {arr.shape[-1]} different colour channels; crops must be one channel "
-                "(the fluorescence reporter). Save the reporter channel alone."
-            )
-    if arr.ndim != 2:
-        raise InputError(f"{path}: expected a 2D single-channel crop, got shape {arr.shape}")
-    return arr
-
-
-def _resize(arr: np.ndarray, size: int) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
-
-
-def load_image_folder(root, class_names=CLASS_NAMES, size: int = 40, *, require_all: bool = False) -> CropSet:
-    """Read crops from ``root/<class>/*`` (torchvision ImageFolder layout).
-
-    Float images are taken as crops already made by this package (normalised per movie). Integer
-    images (8/16-bit crops from elsewhere) are normalised with one robust range over the whole
-    folder (background = 1st, top = 99.5th percentile), the folder standing in for a movie.
-    Crops of another size are resized; RGB crops whose channels are equal become gray.
-
-    Raises
-    ------
-    InputError
-        Missing folder, class folders that are not classes (with the closest valid name), no
-        crops at all, multi-colour crops, or (``require_all``) classes without crops.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"crop folder not found: {root}")
-    names = list(class_names)
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    lower = {n.lower(): n for n in names}
-    unknown = [d.name for d in dirs if d.name.lower() not in lower]
-    if unknown:
-        hints = []
-        for u in unknown:
-            close = difflib.get_close_matches(u.lower(), list(lower), n=1, cutoff=0.5)
-            hints.append(f"{u!r}" + (f" (did you mean {lower[close[0]]!r}?)" if close else ""))
-        raise InputError(
-            f"{root}: folders {', '.join(hints)} are not phenotype classes. Class folders must be "
-            f"named {', '.join(names)}; rename them (or give --class-names for a model with other classes)."
-        )
-    if not dirs:
-        sub = [p.name for p in root.iterdir() if p.is_dir()]
-        raise InputError(
-            f"{root} holds no class folders; expected {root}/<class>/<crop>.tif with classes "
-            f"{', '.join(names)}" + (f" (found folders {sub})" if sub else "")
-        )
-    notes = []
-    imgs, targets, paths, is_float = [], [], [], []
-    resized = skipped = 0
-    for d in dirs:
-        cls = names.index(lower[d.name.lower()])
-        files = sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
-        for p in files:
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped += 1
-                continue
-            try:
-                arr = _to_gray(_read_image(p), p)
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a broken image file: say which
-                raise InputError(f"could not read crop {p}: {exc}") from exc
-            is_float.append(np.issubdtype(arr.dtype, np.floating))
-            if arr.shape != (size, size):
-                resized += 1
-                arr = _resize(arr, size)
-            imgs.append(arr.astype(np.float32))
-            targets.append(cls)
-            paths.append(str(p))
-    if not imgs:
-        raise InputError(f"{root} holds no crops ({', '.join(IMAGE_SUFFIXES)} files in its class folders)")
-    crops = np.stack(imgs)[:, None]
-    is_float = np.asarray(is_float)
-    if (~is_float).any():
-        ints = crops[~is_float]
-        lo, hi = np.percentile(ints, [1, 99.5])
-        crops[~is_float] = (ints - lo) / max(hi - lo, 1e-6)
-        notes.append(f"{int((~is_float).sum())} integer crops normalised with the folder's range [{lo:g}, {hi:g}]")
-    crops = np.nan_to_num(crops, nan=0.0, posinf=0.0, neginf=0.0)
-    if resized:
-        notes.append(f"{resized} crops were not {size}x{size} and were resized")
-    if skipped:
-        notes.append(f"{skipped} files that are not images were ignored")
-    cs = CropSet(crops, np.asarray(targets, dtype=np.int64), tuple(names), paths, notes=notes)
-    empty = [c for c, k in cs.counts().items() if k == 0]
-    if empty:
-        msg = f"{root}: no crops for {', '.join(empty)}"
-        if require_all:
-            raise InputError(msg + "; add examples of every class")
-        notes.append(msg + " (the model cannot learn these classes)")
-    return cs
+from .model import Classifier, build_model, save_checkpoint
+from .predict import predict_crops
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -263,7 +116,8 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     history, best, best_state = [], -1.0, None
     info = {"class_counts_train": train.counts(),
             "class_counts_val": val.counts() if val is not None else None,
-            "train_notes": train.notes}
+            "train_notes": train.notes,
+            "crop_origin": train.origin or {"kind": "unknown"}}
     t0 = time.perf_counter()
     seen = 0
     for epoch in range(1, config.epochs + 1):
@@ -345,7 +199,7 @@ def crossval(data: CropSet, k: int = 5, config: TrainConfig = TrainConfig(),
     groups = data.groups if data.groups is not None else np.arange(len(data))
     folds = group_folds(np.asarray(groups), k, config.seed)
     pooled_t, pooled_p, per_fold = [], [], []
-    for i, test_idx in enumerate(folds):
+    for test_idx in folds:
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
         clf = train(data.subset(train_idx), None, config, crop_settings, progress=progress)
         test = data.subset(test_idx)

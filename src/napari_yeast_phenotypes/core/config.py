@@ -1,0 +1,169 @@
+"""One configuration object per job: :class:`ClassifyConfig` and :class:`TrainConfig`.
+
+The command line takes its defaults from these classes, the napari docks fill them from their
+widgets, ``run.json`` and checkpoints store them with ``to_dict``, and ``from_dict`` reads them back.
+Environment variables only change defaults (``NAPARI_YEAST_PHENOTYPES_PRECISION``,
+``NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE``); nothing deeper in the package reads them.
+
+No torch here: a config can be made, checked and stored without loading the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from .io import InputError
+from .timeline import TimelineSettings
+
+PRECISIONS = ("auto", "fp32", "bf16")
+RELINK_CHOICES = ("auto", "yes", "no")
+TRAINABLE_LAYERS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")
+PRECISION_ENV = "NAPARI_YEAST_PHENOTYPES_PRECISION"
+FAST_PATH_ENV = "NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE"
+
+
+def default_precision() -> str:
+    """``auto`` unless ``NAPARI_YEAST_PHENOTYPES_PRECISION`` says ``fp32`` or ``bf16``."""
+    want = os.environ.get(PRECISION_ENV, "auto").strip().lower()
+    return {"float32": "fp32", "bfloat16": "bf16"}.get(want, want) or "auto"
+
+
+def default_fast_path() -> bool:
+    """True unless ``NAPARI_YEAST_PHENOTYPES_FAST_INFERENCE`` is ``0``, ``false`` or ``no``."""
+    return os.environ.get(FAST_PATH_ENV, "1").strip().lower() not in ("0", "false", "no")
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be a whole number of at least {minimum}, not {value!r}")
+
+
+def _from_dict(cls, d: dict | None, what: str):
+    d = dict(d or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise InputError(f"unknown {what} settings {unknown}; known: {', '.join(sorted(known))}")
+    return d
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """How one movie is classified.
+
+    Attributes
+    ----------
+    relink
+        ``"auto"`` (relink label ids by overlap when they do not look tracked), ``"yes"``, ``"no"``.
+    channel
+        Channel of a (T, C, Y, X) image that holds the reporter; ``None`` for single-channel movies.
+    chunk_frames
+        Frames read at a time: memory does not grow with the movie's length.
+    batch_size
+        Crops per forward pass (128: measured best or within noise of it on CPUs).
+    device
+        ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    precision
+        ``auto`` (bf16 on CPUs with native bf16, after a check against fp32; fp32 elsewhere),
+        ``fp32`` or ``bf16``.
+    fast_path
+        Use the CPU inference copy of the network (BatchNorm folded, oneDNN packed).
+    timeline
+        Transition rates of the per-track model.
+    """
+
+    relink: str = "auto"
+    channel: int | None = None
+    chunk_frames: int = 8
+    batch_size: int = 128
+    device: str = "auto"
+    precision: str = field(default_factory=default_precision)
+    fast_path: bool = field(default_factory=default_fast_path)
+    timeline: TimelineSettings = field(default_factory=TimelineSettings)
+
+    def __post_init__(self):
+        if isinstance(self.relink, bool):
+            object.__setattr__(self, "relink", "yes" if self.relink else "no")
+        if self.relink not in RELINK_CHOICES:
+            raise InputError(f"relink must be one of {', '.join(RELINK_CHOICES)}, not {self.relink!r}")
+        if self.channel is not None:
+            _positive_int("channel", self.channel, 0)
+        _positive_int("chunk frames", self.chunk_frames)
+        _positive_int("batch size", self.batch_size)
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r}: use {', '.join(PRECISIONS)}"
+                             + (f" (check {PRECISION_ENV})" if os.environ.get(PRECISION_ENV) else ""))
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise InputError("device must be auto, cpu, cuda, cuda:N or mps")
+        if isinstance(self.timeline, dict):
+            object.__setattr__(self, "timeline", TimelineSettings.from_dict(self.timeline))
+
+    @property
+    def relink_mode(self) -> bool | str:
+        """``relink`` as the pipeline takes it: ``True``, ``False`` or ``"auto"``."""
+        return {"yes": True, "no": False, "auto": "auto"}[self.relink]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> ClassifyConfig:
+        d = _from_dict(cls, d, "classify")
+        if "timeline" in d:
+            d["timeline"] = TimelineSettings.from_dict(d["timeline"])
+        return cls(**d)
+
+
+def parse_trainable(trainable) -> tuple[str, ...]:
+    """Parse ``"conv1,fc"`` / ``"all"`` / a sequence into a tuple of layer names, checking them."""
+    if isinstance(trainable, str):
+        trainable = [t.strip() for t in trainable.split(",") if t.strip()]
+    names = tuple(trainable)
+    if names == ("all",):
+        return names
+    bad = [n for n in names if n not in TRAINABLE_LAYERS]
+    if bad or not names:
+        raise InputError(
+            f"cannot train layers {bad or names}: choose 'all' or a comma-separated list of "
+            f"{', '.join(TRAINABLE_LAYERS)} (default conv1,fc)"
+        )
+    return names
+
+
+@dataclass
+class TrainConfig:
+    """One training job; the CLI, the napari dock and the checkpoint all use this object."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    base_weights: str = "imagenet"
+    trainable: str = "conv1,fc"
+    augment: bool = True
+    label_smoothing: float = 0.05
+    device: str = "auto"
+
+    def __post_init__(self):
+        _positive_int("epochs", self.epochs)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise InputError("batch size must be at least 2 (BatchNorm layers that train need 2)")
+        if not self.lr > 0:
+            raise InputError("the learning rate must be positive")
+        if not self.weight_decay >= 0:
+            raise InputError("weight decay must be zero or positive")
+        if not 0 <= self.label_smoothing < 1:
+            raise InputError("label smoothing must be in [0, 1)")
+        parse_trainable(self.trainable)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> TrainConfig:
+        return cls(**_from_dict(cls, d, "training"))
+
+
+__all__ = ["ClassifyConfig", "TrainConfig", "parse_trainable"]
