@@ -191,3 +191,18 @@ def test_training_on_a_curated_set_keeps_its_crop_settings(tmp_path, movie_dir):
                  "--batch-size", "8", "--base-weights", "none"]) == 0
     # the checkpoint makes crops at inference exactly as the set's crops were made
     assert load_classifier(model).crop_settings == CropSettings(margin=0.3, mask="outside")
+
+
+def test_messages_say_what_happened(tmp_path, movie_dir, random_checkpoint, capsys):
+    """A forced --relink does not claim the ids were untracked; simulate says when cells were born."""
+    assert classify(movie_dir, random_checkpoint, tmp_path / "r", "--relink") == 0
+    out = capsys.readouterr().out
+    assert "relinked by overlap (--relink)" in out and "were not tracked" not in out
+    assert main(["simulate", "--out", str(tmp_path / "m"), "--frames", "6", "--size", "96", "--cells", "5",
+                 "--seed", "2"]) == 0
+    n = pd.read_csv(tmp_path / "m" / "truth.csv")["label"].nunique()
+    said = capsys.readouterr().out
+    assert f"{n} cells" in said and ((f"{n - 5} of them born" in said) == (n > 5))
+    assert main(["simulate", "--out", str(tmp_path / "m2"), "--frames", "6", "--size", "96", "--cells", "5",
+                 "--seed", "2", "--no-births"]) == 0
+    assert pd.read_csv(tmp_path / "m2" / "truth.csv")["label"].nunique() == 5

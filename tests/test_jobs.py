@@ -160,7 +160,8 @@ def test_result_folder_is_checked_before_the_long_work(movie_files, random_check
 
 def test_a_new_folder_is_not_left_behind_by_a_failed_run(small_movie, random_checkpoint, tmp_path):
     with pytest.raises(InputError, match="integers"):
-        classify_movie(small_movie.image, small_movie.labels.astype(np.float32), random_checkpoint, out=tmp_path / "new")
+        classify_movie(small_movie.image, small_movie.labels.astype(np.float32), random_checkpoint,
+                       out=tmp_path / "new")
     assert not (tmp_path / "new").exists()
 
 

@@ -25,6 +25,7 @@ from .device import select_device
 from .io import InputError
 from .model import Classifier, build_model, save_checkpoint
 from .predict import predict_crops
+from .progress import run_to_end
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -171,14 +172,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
 def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfig = TrainConfig(),
           crop_settings: CropSettings = CropSettings(), out=None, progress=None) -> Classifier:
     """Train to the end (see :func:`train_iter`); ``progress`` gets every progress dict."""
-    gen = train_iter(train_set, val_set, config, crop_settings, out)
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(p)
+    return run_to_end(train_iter(train_set, val_set, config, crop_settings, out), progress)
 
 
 def group_folds(groups: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
