@@ -14,6 +14,7 @@ from napari_yeast_phenotypes._napari._layers import (
     RESULT_KEY,
     SENESCENCE_LAYER,
     TRACKS_LAYER,
+    PhenotypeFrames,
 )
 from napari_yeast_phenotypes._napari._settings import NO_MODEL_HINT
 from napari_yeast_phenotypes._napari._widget import ClassifyWidget
@@ -69,7 +70,8 @@ def test_run_sync_adds_overlays_features_and_plots(make_napari_viewer, small_mov
     assert painted.data.shape == small_movie.labels.shape
     assert painted.metadata[RESULT_KEY] is res
     # every cell in every frame is painted, in its class colour; hovering shows its own row
-    assert ((painted.data > 0) == (small_movie.labels > 0)).all()
+    assert isinstance(painted.data, PhenotypeFrames)  # painted frame by frame, on demand
+    assert ((np.asarray(painted.data) > 0) == (small_movie.labels > 0)).all()
     for row in res.cells.sample(10, random_state=0).itertuples():
         ys, xs = np.nonzero(small_movie.labels[row.frame] == row.label)
         value = painted.data[row.frame, ys[0], xs[0]]
