@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# the package of this checkout, even where the environment's editable install points at another one
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+if sys.path[:1] != [_SRC]:
+    sys.path.insert(0, _SRC)
 
 
 @pytest.fixture(scope="session")
