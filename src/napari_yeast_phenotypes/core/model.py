@@ -285,7 +285,8 @@ def _check_fields(data: dict, path) -> None:
         value = data.get(key)
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise InputError(f"{path}: the checkpoint's field {key!r} holds {type(value).__name__} "
-                             f"{str(value)[:60]!r}, not what this package writes; the file was changed or made by another program")
+                             f"{str(value)[:60]!r}, not what this package writes; the file was changed or made "
+                             "by another program")
     origin = (data.get("metadata") or {}).get("crop_origin")
     if origin is not None and not isinstance(origin, dict):
         raise InputError(f"{path}: the checkpoint's metadata crop_origin is {type(origin).__name__}, not a mapping; "
