@@ -374,6 +374,5 @@ def test_simulate_checks_its_destination_before_simulating(tmp_path, capsys):
 
 def test_lock_refusal_names_the_holder(tmp_path):
     out = tmp_path / "res"
-    with ResultFolder(out):
-        with pytest.raises(LockHeld, match=f"process {os.getpid()}"):
-            ResultFolder(out).__enter__()
+    with ResultFolder(out), pytest.raises(LockHeld, match=f"process {os.getpid()}"):
+        ResultFolder(out).__enter__()
