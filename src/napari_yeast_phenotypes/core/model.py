@@ -86,17 +86,24 @@ def _damaged_cache(path: Path, url: str, why: str) -> InputError:
     )
 
 
-def load_cached_imagenet_file(path: Path, url: str) -> dict:
-    """Read torchvision's cached weights file, checked against the hash in its name."""
+def expected_sha256_prefix(path: Path) -> str | None:
+    """The first hex digits of the SHA-256 that torchvision puts in its weights' file names
+    (``resnet50-11ad3fa6.pth``), or ``None``."""
     from torch.hub import HASH_REGEX
 
+    found = HASH_REGEX.search(path.name)
+    return found.group(1) if found and found.group(1) else None
+
+
+def load_cached_imagenet_file(path: Path, url: str) -> dict:
+    """Read torchvision's cached weights file, checked against the hash in its name."""
     from .fingerprint import file_sha256
 
-    expected = HASH_REGEX.search(path.name)
-    if expected is not None and not file_sha256(path).startswith(expected.group(1)):
-        # torchvision names its files <arch>-<first digits of their sha256>.pth: a file that does not
-        # match was cut short or changed, and must not silently give other weights
-        raise _damaged_cache(path, url, f"its SHA-256 does not start with {expected.group(1)}, as its name says")
+    expected = expected_sha256_prefix(path)
+    if expected is not None and not file_sha256(path).startswith(expected):
+        # a file that does not match its name was cut short or changed: it must not silently give
+        # other weights (torchvision checks this only when it downloads)
+        raise _damaged_cache(path, url, f"its SHA-256 does not start with {expected}, as its name says")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
