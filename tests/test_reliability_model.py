@@ -280,3 +280,39 @@ def test_a_disk_full_at_the_checkpoint_is_one_plain_message(tmp_path, monkeypatc
     with pytest.raises(InputError, match=rf"cannot write {out} \(No space left on device\): free some space"):
         train(crops(), None, TrainConfig(epochs=1, batch_size=4, base_weights="none"), out=out)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ item 10: every command's --out
+
+@pytest.mark.parametrize("command", ["simulate", "classify", "train", "crossval", "curate", "demo"])
+def test_every_command_checks_its_destination_first(tmp_path, capsys, command, random_checkpoint):
+    """--out under a file: refused in one line before any input is read (the inputs do not even exist)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = str(blocker / "out")
+    missing = str(tmp_path / "missing")
+    argv = {"simulate": ["simulate", "--out", out],
+            "classify": ["classify", "--image", missing, "--labels", missing, "--model", str(random_checkpoint),
+                         "--out", out],
+            "train": ["train", "--train", missing, "--out", out + ".pt", "--base-weights", "none"],
+            "crossval": ["crossval", "--data", missing, "--out", out + ".json", "--base-weights", "none"],
+            "curate": ["curate", "--image", missing, "--labels", missing, "--annotations", missing, "--out", out],
+            "demo": ["demo", "--out", out]}[command]
+    if command == "classify":  # classify opens its inputs lazily first (a missing file is said at once)
+        import tifffile
+
+        for name in ("image.tif", "labels.tif"):
+            tifffile.imwrite(tmp_path / name, np.zeros((2, 64, 64), np.uint16))
+        argv[2], argv[4] = str(tmp_path / "image.tif"), str(tmp_path / "labels.tif")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "not a folder" in line or "cannot write" in line, line
+    assert blocker.read_text() == "x"
+
+
+def test_an_empty_movie_file(tmp_path, capsys, random_checkpoint):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 64, 64), np.uint16))
+    assert main(["classify", "--image", str(tmp_path / "empty.npy"), "--labels", str(tmp_path / "empty.npy"),
+                 "--model", str(random_checkpoint), "--out", str(tmp_path / "res")]) == 2
+    assert "the movie is empty" in one_line_error(capsys)
+    assert not (tmp_path / "res").exists()
