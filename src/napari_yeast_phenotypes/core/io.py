@@ -258,3 +258,35 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable_dir(folder: str | os.PathLike, what: str = "--out") -> Path:
+    """Create ``folder`` if needed and prove a file can be written there, before any long work."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} exists and is not a folder; choose another {what}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        try:
+            os.write(fd, b"x")  # a byte, not an empty file: a full disk refuses it
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot write into {folder} ({reason}); choose a folder you can write to for {what}") \
+            from exc
+    return folder
+
+
+def check_writable_file(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> Path:
+    """Refuse an existing file unless ``overwrite``, and prove its folder is writable (before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name for {what} (e.g. {path / 'model.pt'})")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; choose another {what} or pass --overwrite to replace it")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), what)
+    return path

@@ -115,7 +115,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     if len(train) == 0:
         raise InputError("the training set is empty")
     if out is not None:
-        from .jobs import check_writable_file
+        from .io import check_writable_file
 
         check_writable_file(out, overwrite=True)  # before the first epoch, not after it
     if val is not None and tuple(val.class_names) != tuple(train.class_names):
