@@ -303,15 +303,39 @@ def cached_model(path, sha256: str, class_names=None, trust: bool = False):
         return clf
 
 
-def _torch_threads_here() -> int | None:
-    """Torch threads for a task on a worker we did not start: its CPUs shared by its task slots."""
+def _torch_threads_here(per_worker: dict | None = None) -> int | None:
+    """Torch threads for a task on a worker we did not start: the CPUs of its host shared by all
+    the task slots of the workers on that host (``per_worker``, worked out by the client, see
+    :func:`threads_per_worker`), or, for a worker that joined later, by its own slots."""
     try:
         from dask.distributed import get_worker
 
-        slots = get_worker().state.nthreads
+        worker = get_worker()
     except (ImportError, ValueError, AttributeError):
         return None
-    return max(1, usable_cpus() // max(1, slots))
+    if per_worker and worker.address in per_worker:
+        return per_worker[worker.address]
+    return max(1, usable_cpus() // max(1, worker.state.nthreads))
+
+
+def threads_per_worker(client) -> dict[str, int]:
+    """Torch threads per task for each worker of a cluster: on each host, the CPUs a worker may
+    use divided by the task slots of all the workers on that host, so that together they never
+    oversubscribe the host's cores."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _takes_n_workers(client) \
+        else client.scheduler_info().get("workers", {})
+    cpus = client.run(usable_cpus)
+    slots: dict[str, int] = {}
+    for info in workers.values():
+        slots[info.get("host", "")] = slots.get(info.get("host", ""), 0) + int(info.get("nthreads", 1))
+    return {addr: max(1, int(cpus.get(addr, 1)) // max(1, slots.get(info.get("host", ""), 1)))
+            for addr, info in workers.items()}
+
+
+def _takes_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
 def _wait_and_tidy(folder: Path, wait_s: float) -> None:
@@ -339,7 +363,7 @@ def run_movie(task: dict) -> dict:
     t0 = time.perf_counter()
     out = {"movie": task["movie"], "status": "failed", "reason": "", "seconds": 0.0,
            "pid": os.getpid(), "torch_threads": None}
-    threads = task.get("torch_threads") or _torch_threads_here()
+    threads = task.get("torch_threads") or _torch_threads_here(task.get("threads_per_worker"))
     if threads:
         torch.set_num_threads(int(threads))
     out["torch_threads"] = torch.get_num_threads()
@@ -547,14 +571,15 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
     -------
     ExperimentResult
     """
-    from .jobs import load_model
-
     config = config or ClassifyConfig()
     movies = read_spec(spec, labels_name)
     meta_cols = list(dict.fromkeys(c for m in movies for c in m.meta))
     out = check_writable_dir(out)
     model_path = Path(model)
-    clf, _ = load_model(model_path, class_names, trust)  # a bad model is said once, before any movie
+    if not model_path.is_file():
+        raise InputError(f"model file not found: {model_path}")
+    # a bad model is said once, before any movie; the cache serves the movies run in this process
+    clf = cached_model(model_path, file_sha256(model_path), class_names, trust)
     names = {"cells.csv": cell_columns(clf.class_names), "tracks.csv": track_columns(clf.class_names)}
     clash = sorted(set(meta_cols) & (set(names["cells.csv"]) | set(names["tracks.csv"])))
     if clash:
@@ -629,11 +654,13 @@ def _run_all(todo, n_total, n_done, out, model_path, fp, cfg, class_names, trust
     try:
         from dask.distributed import as_completed
 
+        per_worker = threads_per_worker(client) if torch_threads is None else None
         futures = {}
         for m in todo:
-            fut = client.submit(run_movie, _task(m, out, model_path, fp, cfg, class_names, trust, overwrite,
-                                                 torch_threads, lock_wait_s), key=f"classify-movie-{m.movie}-"
-                                f"{os.getpid()}-{time.monotonic_ns()}", retries=0)
+            task = _task(m, out, model_path, fp, cfg, class_names, trust, overwrite, torch_threads, lock_wait_s)
+            task["threads_per_worker"] = per_worker
+            fut = client.submit(run_movie, task, key=f"classify-movie-{m.movie}-{os.getpid()}-{time.monotonic_ns()}",
+                                retries=0)
             futures[fut] = m.movie
         for fut in as_completed(futures):
             name = futures[fut]

@@ -347,8 +347,8 @@ def ageing_figure(res: SurvivalResult, title: str | None = None):
 
     from .plots import class_colours
 
-    fig = Figure(figsize=(12, 4.4), layout="constrained")
-    ax_km, ax_ph = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    ax_km, ax_ph = fig.subplots(1, 2, width_ratios=[1.2, 1])
     for g in res.groups:
         m = res.medians.set_index("group").loc[g]
         med = "not reached" if not np.isfinite(m["median"]) else f"{m['median']:.3g}"
@@ -359,14 +359,16 @@ def ageing_figure(res: SurvivalResult, title: str | None = None):
     ax_km.set_ylabel("fraction not yet senescent")
     ax_km.set_title(f"Kaplan-Meier, {int(100 * (1 - res.alpha))} % bands"
                     + (f" by {', '.join(res.by)}" if res.by else ""))
-    if len(res.logrank):
+    handles, _ = ax_km.get_legend_handles_labels()
+    if len(res.logrank):  # the tests go into the legend, under the curves they compare
+        from matplotlib.lines import Line2D
+
         lines = [f"{r.group_a} vs {r.group_b}: {_p_text(r.p)}" if r.group_b else f"all groups: {_p_text(r.p)}"
                  for r in res.logrank.itertuples()]
-        if len(lines) > 6:
-            lines = lines[-1:] if res.logrank["group_b"].iloc[-1] == "" else lines[:6]
-        ax_km.text(0.02, 0.03, "log-rank\n" + "\n".join(lines), transform=ax_km.transAxes, fontsize=8,
-                   va="bottom", ha="left", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
-    ax_km.legend(loc="upper right", fontsize=8, frameon=False)
+        if len(lines) > 6:  # many groups: the overall test only
+            lines = lines[-1:]
+        handles += [Line2D([], [], color="none", label=t) for t in ["log-rank:", *lines]]
+    ax_km.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
     pt = res.phenotype_time
     if len(pt):
