@@ -439,7 +439,7 @@ def local_cluster(workers: int, torch_threads: int):
 
     path = os.pathsep.join([_package_root(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
     env = {"PYTHONPATH": path, "OMP_NUM_THREADS": str(torch_threads), "MKL_NUM_THREADS": str(torch_threads)}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            env=env, silence_logs=logging.ERROR)
     return Client(cluster)
 
