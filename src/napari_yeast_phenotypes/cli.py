@@ -165,6 +165,94 @@ def cmd_demo(args) -> int:
                     epochs=args.epochs)
 
 
+# ---------------------------------------------------------------------------- an ageing experiment
+
+def cmd_classify_many(args) -> int:
+    from .core.experiment import classify_many, movies_bar
+
+    class_names = args.class_names.split(",") if args.class_names else None
+    res = classify_many(args.spec, args.model, args.out, _classify_config(args), scheduler=args.scheduler,
+                        workers=args.workers, torch_threads=args.torch_threads, overwrite=args.overwrite,
+                        progress=movies_bar("classifying movies"), class_names=class_names,
+                        trust=args.trust_model_file, labels_name=args.labels_name)
+    c = res.counts()
+    how = res.run.get("run", {})
+    where = how.get("scheduler", "")
+    if where == "local":
+        where = f"a local cluster of {how['workers']} worker(s) x {how['torch_threads']} torch thread(s)"
+    print(f"{len(res.movies)} movies: {c['done']} classified, {c['skipped']} already complete (skipped), "
+          f"{c['failed']} failed" + (f"; ran on {where}" if where else ""))
+    print(f"{len(res.tracks)} tracks; wrote {res.out / 'cells.csv'}, {res.out / 'tracks.csv'}, "
+          f"{res.out / 'failures.csv'}, {res.out / 'movies.csv'} and one folder per movie in {res.out / 'movies'}")
+    for row in res.failures.itertuples():
+        print(f"failed: {row.movie}: {row.reason}", file=sys.stderr)
+    return 1 if c["failed"] else 0
+
+
+def cmd_ageing(args) -> int:
+    from .core.survival import run_ageing
+
+    res, written = run_ageing(args.dir, by=args.by, out=args.out, frame_interval=args.frame_interval,
+                              time_unit=args.time_unit, alpha=args.alpha, overwrite=args.overwrite)
+    print(res.medians.to_string(index=False))
+    for r in res.logrank.itertuples():
+        pair = f"{r.group_a} vs {r.group_b}" if r.group_b else r.group_a
+        print(f"log-rank {pair}: chi2 {r.statistic:.3g} (df {r.df}), p = {r.p:.3g}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _experiment_parsers(sub, c) -> None:
+    """The parsers of classify-many and ageing (kept together, apart from the other commands)."""
+    from .core.config import PRECISIONS
+
+    p = sub.add_parser("classify-many", help="classify every movie of an experiment (a SPEC) on Dask")
+    p.add_argument("spec", help="CSV with one row per movie (image, labels, optional movie name, any columns such "
+                                "as strain, condition, position), or a quoted glob of image files")
+    p.add_argument("--model", required=True, help="checkpoint (.pt) or bare ResNet50 state dict")
+    p.add_argument("--out", required=True,
+                   help="experiment folder: one result folder per movie, combined cells.csv and tracks.csv, "
+                        "failures.csv; a rerun skips complete movies")
+    p.add_argument("--scheduler", help="address (tcp://host:8786) or scheduler file of a running dask.distributed "
+                                       "cluster, e.g. one of dask-jobqueue; default: a local cluster")
+    p.add_argument("--workers", type=int, help="workers of the local cluster (default: CPUs / 2, one on a GPU); "
+                                               "0 = every movie in this process, without Dask")
+    p.add_argument("--torch-threads", type=int,
+                   help="torch threads per worker (default: the CPUs shared out among the workers)")
+    p.add_argument("--labels-name", help="with a glob: the labels' file name beside each image, or a template "
+                                         "such as {stem}_masks{suffix} (default: labels.tif, masks.tif, ...)")
+    p.add_argument("--relink", choices=["auto", "yes", "no"], default=c.relink, nargs="?", const="yes",
+                   help="relink label ids across frames by overlap (default auto: when they look untracked)")
+    p.add_argument("--channel", type=int, help="channel of (T,C,Y,X) images to classify")
+    p.add_argument("--class-names", help="class names of a bare state dict, in output order")
+    p.add_argument("--trust-model-file", action="store_true",
+                   help="allow a whole pickled model; this runs any code in the file: only for files you trust")
+    p.add_argument("--batch-size", type=int, default=c.batch_size,
+                   help=f"crops per forward pass (default {c.batch_size})")
+    p.add_argument("--chunk-frames", type=int, default=c.chunk_frames,
+                   help=f"frames read at a time (default {c.chunk_frames})")
+    p.add_argument("--device", default=c.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--precision", choices=PRECISIONS, default=c.precision,
+                   help="auto: bf16 on CPUs with native bf16 after a check against fp32, else fp32")
+    p.add_argument("--no-fast-path", action="store_true", default=not c.fast_path,
+                   help="run the plain model instead of the folded, oneDNN-packed CPU copy")
+    p.add_argument("--overwrite", action="store_true",
+                   help="classify again movies whose folders hold results of another config, model or input")
+    p.set_defaults(func=cmd_classify_many)
+
+    p = sub.add_parser("ageing", help="senescence as survival: Kaplan-Meier per condition, log-rank tests")
+    p.add_argument("dir", help="a classify-many folder (or any folder with a tracks.csv, or the tracks.csv itself)")
+    p.add_argument("--by", help="SPEC column(s) to compare, comma-separated (e.g. condition or strain,condition); "
+                                "default: all tracks as one group")
+    p.add_argument("--out", help="folder for the tables and ageing.png (default: DIR/ageing)")
+    p.add_argument("--frame-interval", type=float, default=1.0,
+                   help="time between frames, in --time-unit (default 1: times in frames)")
+    p.add_argument("--time-unit", help="name of the time unit (default: frames, or 'time' with --frame-interval)")
+    p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of bands and intervals (0.05)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier analysis in --out")
+    p.set_defaults(func=cmd_ageing)
+
+
 def _common_model_args(p):
     from .core.config import TrainConfig
 
@@ -267,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default="", help="who annotated, kept in the manifest")
     p.add_argument("--channel", type=_whole(0), help="channel of a (T,C,Y,X) image (0 = the first)")
     p.set_defaults(func=cmd_curate)
+
+    _experiment_parsers(sub, c)
     return ap
 
 

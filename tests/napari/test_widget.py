@@ -97,7 +97,8 @@ def test_run_sync_adds_overlays_features_and_plots(make_napari_viewer, small_mov
     points = viewer.layers[SENESCENCE_LAYER]
     assert len(points.data) == int(res.tracks["senescence_frame"].notna().sum())
 
-    assert widget.plots is not None and len(widget.plots.frame_lines) == 3
+    # raster and fractions follow the slider; the senescence panel counts time since first seen
+    assert widget.plots is not None and len(widget.plots.frame_lines) == 2
     assert widget.export_button.isEnabled()
 
 

@@ -1,4 +1,5 @@
-"""The plot dock: phenotype raster, class fractions and cells not yet senescent, with a frame marker.
+"""The plot dock: phenotype raster, class fractions and cells not yet senescent (Kaplan-Meier), with a
+frame marker on the two panels whose axis is the movie's frames.
 
 The panels are drawn by the core's plotting functions (the same as the CLI's ``summary.png``);
 this dock only hosts them on a Qt canvas and moves a vertical line with napari's time slider.
@@ -51,8 +52,8 @@ class PhenotypePlots(QWidget):
         self.frame_lines = [draw_raster(raster, cells, tracks, names, current_frame=marker)]
         draw_fractions(fractions, cells, names, legend=False)
         draw_not_senescent(alive, cells, tracks)
-        for ax in (fractions, alive):
-            self.frame_lines.append(ax.axvline(marker, color="k", lw=1, ls="--"))
+        # the senescence panel counts time from each track's first frame, not movie frames: no marker there
+        self.frame_lines.append(fractions.axvline(marker, color="k", lw=1, ls="--"))
         for ax in (raster, fractions, alive):
             ax.title.set_fontsize(10)
             ax.xaxis.label.set_fontsize(9)

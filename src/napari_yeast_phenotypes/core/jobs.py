@@ -256,11 +256,15 @@ def _describe_array(arr, name: str) -> dict:
 
 
 def load_model(model, class_names=None, trust: bool = False):
-    """A :class:`~napari_yeast_phenotypes.core.model.Classifier` from a file (or as given) and its file."""
+    """A :class:`~napari_yeast_phenotypes.core.model.Classifier` from a file (or as given) and its file.
+
+    A loaded classifier names its file by a ``source_path`` attribute where it has one (a cluster
+    worker loads the model once and reuses it), so ``run.json`` still records the file's hash.
+    """
     from .model import Classifier, load_classifier
 
     if isinstance(model, Classifier):
-        return model, None
+        return model, getattr(model, "source_path", None)
     return load_classifier(model, class_names, trust=trust), Path(model)
 
 

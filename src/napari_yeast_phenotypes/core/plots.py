@@ -73,23 +73,24 @@ def draw_fractions(ax, cells, class_names=CLASS_NAMES, legend: bool = True):
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
-def not_senescent_fraction(tracks: pd.DataFrame, n_frames: int) -> np.ndarray:
-    """For each frame, the fraction of tracks present by then that are not yet senescent."""
-    first = tracks["first_frame"].to_numpy()
-    sen = tracks["senescence_frame"].astype("Float64").fillna(np.inf).to_numpy(dtype=float)
-    t = np.arange(n_frames)[:, None]
-    born = first[None, :] <= t
-    alive = born & (sen[None, :] > t)
-    return alive.sum(axis=1) / np.maximum(born.sum(axis=1), 1)
-
-
 def draw_not_senescent(ax, cells, tracks):
-    n_frames = int(cells["frame"].max()) + 1 if len(cells) else 1
-    ax.step(np.arange(n_frames), not_senescent_fraction(tracks, n_frames), where="post", color="k")
+    """The censored (Kaplan-Meier) estimate of cells staying non-senescent, with its 95 % band.
+
+    Time runs from each track's first frame; a track that ends before senescence leaves the
+    denominator there (ticks) instead of counting as not senescent ever after; tracks already
+    senescent when first seen are left out. The estimate is lifelines' (see ``core.survival``).
+    """
+    from .survival import draw_km, kaplan_meier, km_table
+
+    kmf = kaplan_meier(tracks) if len(tracks) else None
+    if kmf is None:
+        ax.text(0.5, 0.5, "no track to follow", ha="center", va="center", transform=ax.transAxes)
+    else:
+        draw_km(ax, km_table(kmf, "all"), colour="k")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("frame")
+    ax.set_xlabel("frames since first seen")
     ax.set_ylabel("fraction not senescent")
-    ax.set_title("Cells not yet senescent")
+    ax.set_title("Cells not yet senescent (Kaplan-Meier)")
 
 
 def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None):
