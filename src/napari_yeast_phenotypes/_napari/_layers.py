@@ -359,11 +359,15 @@ class SenescenceLabels:
         row = (int(value) - 1) // self._n_classes
         return int(self._track_of_row[row]) if row < len(self._track_of_row) else None
 
-    def _on_mouse_move(self, viewer, event) -> None:
-        track = self.track_at(viewer.cursor.position)
+    def hover(self, position) -> None:
+        """Name the marker of the track at a world ``position`` (what a mouse move there does)."""
+        track = self.track_at(position)
         if track != self.hovered:
             self.hovered = track
             self.refresh()
+
+    def _on_mouse_move(self, viewer, event) -> None:
+        self.hover(viewer.cursor.position)
 
     def _on_selection(self, event=None) -> None:
         rows = sorted(self.senescence.selected_data)

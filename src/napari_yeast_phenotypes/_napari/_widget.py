@@ -325,16 +325,25 @@ class ClassifyWidget(QWidget):
         self.plots.show_result(result, self.overlays[0])
 
     def showEvent(self, event) -> None:
-        """Once docked, be wide enough for the dock's whole title (napari cuts it otherwise)."""
+        """Once docked, make the dock wide enough for its whole title (napari cuts it otherwise)."""
         super().showEvent(event)
+        QTimer.singleShot(0, self._fit_title)  # after the dock's title bar is laid out
+
+    def _fit_title(self) -> None:
         dock = self.parent()
         while dock is not None and not isinstance(dock, QDockWidget):
             dock = dock.parent()
-        if dock is not None:
-            # the title bar also holds the close/float buttons and margins: ~80 px at any font size
-            needed = self.fontMetrics().horizontalAdvance(dock.windowTitle()) + 80
-            if self.minimumWidth() < needed:
-                self.setMinimumWidth(needed)
+        if dock is None:
+            return
+        title, bar = dock.windowTitle(), dock.titleBarWidget()
+        labels = [w for w in bar.findChildren(QLabel) if w.text() == title] if bar is not None else []
+        if labels:  # napari's title bar: buttons left of the title, which has its own font
+            needed = labels[0].x() + labels[0].sizeHint().width() + 8
+        else:
+            needed = self.fontMetrics().horizontalAdvance(title) + 80
+        # on the dock itself: napari puts the widget in a scroll area, which would only scroll
+        if dock.minimumWidth() < needed:
+            dock.setMinimumWidth(needed)
 
     def export(self, out_dir=None) -> list[str]:
         """Write the result folder (``cells.csv``, ``tracks.csv``, ``summary.png``, ``run.json``) of the last
