@@ -33,11 +33,11 @@ PHENOTYPES: tuple[Phenotype, ...] = (
     Phenotype(4, "BinaryAggregate", "B", "#e040e0", "two distinct foci"),
     Phenotype(5, "Fragmented", "F", "#17d4e0", "many small, dim, scattered fragments"),
     Phenotype(6, "Circular", "O", "#f2e01a", "a ring inside the cell, dark centre"),
-    Phenotype(7, "Senescent", "S", "#e6e6e6", "old or dead cell: enlarged, irregular, granular"),
+    Phenotype(7, "Senescent", "S", "#d2d2d2", "old or dead cell: enlarged, irregular, granular"),
 )
 
 #: opacity of the painted classes in the viewer: the cell's texture stays visible underneath
-OVERLAY_OPACITY = 0.55
+OVERLAY_OPACITY = 0.6
 
 CLASS_NAMES: tuple[str, ...] = tuple(p.name for p in PHENOTYPES)
 N_CLASSES = len(PHENOTYPES)
