@@ -1,4 +1,3 @@
-
 """Snippet for /work/shared/tools/napari-screenshot: the sample, the classify dock, overlays and plots.
 
     napari-screenshot docs/napari_screenshot.py docs/napari_screenshot.png --python .venv/bin/python
@@ -18,13 +17,17 @@ widget.model_choice.value = model
 widget.run(sync=True)
 # a mid-movie frame where a cell becomes senescent, so its marker shows
 events = viewer.layers["senescence"].features
-FRAME = int(events["frame"].iloc[(events["frame"] - 22).abs().argmin()]) if len(events) else 20
+EVENT = events.iloc[(events["frame"] - 22).abs().argmin()] if len(events) else None
+FRAME = int(EVENT["frame"]) if EVENT is not None else 20
 viewer.dims.set_current_step(0, FRAME)
 
 
 def on_ready(viewer):
-    # hover a cell, as a user would, so the status bar shows its track, phenotype and confidence
+    # hover a cell, as a user would: the status bar shows its track, phenotype and confidence, and
+    # the senescence marker of a hovered senescent track is named
     res = widget.result
-    cell = res.cells[(res.cells["frame"] == FRAME)].iloc[3]
+    here = res.cells[res.cells["frame"] == FRAME]
+    cell = here[here["track_id"] == EVENT["track_id"]].iloc[0] if EVENT is not None else here.iloc[3]
     viewer.layers.selection.active = viewer.layers[PHENOTYPES_LAYER]
-    viewer.cursor.position = (FRAME, cell["y"], cell["x"])
+    viewer.cursor.position = (FRAME, cell["y"] + 2, cell["x"] + 2)
+    widget.senescence_labels.hover(viewer.cursor.position)

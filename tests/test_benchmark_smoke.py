@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = [
     "ceiling_crops_per_s", "project_crops_per_s", "baseline_crops_per_s", "percent_of_ceiling",
     "speedup_vs_baseline", "crop_extraction_speedup", "training_percent_of_ceiling", "peak_rss_mb_1000_frames",
-    "max_event_loop_stall_ms", "project_fp32_crops_per_s", "percent_of_ceiling_fp32",
+    "max_event_loop_stall_ms", "project_fp32_crops_per_s", "percent_of_ceiling_fp32", "viewer_overlay_mb_1000_frames",
 ]
+SKIPPABLE = {"max_event_loop_stall_ms": "event_loop", "viewer_overlay_mb_1000_frames": "viewer_memory"}
 
 
 def test_quick_benchmark_writes_all_figures(tmp_path):
@@ -28,8 +29,8 @@ def test_quick_benchmark_writes_all_figures(tmp_path):
     res = json.loads(out.read_text())
     for key in KEYS:
         value = res[key]
-        if key == "max_event_loop_stall_ms" and value is None:
-            assert "skipped" in res["event_loop"]  # no napari/Qt here: skipped with a note
+        if key in SKIPPABLE and value is None:
+            assert "skipped" in res[SKIPPABLE[key]]  # no napari/Qt/display here: skipped with a note
             continue
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, value)
     machine = res["machine"]
@@ -39,6 +40,22 @@ def test_quick_benchmark_writes_all_figures(tmp_path):
     assert res["project_inference"]["path"] in ("onednn-blocked", "channels-last", "eager")
     assert 0 <= res["bf16"]["agreement"] <= 1
     assert "ceiling" in proc.stdout
+    viewer = res["viewer_memory"]
+    if "skipped" not in viewer:
+        for run in (viewer["small"], viewer["large"]):
+            # the overlays are the plugin's lazy per-frame array, and the viewer process never loads torch
+            assert run["phenotypes_layer_data"] == "PhenotypeFrames" and not run["torch_loaded"]
+            assert run["cell_frames"] > 0 and run["peak_rss_mb"] > 0
+
+
+def test_only_runs_the_named_sections_and_what_they_need(tmp_path):
+    out = tmp_path / "only.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "crop_extraction",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["crop_extraction_speedup"] > 0 and "ceiling_crops_per_s" in res  # needs the movie and the machine
+    assert "training" not in res and "memory" not in res and "bf16" not in res
 
 
 @pytest.mark.parametrize("flag", ["--help"])

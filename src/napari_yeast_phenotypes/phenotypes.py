@@ -2,6 +2,11 @@
 
 The canonical order (index 0..7) is used in checkpoints, CSV columns and colours unless a
 checkpoint names its own classes.
+
+The colours are painted at :data:`OVERLAY_OPACITY` over a (usually dark grey) fluorescence image,
+so each must differ clearly from grey once blended: the hues are those of PHENOTYPES.md; Senescent
+("grey") is a light grey, as a mid grey blended over a grey image looks unpainted
+(``tests/napari/test_layers.py`` checks the contrast of every class on dark greys).
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ PHENOTYPES: tuple[Phenotype, ...] = (
     Phenotype(4, "BinaryAggregate", "B", "#e040e0", "two distinct foci"),
     Phenotype(5, "Fragmented", "F", "#17d4e0", "many small, dim, scattered fragments"),
     Phenotype(6, "Circular", "O", "#f2e01a", "a ring inside the cell, dark centre"),
-    Phenotype(7, "Senescent", "S", "#8c8c8c", "old or dead cell: enlarged, irregular, granular"),
+    Phenotype(7, "Senescent", "S", "#d2d2d2", "old or dead cell: enlarged, irregular, granular"),
 )
+
+#: opacity of the painted classes in the viewer: the cell's texture stays visible underneath
+OVERLAY_OPACITY = 0.6
 
 CLASS_NAMES: tuple[str, ...] = tuple(p.name for p in PHENOTYPES)
 N_CLASSES = len(PHENOTYPES)

@@ -160,3 +160,66 @@ def test_empty_senescence_gives_empty_points(result_movie):
     none = type(res)(cells=res.cells, tracks=tracks, class_names=res.class_names)
     pts = next(d for d, kw, k in result_layers(none, movie.labels) if k == "points")
     assert pts.shape == (0, 3)
+
+
+def _lab(rgb):
+    """CIELAB (D65) of sRGB values in [0, 1]."""
+    rgb = np.asarray(rgb, dtype=float)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ lin
+    f = lambda t: np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16 / 116)
+    fx, fy, fz = f(xyz / np.array([0.95047, 1.0, 1.08883]))
+    return np.array([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)])
+
+
+def test_every_class_colour_stands_out_on_dark_grey():
+    """Painted at the overlay's opacity on a dark grey image, each class differs clearly from the
+    grey (CIE76 colour difference >= 30; ~2.3 is just noticeable) and from every other class (>= 20).
+    The mid grey that Senescent once had reached 17 on a 20 % grey: senescent cells looked unpainted."""
+    from napari_yeast_phenotypes.phenotypes import OVERLAY_OPACITY
+
+    colours = {n: np.asarray(hex_to_rgba(COLOURS[n])[:3]) for n in CLASS_NAMES}
+    for grey in (0.05, 0.1, 0.2, 0.3):
+        bg = np.full(3, grey)
+        blended = {n: OVERLAY_OPACITY * c + (1 - OVERLAY_OPACITY) * bg for n, c in colours.items()}
+        for name, rgb in blended.items():
+            assert np.linalg.norm(_lab(rgb) - _lab(bg)) >= 30, (name, grey)
+        names = list(blended)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                assert np.linalg.norm(_lab(blended[a]) - _lab(blended[b])) >= 20, (a, b, grey)
+
+
+def test_senescence_text_names_only_the_shown_tracks():
+    from napari_yeast_phenotypes._napari._layers import senescence_text
+
+    text = senescence_text(np.array([4, 17, 230]), {17})
+    assert text.tolist() == ["", "senescent #17", ""]
+    assert senescence_text(np.array([4, 17]), ()).tolist() == ["", ""]
+    assert senescence_text(np.array([], dtype=np.int64), {3}).tolist() == []
+
+
+def test_senescence_markers_start_without_text_and_tracks_hidden(result_movie):
+    from napari_yeast_phenotypes._napari._layers import TEXT_COLUMN
+
+    movie, res = result_movie
+    layers = {kw["name"]: (data, kw) for data, kw, _ in result_layers(res, movie.labels)}
+    _, sen = layers[SENESCENCE_LAYER]
+    assert len(sen["features"]) > 0 and (sen["features"][TEXT_COLUMN] == "").all()
+    assert sen["text"]["string"] == "{" + TEXT_COLUMN + "}"
+    _, tracks = layers[TRACKS_LAYER]
+    # still cells make a short tail a dot over the class colour: hidden, whole path when shown
+    assert tracks["visible"] is False and tracks["tail_length"] == movie.labels.shape[0]
+
+
+@pytest.mark.parametrize(("given", "ndim", "expected"), [
+    (("-3", "-2", "-1"), 3, ("t", "y", "x")),
+    (("0", "1", "2"), 3, ("t", "y", "x")),
+    (("-2", "-1"), 2, ("y", "x")),
+    (("time", "row", "col"), 3, ("time", "row", "col")),
+    (None, 3, ("t", "y", "x")),
+])
+def test_unnamed_axes_are_named(given, ndim, expected):
+    from napari_yeast_phenotypes._napari._layers import movie_axis_labels
+
+    assert movie_axis_labels(given, ndim) == expected

@@ -252,3 +252,105 @@ def test_painted_cells_render_in_their_class_colours(make_napari_viewer, offset)
     for name in CLASS_NAMES:
         want = np.round(np.asarray(hex_to_rgba(COLOURS[name])[:3]) * 255)
         assert (np.abs(shot - want).max(axis=1) <= 2).sum() > 50, name
+
+
+def test_dock_title_is_readable_whole(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Classify phenotypes")
+    qtbot.waitUntil(lambda: widget.isVisible())
+    from qtpy.QtWidgets import QLabel
+
+    title = dock.windowTitle()
+    assert "Classify phenotypes" in title and PLUGIN in title
+    shown = [w for w in dock.findChildren(QLabel) if w.text() == title and w.isVisible()]
+    assert shown, "the dock shows its title in a label"
+    qtbot.waitUntil(lambda: all(w.width() >= w.fontMetrics().horizontalAdvance(title) for w in shown))
+
+
+def test_view_fits_the_cells_after_the_plot_dock_opens(make_napari_viewer, qtbot, result_movie):
+    """The plot dock takes height from the canvas: the view is fitted again, so no cell is cut off."""
+    movie, res = result_movie
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(movie.image, name="image")
+    viewer.add_labels(movie.labels, name="cells")
+    widget = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Classify phenotypes")
+    camera = getattr(viewer, "scene", viewer).camera  # napari 0.9 moved it; >= 0.5 is supported
+    qtbot.wait(50)
+    before = camera.zoom
+    widget.show_result(res, movie.labels, viewer.layers["cells"])
+    qtbot.wait(200)
+    fitted = camera.zoom
+    assert fitted < before  # the canvas is shorter now, the view was refitted to it
+    viewer.reset_view()
+    assert camera.zoom == pytest.approx(fitted, rel=1e-3)
+
+
+def test_unnamed_time_axis_is_called_t(make_napari_viewer, result_movie):
+    movie, res = result_movie
+    viewer = make_napari_viewer()
+    viewer.add_image(movie.image, name="image")
+    labels = viewer.add_labels(movie.labels, name="cells")
+    assert viewer.dims.axis_labels[0] == "-3"  # napari's name for an unnamed axis
+    widget = ClassifyWidget(viewer)
+    widget.show_result(res, movie.labels, labels)
+    assert tuple(viewer.dims.axis_labels) == ("t", "y", "x")
+    assert all(tuple(layer.axis_labels) == ("t", "y", "x") for layer in viewer.layers)
+
+
+def test_named_axes_are_kept(make_napari_viewer, result_movie):
+    movie, res = result_movie
+    viewer = make_napari_viewer()
+    viewer.add_image(movie.image, name="image", axis_labels=("time", "row", "col"))
+    labels = viewer.add_labels(movie.labels, name="cells", axis_labels=("time", "row", "col"))
+    ClassifyWidget(viewer).show_result(res, movie.labels, labels)
+    assert tuple(viewer.dims.axis_labels) == ("time", "row", "col")
+
+
+def test_senescence_text_only_for_hovered_or_selected_tracks(make_napari_viewer, result_movie):
+    from napari_yeast_phenotypes._napari._layers import TEXT_COLUMN
+
+    movie, res = result_movie
+    viewer, widget = _viewer_with(make_napari_viewer, movie)
+    widget.show_result(res, movie.labels, viewer.layers["cells"])
+    sen = viewer.layers[SENESCENCE_LAYER]
+    assert len(sen.data) >= 2 and (sen.features[TEXT_COLUMN] == "").all()
+    # hover a senescent cell (not its marker) at its senescence frame: its marker is named
+    event = sen.features.iloc[0]
+    cell = res.cells[(res.cells["frame"] == event["frame"]) & (res.cells["track_id"] == event["track_id"])].iloc[0]
+    mask = movie.labels[cell["frame"]] == cell["label"]
+    ys, xs = np.nonzero(mask)
+    far = np.argmax((ys - cell["y"]) ** 2 + (xs - cell["x"]) ** 2)  # a pixel away from the marker
+    viewer.dims.set_current_step(0, int(cell["frame"]))
+    viewer.cursor.position = (int(cell["frame"]), int(ys[far]), int(xs[far]))
+    widget.senescence_labels._on_mouse_move(viewer, None)  # what napari calls on a mouse move
+    text = sen.features[TEXT_COLUMN].tolist()
+    assert text[0] == f"senescent #{event['track_id']}" and all(t == "" for t in text[1:])
+    # the mouse leaves the cells: no text; selecting a marker names its track
+    viewer.cursor.position = (int(cell["frame"]), -50, -50)
+    widget.senescence_labels._on_mouse_move(viewer, None)
+    assert (sen.features[TEXT_COLUMN] == "").all()
+    sen.selected_data = {1}
+    text = sen.features[TEXT_COLUMN].tolist()
+    assert text[1] == f"senescent #{sen.features['track_id'].iloc[1]}" and text[0] == ""
+    # a new result stops the old layers' helper
+    old = widget.senescence_labels
+    widget.show_result(res, movie.labels, viewer.layers["cells"])
+    assert old._on_mouse_move not in viewer.mouse_move_callbacks
+    assert widget.senescence_labels._on_mouse_move in viewer.mouse_move_callbacks
+
+
+def test_plot_raster_rows_show_track_ids(make_napari_viewer, result_movie):
+    from napari_yeast_phenotypes.core.plots import raster_matrix
+
+    movie, res = result_movie
+    viewer, widget = _viewer_with(make_napari_viewer, movie)
+    widget.show_result(res, movie.labels, viewer.layers["cells"])
+    widget.plots.canvas.draw()
+    raster = widget.plots.figure.axes[0]
+    _, order, _ = raster_matrix(res.cells, res.tracks, res.class_names)
+    shown = [(t.get_position()[1], t.get_text()) for t in raster.get_yticklabels() if t.get_text()]
+    assert len(shown) >= 2
+    for row, label in shown:
+        assert label == str(order[int(round(row))])
+    assert "track id" in raster.get_ylabel()

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.plots import class_colours
+from ..phenotypes import OVERLAY_OPACITY
 
 RESULT_KEY = "yeast_phenotypes"  # layer.metadata[RESULT_KEY] -> the core's Result
 RUN_KEY = "yeast_phenotypes_run"  # layer.metadata[RUN_KEY] -> how it was made (run.json's content)
@@ -29,6 +30,8 @@ PHENOTYPES_LAYER = "phenotypes"
 TRACKS_LAYER = "phenotype tracks"
 SENESCENCE_LAYER = "senescence"
 LAYER_NAMES = (PHENOTYPES_LAYER, TRACKS_LAYER, SENESCENCE_LAYER)
+TEXT_COLUMN = "text"  # the senescence layer's feature shown as text: empty but for hovered/selected tracks
+MOVIE_AXES = ("t", "y", "x")
 
 # columns shown in the status bar when hovering a painted cell (the full table is in metadata)
 STATUS_COLUMNS = ["track_id", "phenotype", "confidence", "phenotype_raw", "frame", "label"]
@@ -230,6 +233,29 @@ def senescence_events(cells: pd.DataFrame, tracks: pd.DataFrame) -> pd.DataFrame
     return ev.sort_values(["frame", "track_id"]).reset_index(drop=True)
 
 
+def senescence_text(track_ids, shown) -> np.ndarray:
+    """The text of each senescence marker: ``"senescent #<track>"`` for the tracks in ``shown``, else empty.
+
+    Labelling every marker at once covers a real movie's first frame with overlapping text (94 of
+    them in a movie with 112 senescent tracks), so only the tracks a user points at are named.
+    """
+    track_ids = np.asarray(track_ids)
+    named = np.char.add("senescent #", track_ids.astype(str))
+    return np.where(np.isin(track_ids, np.asarray(list(shown), dtype=track_ids.dtype)), named, "").astype(object)
+
+
+def movie_axis_labels(axis_labels, ndim: int) -> tuple[str, ...]:
+    """``axis_labels``, or ``("t", "y", "x")`` (``("y", "x")`` for one frame) where napari's defaults stand.
+
+    napari names unnamed axes by their negative index (``"-3"``), which a user reads as a value.
+    """
+    labels = tuple(str(a) for a in axis_labels) if axis_labels is not None else ()
+    unnamed = all(a.lstrip("-").isdigit() for a in labels)
+    if unnamed and ndim in (2, 3):
+        return MOVIE_AXES[-ndim:]
+    return labels
+
+
 def result_layers(result, labels, *, scale=None, translate=None, axis_labels=None, source: str = "",
                   run: dict | None = None) -> list[tuple]:
     """The overlays of a :class:`~napari_yeast_phenotypes.core.pipeline.Result` as layer data tuples.
@@ -262,15 +288,19 @@ def result_layers(result, labels, *, scale=None, translate=None, axis_labels=Non
     painted = PhenotypeFrames(labels[None] if one_frame else labels, cells, names)
     painted = painted.frame(0).copy() if one_frame else painted
     layers = [(painted, {**common, "name": PHENOTYPES_LAYER, "colormap": phenotype_colormap(names),
-                         "features": phenotype_features(cells, names), "opacity": 0.45, "blending": "translucent"},
+                         "features": phenotype_features(cells, names), "opacity": OVERLAY_OPACITY,
+                         "blending": "translucent"},
                "labels")]
 
     if not one_frame and len(cells):
         data, feats = tracks_data(cells, names)
+        # Yeast cells hardly move, so a track's recent path is a dot at the cell's centre that hides
+        # its colour: the layer starts hidden and, when shown, draws the whole path up to now.
+        n_frames = int(labels.shape[0])
         layers.append((data, {**common, "name": TRACKS_LAYER, "features": feats, "color_by": "phenotype_level",
                               "colormaps_dict": {"phenotype_level": class_colormap(names)},
-                              "tail_length": 8, "head_length": 0, "tail_width": 3,
-                              "blending": "translucent"}, "tracks"))
+                              "tail_length": max(1, min(n_frames, 300)), "head_length": 0, "tail_width": 2,
+                              "blending": "translucent", "visible": False}, "tracks"))
 
     ev = senescence_events(cells, tracks)
     coords = ev[["y", "x"]] if one_frame else ev[["frame", "y", "x"]]
@@ -278,10 +308,76 @@ def result_layers(result, labels, *, scale=None, translate=None, axis_labels=Non
     for c in feats.columns:
         if feats[c].dtype.kind not in "biuf":
             feats[c] = feats[c].astype(object)
+    feats[TEXT_COLUMN] = senescence_text(feats["track_id"], ())
     layers.append((coords.to_numpy(dtype=np.float64).reshape(-1, 2 if one_frame else 3), {
         **common, "name": SENESCENCE_LAYER, "features": feats, "symbol": "star", "size": 9,
         "face_color": "white", "border_color": "black", "border_width": 0.1,
-        "text": {"string": "senescent #{track_id}", "color": "white", "size": 9, "anchor": "upper_left",
+        "text": {"string": "{" + TEXT_COLUMN + "}", "color": "white", "size": 10, "anchor": "upper_left",
                  "translation": (-4, 4) if one_frame else (0, -4, 4)},
         "out_of_slice_display": False}, "points"))
     return layers
+
+
+class SenescenceLabels:
+    """Names the senescence marker of the track under the mouse and of the selected markers.
+
+    Parameters
+    ----------
+    viewer
+        The viewer whose mouse moves are followed.
+    phenotypes, senescence
+        The result's phenotypes (labels) and senescence (points) layers.
+    """
+
+    def __init__(self, viewer, phenotypes, senescence) -> None:
+        self.viewer, self.phenotypes, self.senescence = viewer, phenotypes, senescence
+        result = phenotypes.metadata[RESULT_KEY]
+        self._n_classes = len(result.class_names)
+        self._track_of_row = phenotypes.features["track_id"].to_numpy()
+        self.hovered: int | None = None
+        self.selected: set[int] = set()
+        viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        senescence.selected_data.events.items_changed.connect(self._on_selection)
+
+    def disconnect(self) -> None:
+        """Stop following the viewer (the layers are being replaced)."""
+        if self._on_mouse_move in self.viewer.mouse_move_callbacks:
+            self.viewer.mouse_move_callbacks.remove(self._on_mouse_move)
+        self.senescence.selected_data.events.items_changed.disconnect(self._on_selection)
+
+    def track_at(self, position) -> int | None:
+        """The track of the cell (or senescence marker) at a world ``position``, or ``None``."""
+        if self.senescence.visible:
+            point = self.senescence.get_value(position, world=True)
+            if point is not None:
+                return int(self.senescence.features["track_id"].iloc[int(point)])
+        if not self.phenotypes.visible:
+            return None
+        value = self.phenotypes.get_value(position, world=True)
+        if value is None or isinstance(value, tuple) or int(value) <= 0:
+            return None
+        row = (int(value) - 1) // self._n_classes
+        return int(self._track_of_row[row]) if row < len(self._track_of_row) else None
+
+    def hover(self, position) -> None:
+        """Name the marker of the track at a world ``position`` (what a mouse move there does)."""
+        track = self.track_at(position)
+        if track != self.hovered:
+            self.hovered = track
+            self.refresh()
+
+    def _on_mouse_move(self, viewer, event) -> None:
+        self.hover(viewer.cursor.position)
+
+    def _on_selection(self, event=None) -> None:
+        rows = sorted(self.senescence.selected_data)
+        self.selected = set(self.senescence.features["track_id"].iloc[rows].astype(int).tolist())
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Name the hovered and selected tracks' markers, no others."""
+        shown = self.selected | ({self.hovered} if self.hovered is not None else set())
+        feats = self.senescence.features
+        text = senescence_text(feats["track_id"], shown)
+        if not np.array_equal(text, feats[TEXT_COLUMN].to_numpy()):
+            self.senescence.features = feats.assign(**{TEXT_COLUMN: text})  # the setter redraws the text

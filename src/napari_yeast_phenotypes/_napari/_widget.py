@@ -13,8 +13,9 @@ from pathlib import Path
 from magicgui.widgets import ComboBox, FileEdit
 from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QDockWidget,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -29,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..core.io import InputError, as_movie
 from ..core.jobs import RESULT_FILES, RUN_FILE
-from ._layers import RESULT_KEY, result_layers
+from ._layers import RESULT_KEY, SENESCENCE_LAYER, SenescenceLabels, movie_axis_labels, result_layers
 from ._legend import Legend
 from ._safe_torch import import_torch_core
 from ._settings import NO_MODEL_HINT, default_model, remember_model
@@ -85,6 +86,7 @@ class ClassifyWidget(QWidget):
         self.run_info: dict = {}  # how it was made (run.json), also in the overlays' metadata[RUN_KEY]
         self.overlays: list[Layer] = []  # phenotypes (labels), tracks (movies only), senescence (points)
         self.plots = None
+        self.senescence_labels: SenescenceLabels | None = None
         self._worker = None
         self._job = None  # (labels array, labels layer) of the run in progress
 
@@ -271,16 +273,24 @@ class ClassifyWidget(QWidget):
     def show_result(self, result, labels, labels_layer=None, run: dict | None = None) -> None:
         """Replace the overlays, the legend and the plots with ``result`` (``run``: how it was made)."""
         self.result, self.run_info = result, dict(run or {})
+        if self.senescence_labels is not None:
+            self.senescence_labels.disconnect()
+            self.senescence_labels = None
         for old in self.overlays:  # replace what the last run added, whatever the user renamed it to
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
         kwargs = {"run": self.run_info}
         if labels_layer is not None:
+            axes = movie_axis_labels(labels_layer.axis_labels, labels_layer.ndim)
+            self._name_axes(axes, labels_layer)
             kwargs |= {"scale": labels_layer.scale, "translate": labels_layer.translate,
-                      "axis_labels": labels_layer.axis_labels, "source": labels_layer.name}
+                       "axis_labels": axes, "source": labels_layer.name}
         self.overlays = [self.viewer.add_layer(Layer.create(data, meta, kind))
                          for data, meta, kind in result_layers(result, labels, **kwargs)]
         self.viewer.layers.selection.active = self.overlays[0]
+        senescence = next((lay for lay in self.overlays if lay.name == SENESCENCE_LAYER), None)
+        if senescence is not None:
+            self.senescence_labels = SenescenceLabels(self.viewer, self.overlays[0], senescence)
         if labels_layer is not None:
             labels_layer.visible = False  # its own label colours would tint the class colours
         self.legend.set_classes(result.class_names)
@@ -294,6 +304,14 @@ class ClassifyWidget(QWidget):
                         f"senescent{relinked}. Hover a cell to see its track, phenotype and confidence.")
         self.export_button.setEnabled(True)
 
+    def _name_axes(self, axes, labels_layer) -> None:
+        """Give the classified layers (and the image, if it has napari's default names) ``axes``."""
+        image_layer = self.image_choice.value
+        for layer in (labels_layer, image_layer):
+            if layer is not None and layer.ndim == len(axes) and tuple(layer.axis_labels) != tuple(axes) \
+                    and movie_axis_labels(layer.axis_labels, layer.ndim) == tuple(axes):
+                layer.axis_labels = axes
+
     def _show_plots(self, result) -> None:
         from ._plots import PhenotypePlots
 
@@ -301,7 +319,31 @@ class ClassifyWidget(QWidget):
             self.plots = PhenotypePlots(self.viewer)
         if self.plots.parent() is None:  # new, or its dock was closed (napari keeps the widget): dock it
             self.viewer.window.add_dock_widget(self.plots, name=PLOTS_DOCK_NAME, area="bottom")
+            # the new dock takes height from the canvas once Qt has laid it out: fit the view then,
+            # or cells at the top and bottom are cut off
+            QTimer.singleShot(0, self.viewer.reset_view)
         self.plots.show_result(result, self.overlays[0])
+
+    def showEvent(self, event) -> None:
+        """Once docked, make the dock wide enough for its whole title (napari cuts it otherwise)."""
+        super().showEvent(event)
+        QTimer.singleShot(0, self._fit_title)  # after the dock's title bar is laid out
+
+    def _fit_title(self) -> None:
+        dock = self.parent()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        if dock is None:
+            return
+        title, bar = dock.windowTitle(), dock.titleBarWidget()
+        labels = [w for w in bar.findChildren(QLabel) if w.text() == title] if bar is not None else []
+        if labels:  # napari's title bar: buttons left of the title, which has its own font
+            needed = labels[0].x() + labels[0].sizeHint().width() + 8
+        else:
+            needed = self.fontMetrics().horizontalAdvance(title) + 80
+        # on the dock itself: napari puts the widget in a scroll area, which would only scroll
+        if dock.minimumWidth() < needed:
+            dock.setMinimumWidth(needed)
 
     def export(self, out_dir=None) -> list[str]:
         """Write the result folder (``cells.csv``, ``tracks.csv``, ``summary.png``, ``run.json``) of the last

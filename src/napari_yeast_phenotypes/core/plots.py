@@ -38,19 +38,29 @@ def raster_matrix(cells: pd.DataFrame, tracks: pd.DataFrame, class_names=CLASS_N
 
 
 def draw_raster(ax, cells, tracks, class_names=CLASS_NAMES, current_frame: int | None = None):
-    """Phenotype of every track (rows) over time (columns); returns the frame-marker line."""
+    """Phenotype of every track (rows, labelled by track id) over time (columns); returns the frame-marker line."""
     from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    mat, _, n_frames = raster_matrix(cells, tracks, class_names)
+    mat, order, n_frames = raster_matrix(cells, tracks, class_names)
     cmap = ListedColormap([(1, 1, 1, 0)] + class_colours(class_names))
     ax.imshow(mat + 1, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=len(class_names),
               extent=(-0.5, n_frames - 0.5, len(mat) - 0.5, -0.5))
+    # rows are sorted by senescence, so a row number means nothing to the user: tick the track ids
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=1))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _track_tick(order, v)))
     ax.set_xlabel("frame")
-    ax.set_ylabel("track (sorted by senescence)")
+    ax.set_ylabel("track id (sorted by senescence)")
     ax.set_title("Phenotype along each track")
     line = ax.axvline(current_frame if current_frame is not None else 0, color="k", lw=1,
                       visible=current_frame is not None)
     return line
+
+
+def _track_tick(order: np.ndarray, row: float) -> str:
+    """The track id shown at raster row ``row`` (empty between rows and outside them)."""
+    i = int(round(row))
+    return str(order[i]) if abs(row - i) < 1e-6 and 0 <= i < len(order) else ""
 
 
 def class_fractions(cells: pd.DataFrame, class_names=CLASS_NAMES) -> pd.DataFrame:
