@@ -190,7 +190,7 @@ def cmd_classify_many(args) -> int:
 
 
 def cmd_ageing(args) -> int:
-    from .core.survival import run_ageing
+    from .core.experiment import run_ageing
 
     res, written = run_ageing(args.dir, by=args.by, out=args.out, frame_interval=args.frame_interval,
                               time_unit=args.time_unit, alpha=args.alpha, overwrite=args.overwrite)

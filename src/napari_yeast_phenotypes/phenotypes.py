@@ -72,3 +72,11 @@ def class_index(name: str, class_names: tuple[str, ...] | list[str] = CLASS_NAME
         f"unknown phenotype {name!r}; valid names are: {', '.join(class_names)}"
         + (" (or their one-letter codes)" if tuple(class_names) == CLASS_NAMES else "")
     )
+
+
+def class_colours(class_names) -> list[tuple]:
+    """RGBA colours in class order (the canonical colours; grey shades for unknown classes)."""
+    out = []
+    for i, c in enumerate(class_names):
+        out.append(hex_to_rgba(COLOURS[c]) if c in COLOURS else (0.3 + 0.05 * i, 0.3, 0.3, 1.0))
+    return out

@@ -21,8 +21,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
-from ..core.plots import class_colours
-from ..phenotypes import OVERLAY_OPACITY
+from ..phenotypes import OVERLAY_OPACITY, class_colours
 
 RESULT_KEY = "yeast_phenotypes"  # layer.metadata[RESULT_KEY] -> the core's Result
 RUN_KEY = "yeast_phenotypes_run"  # layer.metadata[RUN_KEY] -> how it was made (run.json's content)

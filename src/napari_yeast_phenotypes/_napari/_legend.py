@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QGridLayout, QLabel, QWidget
 
-from ..core.plots import class_colours
-from ..phenotypes import CLASS_NAMES, CODES, PHENOTYPES
+from ..phenotypes import CLASS_NAMES, CODES, PHENOTYPES, class_colours
 
 
 def _hex(rgba) -> str:

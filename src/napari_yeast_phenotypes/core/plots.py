@@ -9,15 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..phenotypes import CLASS_NAMES, COLOURS, hex_to_rgba
-
-
-def class_colours(class_names) -> list[tuple]:
-    """RGBA colours in class order (the canonical colours; grey shades for unknown classes)."""
-    out = []
-    for i, c in enumerate(class_names):
-        out.append(hex_to_rgba(COLOURS[c]) if c in COLOURS else (0.3 + 0.05 * i, 0.3, 0.3, 1.0))
-    return out
+from ..phenotypes import CLASS_NAMES, class_colours
 
 
 def raster_matrix(cells: pd.DataFrame, tracks: pd.DataFrame, class_names=CLASS_NAMES

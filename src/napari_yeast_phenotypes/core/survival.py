@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..phenotypes import CLASS_NAMES, SENESCENT
-from .io import InputError, atomic_write
+from .io import InputError
 
 #: the columns :func:`time_to_senescence` adds to a tracks table
 SURVIVAL_COLUMNS = ["group", "senescent_at_entry", "time", "senescent", "censored"]
@@ -345,7 +344,7 @@ def ageing_figure(res: SurvivalResult, title: str | None = None):
     before senescence; a matplotlib ``Figure`` (no pyplot state is touched)."""
     from matplotlib.figure import Figure
 
-    from .plots import class_colours
+    from ..phenotypes import class_colours
 
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax_km, ax_ph = fig.subplots(1, 2, width_ratios=[1.2, 1])
@@ -390,58 +389,6 @@ def ageing_figure(res: SurvivalResult, title: str | None = None):
     return fig
 
 
-# ---------------------------------------------------------------------------- the ageing job
-
-def read_tracks(source) -> tuple[pd.DataFrame, Path]:
-    """The tracks table of a classify-many folder, a classify folder, or a tracks.csv; and its folder."""
-    path = Path(source)
-    csv = path / "tracks.csv" if path.is_dir() else path
-    if not csv.is_file():
-        raise InputError(f"no tracks table at {csv}; give a folder written by classify-many or classify, "
-                         "or a tracks.csv")
-    if path.is_dir() and (path / "experiment.json").is_file():
-        from .experiment import read_combined
-
-        return read_combined(csv), path
-    return pd.read_csv(csv), csv.parent
-
-
-def run_ageing(source, by=None, out=None, *, frame_interval: float = 1.0, time_unit: str | None = None,
-               alpha: float = 0.05, overwrite: bool = False) -> tuple[SurvivalResult, list[Path]]:
-    """``yeast-phenotypes ageing``: the survival tables and ``ageing.png`` of an experiment's tracks.
-
-    Parameters
-    ----------
-    source
-        A classify-many folder (its combined ``tracks.csv``), a classify folder or a ``tracks.csv``.
-    by
-        Column(s) to compare by (a comma-separated string or a list); ``None``: one group.
-    out
-        Folder for the tables and the figure (default ``<source folder>/ageing``); earlier
-        results there are replaced only with ``overwrite``.
-
-    Returns
-    -------
-    (SurvivalResult, list of the files written)
-    """
-    from .export import write_csv
-    from .io import prepare_output_dir
-
-    if isinstance(by, str):
-        by = [b.strip() for b in by.split(",") if b.strip()] or None
-    tracks, folder = read_tracks(source)
-    res = senescence_survival(tracks, by, frame_interval=frame_interval, time_unit=time_unit, alpha=alpha)
-    if not res.groups:
-        raise InputError("no track can be followed: every track is empty or senescent when first seen")
-    names = [*res.tables(), "ageing.png"]
-    out = prepare_output_dir(out or folder / "ageing", names, overwrite)
-    written = [write_csv(df, out / name) for name, df in res.tables().items()]
-    fig = ageing_figure(res, title=f"Time to senescence ({len(res.tracks)} tracks)")
-    with atomic_write(out / "ageing.png", "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    return res, [*written, out / "ageing.png"]
-
-
 __all__ = ["SurvivalResult", "ageing_figure", "draw_km", "kaplan_meier", "km_table", "parse_transitions",
-           "phenotype_time", "read_tracks", "run_ageing", "senescence_survival", "time_to_senescence",
+           "phenotype_time", "senescence_survival", "time_to_senescence",
            "transition_counts"]
