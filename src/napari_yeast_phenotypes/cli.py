@@ -108,9 +108,9 @@ def cmd_crossval(args) -> int:
 def cmd_curate(args) -> int:
     from .core.jobs import curate_movie
 
-    cs, added, skipped = curate_movie(args.image, args.labels, args.annotations, args.out,
-                                      experiment=args.experiment, annotator=args.annotator, channel=args.channel)
-    print(f"added {added} crops to {args.out}" + (f", skipped {skipped} already there" if skipped else ""))
+    cs, report = curate_movie(args.image, args.labels, args.annotations, args.out,
+                              experiment=args.experiment, annotator=args.annotator, channel=args.channel)
+    print("\n".join(report.lines(args.out)))
     print(cs.counts().to_string())
     return 0
 
