@@ -124,7 +124,8 @@ def test_probabilities_raw_and_smoothed(session):
     r = int(_longest_track(session)[1])
     raw, smooth = session.probabilities(r)
     np.testing.assert_allclose(raw, session.cells.iloc[r][prob_columns()].to_numpy(dtype=float))
-    assert smooth.sum() == pytest.approx(1.0) and smooth.argmax() == CLASS_NAMES.index(session.cells.iloc[r]["phenotype"])
+    assert smooth.sum() == pytest.approx(1.0)
+    assert smooth.argmax() == CLASS_NAMES.index(session.cells.iloc[r]["phenotype"])
     session.label(r, "Fragmented")
     assert session.probabilities(r)[1][CLASS_NAMES.index("Fragmented")] == pytest.approx(1.0)
 
