@@ -502,7 +502,11 @@ class AnnotateWidget(QWidget):
                           ("user_label", [s.user.get(int(r), "") for r in rows])):
             if col in feats:
                 feats.iloc[rows, feats.columns.get_loc(col)] = vals
-        layer.refresh()
+        shown = int(self.viewer.dims.current_step[0]) if layer.ndim == 3 else 0
+        if layer.ndim == 2 or shown in set(s.cells["frame"].to_numpy()[rows].tolist()):
+            # only the frame on screen is painted again now (others when they are shown); the
+            # extent and thumbnail do not change with a cell's class
+            layer.refresh(extent=False, thumbnail=False, highlight=False)
 
     def repaint_all(self) -> None:
         """Repaint every cell-frame whose painted value differs from its class (labels loaded at start)."""

@@ -306,9 +306,11 @@ class AnnotationSession:
         at = np.flatnonzero(tracks["track_id"].to_numpy() == tid)
         if not at.size:
             return
-        new = track_summary(self.cells.iloc[rows], self.class_names)
-        for c in new.columns:
-            tracks.iloc[at[0], tracks.columns.get_loc(c)] = new[c].iloc[0]
+        # only the columns the summary reads: copying whole rows of a wide table costs more than the summary
+        new = track_summary(pd.DataFrame({"track_id": self._track[rows], "frame": self._frame[rows],
+                                          "phenotype": self.cells["phenotype"].to_numpy()[rows]}), self.class_names)
+        cols = [c for c in new.columns if c in tracks.columns]
+        tracks.iloc[at[0], [tracks.columns.get_loc(c) for c in cols]] = new[cols].iloc[0].tolist()
 
     # ------------------------------------------------------------------ the queue
     def labelled_mask(self) -> np.ndarray:

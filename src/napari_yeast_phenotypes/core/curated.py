@@ -168,6 +168,26 @@ def cell_key(row) -> tuple:
     return (movie, int(row["frame"]), int(row["label"]))
 
 
+def _movie_keys(df: pd.DataFrame) -> np.ndarray:
+    """:func:`cell_key`'s movie part for every row of a manifest, at once."""
+    out = df["movie_id"].to_numpy(dtype=object).copy()
+    old = np.flatnonzero(out == "")
+    if old.size:
+        exp, src = df["experiment"].to_numpy(dtype=object), df["source"].to_numpy(dtype=object)
+        out[old] = [f"path:{exp[i]}|{src[i]}" for i in old]
+    return out
+
+
+def _key_index(df: pd.DataFrame) -> dict:
+    """``cell_key -> row position`` for a whole manifest (vectorised: the manifest may be long)."""
+    return dict(zip(zip(_movie_keys(df), df["frame"].astype(int).tolist(), df["label"].astype(int).tolist()),
+                    range(len(df))))
+
+
+def _record(df: pd.DataFrame, i: int) -> dict:
+    return {k: _plain(v) for k, v in zip(df.columns, df.iloc[i].tolist())}
+
+
 def _legacy_key(row) -> tuple:
     return (f"path:{row['experiment']}|{row['source']}", int(row["frame"]), int(row["label"]))
 
@@ -461,7 +481,8 @@ class CuratedSet:
             crop_id = f"{base}-{n}"
         return crop_id
 
-    def _apply(self, keys: list[tuple], targets: list[dict | None], crops: dict | None = None) -> None:
+    def _apply(self, keys: list[tuple], targets: list[dict | None], crops: dict | None = None,
+               index: dict | None = None) -> None:
         """Bring each cell of ``keys`` to its target row (None: out of the set), files first.
 
         Order (what a kill at any moment leaves): new and moved files are written first (a kill
@@ -470,11 +491,11 @@ class CuratedSet:
         """
         crops = crops or {}
         df = self.manifest
-        index = {cell_key(r): i for i, r in enumerate(df.to_dict("records"))}
+        index = _key_index(df) if index is None else index
         drop, after_moves, rows_new = [], [], []
         for key, target in zip(keys, targets):
             i = index.get(key)
-            cur = df.loc[i].to_dict() if i is not None else None
+            cur = _record(df, i) if i is not None else None
             if target is None:
                 if cur is not None:
                     drop.append(i)
@@ -547,7 +568,8 @@ class CuratedSet:
         norm = self._normalise_rows(rows)
         # two rows of one cell-frame that disagree are a conflict of the input itself: neither is taken
         label_of = norm["phenotype"] + "|" + norm["mark"]
-        keyed = [cell_key(r) for r in norm.to_dict("records")]
+        records = norm.to_dict("records")
+        keyed = [cell_key(r) for r in records]
         given: dict[tuple, set] = {}
         for k, lab in zip(keyed, label_of):
             given.setdefault(k, set()).add(lab.strip("|"))
@@ -559,17 +581,17 @@ class CuratedSet:
         with self._lock():
             self._refresh()
             df = self.manifest
-            records = df.to_dict("records")
-            index = {cell_key(r): i for i, r in enumerate(records)}
-            legacy = {_legacy_key(r): i for i, r in enumerate(records) if not r["movie_id"]}
+            index = _key_index(df)
+            old = np.flatnonzero(df["movie_id"].to_numpy(dtype=object) == "")
+            legacy = {_legacy_key(_record(df, i)): int(i) for i in old}
             track_split = {}
-            for r in records:
-                tk = _track_key(r)
-                if tk is not None:
-                    track_split.setdefault(tk, r["split"])
+            movies, tracks, splits = _movie_keys(df), df["track_id"].to_numpy(), df["split"].to_numpy(dtype=object)
+            for m, t, sp in zip(movies[::-1], tracks[::-1], splits[::-1]):  # the first row of a track wins
+                if t >= 0:
+                    track_split[(m, int(t))] = sp
             taken = set(df["crop_id"])
             keys, before, after, new_crops, seen = [], [], [], {}, set()
-            for j, r in enumerate(norm.to_dict("records")):
+            for j, r in enumerate(records):
                 if torn[j]:
                     continue
                 key = cell_key(r)
@@ -581,8 +603,8 @@ class CuratedSet:
                 if i is None and r["movie_id"]:
                     i = legacy.get(_legacy_key(r))  # the same cell, curated before movies had identities
                     if i is not None:
-                        key = cell_key(records[i])
-                cur = records[i] if i is not None else None
+                        key = cell_key(_record(df, i))
+                cur = _record(df, i) if i is not None else None
                 tk = _track_key(r)
                 split = r["split"]
                 if tk is not None and track_split.get(tk, split) != split:
@@ -629,7 +651,7 @@ class CuratedSet:
                 before.append(None if cur is None else {k: _plain(v) for k, v in cur.items()})
                 after.append({k: _plain(v) for k, v in target.items()})
             if keys:
-                self._apply(keys, after, new_crops)
+                self._apply(keys, after, new_crops, index)
                 change = Change("add", keys, before, after)
                 self._log(change, annotator, {"model": model})
                 self._push(change)
@@ -638,31 +660,34 @@ class CuratedSet:
     def _normalise_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Rows with every column :meth:`add` needs, names checked against the fixed sets."""
         n = len(rows)
-        out = pd.DataFrame(index=range(n))
 
         def col(name, default):
             if name not in rows:
                 return [default] * n
             return [default if (v is None or (isinstance(v, float) and np.isnan(v))) else v for v in rows[name]]
 
-        out["frame"] = np.asarray(col("frame", -1), dtype=np.int64)
-        out["label"] = np.asarray(col("label", -1), dtype=np.int64)
-        out["track_id"] = np.asarray(col("track_id", -1), dtype=np.int64)
-        out["mark"] = [normalise_mark(m) for m in col("mark", "")]
+        out = {"frame": np.asarray(col("frame", -1), dtype=np.int64),
+               "label": np.asarray(col("label", -1), dtype=np.int64),
+               "track_id": np.asarray(col("track_id", -1), dtype=np.int64),
+               "mark": [normalise_mark(m) for m in col("mark", "")]}
+        known = {}
         phen = []
         for p, m in zip(col("phenotype", ""), out["mark"]):
-            if m and str(p) in ("", "nan"):
+            if m:
                 phen.append("")
-            else:
+                continue
+            if p not in known:
                 try:
-                    phen.append(self.class_names[class_index(p, self.class_names)])
+                    known[p] = self.class_names[class_index(p, self.class_names)]
                 except ValueError as exc:
                     raise InputError(str(exc)) from exc
-        out["phenotype"] = [("" if m else p) for p, m in zip(phen, out["mark"])]
-        out["split"] = [normalise_split(s or "train") for s in col("split", "train")]
+            phen.append(known[p])
+        out["phenotype"] = phen
+        splits = {}
+        out["split"] = [splits.setdefault(s, normalise_split(s or "train")) for s in col("split", "train")]
         for name in ("experiment", "source", "movie_id", "movie_path", "model_phenotype"):
             out[name] = [str(v) for v in col(name, "")]
-        return out
+        return pd.DataFrame(out)
 
     def remove(self, crop_id: str) -> None:
         """Take a crop out of the set; its file goes to ``.removed`` so undo can bring it back."""
@@ -689,11 +714,11 @@ class CuratedSet:
         """Take the cell-frames ``keys`` ((movie_id, frame, label)) out of the set; returns how many were in it."""
         with self._lock():
             self._refresh()
-            have = {cell_key(r): r for r in self.manifest.to_dict("records")}
-            keys = [k for k in dict.fromkeys(keys) if k in have]
+            index = _key_index(self.manifest)
+            keys = [k for k in dict.fromkeys(keys) if k in index]
             if not keys:
                 return 0
-            before = [{c: _plain(v) for c, v in have[k].items()} for k in keys]
+            before = [_record(self.manifest, index[k]) for k in keys]
             self._apply(keys, [None] * len(keys))
             change = Change("remove", keys, before, [None] * len(keys))
             self._log(change, annotator)
@@ -708,7 +733,8 @@ class CuratedSet:
         want_now, target = (change.before, change.after) if forward else (change.after, change.before)
         with self._lock():
             self._refresh()
-            have = {cell_key(r): r for r in self.manifest.to_dict("records")}
+            index = _key_index(self.manifest)
+            have = {k: _record(self.manifest, index[k]) for k in change.keys if k in index}
             moved = [k for k, w in zip(change.keys, want_now) if not _same_state(have.get(k), w)]
             if moved:
                 raise InputError(f"{len(moved)} of the cells this would change were changed since by another "
