@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QShortcut,
     QVBoxLayout,
     QWidget,
@@ -109,8 +110,12 @@ class AnnotateWidget(QWidget):
         self.bars = ProbabilityBars(_class_names_default())
         self.filmstrip = Filmstrip()
         self.buttons = ClassButtons(_class_names_default())
-        self.undo_button, self.redo_button = QPushButton("Undo (Ctrl+Z)"), QPushButton("Redo (Ctrl+Shift+Z)")
-        self.prev_button, self.next_button = QPushButton("◀ Previous (Shift+N)"), QPushButton("Next to check (N) ▶")
+        self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
+        self.prev_button, self.next_button = QPushButton("◀ Back"), QPushButton("Next to check ▶")
+        for b, tip in ((self.undo_button, "undo the last label (Ctrl+Z)"), (self.redo_button, "redo (Ctrl+Shift+Z)"),
+                       (self.prev_button, "the cell to check shown before (Shift+N)"),
+                       (self.next_button, "the next cell to check, and why (N)")):
+            b.setToolTip(tip)
         self.counts = QLabel("")
         self.counts.setTextFormat(Qt.RichText)
         self.warnings = QLabel("")
@@ -148,16 +153,15 @@ class AnnotateWidget(QWidget):
         form.addRow("new tracks to", self.split_choice)
         form.addRow("annotator", self.annotator_edit)
         form.addRow("experiment", self.experiment_edit)
+        self.settings_box = QWidget()  # hidden while annotating: room for the cell
+        self.settings_box.setLayout(form)
         start = QHBoxLayout()
         start.addWidget(self.start_button)
         start.addWidget(self.stop_button)
 
         cell = QHBoxLayout()
         cell.addWidget(self.crop_view)
-        side = QVBoxLayout()
-        side.addWidget(self.cell_info)
-        side.addWidget(self.bars)
-        cell.addLayout(side, 1)
+        cell.addWidget(self.cell_info, 1)
         nav = QHBoxLayout()
         for b in (self.prev_button, self.next_button, self.undo_button, self.redo_button):
             nav.addWidget(b)
@@ -165,23 +169,25 @@ class AnnotateWidget(QWidget):
         g = QVBoxLayout(gallery_box)
         g.addWidget(self.gallery_class)
         g.addWidget(self.gallery)
-        counts_box = QGroupBox("Curated set")
-        c = QVBoxLayout(counts_box)
-        c.addWidget(self.counts)
-        c.addWidget(self.warnings)
 
+        # everything below the counts scrolls, so the dock fits a laptop screen
+        body = QWidget()
+        inner = QVBoxLayout(body)
+        inner.setContentsMargins(0, 0, 0, 0)
+        for item in (self.status, self.reason, cell, self.bars, self.filmstrip, self.buttons, nav, gallery_box):
+            (inner.addLayout if isinstance(item, QHBoxLayout) else inner.addWidget)(item)
+        inner.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(body)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.settings_box)
         layout.addLayout(start)
-        layout.addWidget(self.status)
-        layout.addWidget(self.reason)
-        layout.addLayout(cell)
-        layout.addWidget(self.filmstrip)
-        layout.addWidget(self.buttons)
-        layout.addLayout(nav)
-        layout.addWidget(counts_box)
-        layout.addWidget(gallery_box)
-        layout.addStretch(1)
+        layout.addWidget(self.counts)  # always in sight
+        layout.addWidget(self.warnings)
+        layout.addWidget(scroll, 1)
 
     def _result_layers(self, _widget=None) -> list:
         return [(lay.name, lay) for lay in self.viewer.layers
@@ -232,9 +238,8 @@ class AnnotateWidget(QWidget):
         for w in (self.buttons, self.undo_button, self.redo_button, self.prev_button, self.next_button,
                   self.gallery_class, self.stop_button):
             w.setEnabled(on)
-        for w in (self.start_button, self.set_edit, self.set_button, self.layer_choice.native,
-                  self.image_choice.native, self.annotator_edit, self.experiment_edit):
-            w.setEnabled(not on)
+        self.start_button.setEnabled(not on)
+        self.settings_box.setVisible(not on)
 
     # ------------------------------------------------------------------ starting and stopping
     def start(self) -> bool:
@@ -553,24 +558,32 @@ class AnnotateWidget(QWidget):
                                       "(click one to go there, then press a key to label it)")
 
     def show_counts(self) -> None:
+        """Crops per class (columns, by code) and split (rows) of the curated set, marks and warnings."""
         s = self.session
         if s is None:
             return
+        from ..phenotypes import CODES
+
         cs = s.curated
         counts = cs.counts()
-        splits = list(counts.index)
-        head = "".join(f"<th>{sp}</th>" for sp in splits)
-        lines = []
-        for c in cs.class_names:
-            cells = "".join(f"<td align='right'>{int(counts.loc[sp, c])}</td>" for sp in splits)
-            total = int(counts[c].sum()) if c in counts else 0
-            style = " style='color:#ff6b6b'" if total < 20 else ""
-            lines.append(f"<tr><td{style}>{c}</td>{cells}</tr>")
+        names = list(cs.class_names)
+        totals = {c: int(counts[c].sum()) if c in counts else 0 for c in names}
+        head = "".join(f"<th title='{c}' style='{_few(totals[c])}'>&nbsp;{CODES.get(c, c[:2])}&nbsp;</th>"
+                       for c in names)
+        rows = "".join(f"<tr><td>{sp}</td>" + "".join(f"<td align='center'>{int(counts.loc[sp, c])}</td>"
+                                                        for c in names) + "</tr>" for sp in counts.index)
         marks = cs.mark_counts()
-        lines.append(f"<tr><td colspan='{len(splits) + 1}'>unsure {marks['unsure']}, bad segmentation "
-                     f"{marks['bad_segmentation']} (kept, not trained on)</td></tr>")
-        self.counts.setText(f"<table><tr><th></th>{head}</tr>{''.join(lines)}</table>")
+        self.counts.setText(f"<table cellspacing='0'><tr><th align='left'>crops</th>{head}</tr>{rows}</table>"
+                            f"unsure {marks['unsure']}, bad segmentation {marks['bad_segmentation']} "
+                            "(kept, not trained on)")
+        self.counts.setToolTip(", ".join(f"{CODES.get(c, c)} = {c}" for c in names))
         self.warnings.setText("\n".join(cs.warnings()))
+
+
+def _few(n: int) -> str:
+    from ..core.curated import MIN_PER_CLASS
+
+    return "color:#ff6b6b" if n < MIN_PER_CLASS else ""
 
 
 def _camera(viewer):

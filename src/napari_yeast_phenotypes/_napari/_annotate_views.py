@@ -54,7 +54,7 @@ def framed_pixmap(crop: np.ndarray, side: int, colour: str, mark: str = "", thic
 class CropView(QLabel):
     """The selected cell-frame's crop, enlarged, exactly as the model saw it."""
 
-    SIDE = 160
+    SIDE = 128
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -87,7 +87,7 @@ class ProbabilityBars(QWidget):
         self.smooth = np.zeros(len(self.class_names))
         self.user = ""
         self.setMinimumHeight(self.ROW * len(self.class_names) + 4)
-        self.setMinimumWidth(220)
+        self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setToolTip("thin bar: the network's probability for this frame; thick bar: the track model's, "
                         "with the labels given so far")
@@ -101,7 +101,7 @@ class ProbabilityBars(QWidget):
 
     def paintEvent(self, event) -> None:
         p = QPainter(self)
-        label_w, num_w = 118, 64
+        label_w, num_w = 118, 80
         bar_w = max(self.width() - label_w - num_w, 20)
         for i, name in enumerate(self.class_names):
             y = 2 + i * self.ROW
@@ -171,9 +171,23 @@ class Filmstrip(QScrollArea):
 
     def set_items(self, items, current_index: int | None = None) -> None:
         self.thumbs.set_items(items)
-        if current_index is not None and self.thumbs.buttons:
-            self.thumbs.adjustSize()
-            self.ensureWidgetVisible(self.thumbs.buttons[current_index])
+        self._current = current_index
+        self._scroll()
+
+    def _scroll(self) -> None:
+        """Bring the current frame to the middle (again after a resize: the dock may not be laid out yet)."""
+        if getattr(self, "_current", None) is None or not self.thumbs.buttons:
+            return
+        self.thumbs.layout().activate()  # lay the new thumbnails out now, to scroll to one
+        self.thumbs.adjustSize()
+        button = self.thumbs.buttons[self._current]
+        bar = self.horizontalScrollBar()
+        bar.setRange(0, max(0, self.thumbs.width() - self.viewport().width()))
+        bar.setValue(button.geometry().center().x() - self.viewport().width() // 2)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._scroll()
 
 
 class Gallery(QWidget):
@@ -224,7 +238,7 @@ class ClassButtons(QWidget):
         extras = QHBoxLayout()
         for text, value, tip in (("0 Clear", "", "take the label off the selected cell-frame (key 0)"),
                                  ("U Unsure", "unsure", "mark: kept and shown, never trained on (key U)"),
-                                 ("D Bad segmentation", "bad_segmentation",
+                                 ("D Bad mask", "bad_segmentation",
                                   "mark: the mask is wrong; kept and shown, never trained on (key D)")):
             extras.addWidget(self._button(text, value, tip))
         grid.addLayout(extras, row, 0, 1, 2)
