@@ -100,7 +100,25 @@ def features(model, crops, batch: int = 256) -> np.ndarray:
     return np.concatenate(out)
 
 
-def refit_fc(w0, b0, feats_a, target_a, feats_l, target_l, steps: int = 150):
+def cached_features(model_path: Path, model, crops_a, crops_b):
+    """Features of both experiments' crops, cached beside the model (they depend on nothing else)."""
+    from napari_yeast_phenotypes.core.fingerprint import file_sha256
+    from napari_yeast_phenotypes.core.paths import cache_dir
+    from napari_yeast_phenotypes.core.simulate import SIMULATOR_VERSION
+
+    key = hashlib.sha1(json.dumps([file_sha256(model_path), EXP_A, EXP_B, SIMULATOR_VERSION],
+                                  sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"annotate-benchmark-features-{key}.npz"
+    if path.exists():
+        got = np.load(path)
+        return got["a"], got["b"]
+    a, b = features(model, crops_a), features(model, crops_b)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, a=a, b=b)
+    return a, b
+
+
+def refit_fc(w0, b0, feats_a, target_a, feats_l, target_l, steps: int = 60):
     """``fc`` refitted from the base weights on A's features plus B's labelled ones (equal weight)."""
     import torch
     import torch.nn.functional as F
@@ -109,7 +127,7 @@ def refit_fc(w0, b0, feats_a, target_a, feats_l, target_l, steps: int = 150):
     b = torch.tensor(b0, requires_grad=True)
     xa, ya = torch.from_numpy(feats_a), torch.from_numpy(target_a)
     xl, yl = torch.from_numpy(feats_l), torch.from_numpy(target_l)
-    opt = torch.optim.Adam([w, b], lr=1e-3)
+    opt = torch.optim.Adam([w, b], lr=3e-3)
     for _ in range(steps):
         opt.zero_grad()
         loss = F.cross_entropy(xa @ w.T + b, ya)
@@ -148,6 +166,8 @@ def run_curve(strategy: str, seed: int, ctx: dict, budget: int, step: int) -> li
         smooth_acc = float((smoothed["phenotype"].to_numpy() == smoothed["truth"].to_numpy()).mean())
         curve.append({"labels": len(labelled), "accuracy": float((test_pred == yb[test]).mean()),
                       "accuracy_smoothed": smooth_acc})
+        print(f"  {strategy} {seed}: {len(labelled)} labels, accuracy {curve[-1]['accuracy']:.3f} "
+              f"(smoothed {smooth_acc:.3f})", flush=True)
         if len(labelled) >= budget:
             return curve
         if strategy == "random":
@@ -196,8 +216,8 @@ def main(argv=None) -> int:
         clf, model_path = base_model(args.epochs, crops_a, target_a)
     _, table_b, crops_b, target_b = movie_set(EXP_B)
     t0 = time.perf_counter()
-    feats_a, feats_b = features(clf.model, crops_a), features(clf.model, crops_b)
-    print(f"features of {len(crops_a)} + {len(crops_b)} crops in {time.perf_counter() - t0:.0f} s")
+    feats_a, feats_b = cached_features(model_path, clf.model, crops_a, crops_b)
+    print(f"features of {len(crops_a)} + {len(crops_b)} crops in {time.perf_counter() - t0:.0f} s", flush=True)
     tracks = np.unique(table_b["track_id"])
     rng = np.random.default_rng(0)
     held_out = set(rng.choice(tracks, size=len(tracks) // 2, replace=False).tolist())
