@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ import pandas as pd
 from napari_yeast_phenotypes.core.curated import CuratedSet
 
 TRIALS = 50
+# the writer imports the package of this checkout, not the one the environment's install points at
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 WRITER = textwrap.dedent('''
     import sys, numpy as np, pandas as pd
@@ -46,7 +50,7 @@ def test_killed_writers_never_leave_broken_files(tmp_path):
     killed_mid_write = 0
     for trial in range(TRIALS):
         proc = subprocess.Popen([sys.executable, str(script), str(root), str(csv), str(trial)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         time.sleep(rng.uniform(0.0, 0.25))
         os.kill(proc.pid, signal.SIGKILL)

@@ -80,7 +80,8 @@ def test_intensity_scaling_does_not_change_crops(small_movie):
     base = movie_crops(small_movie.image, small_movie.labels, table)
     as_float = small_movie.image.astype(np.float64) * 0.01 + 5
     as_u8 = (small_movie.image.astype(np.float64) / small_movie.image.max() * 255).round().astype(np.uint8)
-    assert np.allclose(movie_crops(as_float, small_movie.labels, table), base, atol=1e-4)
+    # float32 rounding of the rescaled pixels, relative to the crops' magnitude
+    assert np.allclose(movie_crops(as_float, small_movie.labels, table), base, atol=1e-4 * max(1.0, np.abs(base).max()))
     assert np.abs(movie_crops(as_u8, small_movie.labels, table) - base).mean() < 0.02
 
 
@@ -96,7 +97,8 @@ def test_translation_does_not_change_crops(small_movie):
     assert ok.sum() >= 5
     a = movie_crops(img, lab, a_tab)[ok]
     b = movie_crops(rolled_img, rolled_lab, b_tab)[ok]
-    assert np.allclose(a, b, atol=1e-5)
+    # the same pixels in the same order: equal up to the rounding of the resampling sums (relative)
+    assert np.allclose(a, b, atol=1e-5 * max(1.0, np.abs(a).max()))
 
 
 def test_nan_pixels_and_constant_images_give_finite_crops(small_movie):

@@ -10,14 +10,52 @@ import argparse
 import sys
 
 
-def cmd_simulate(args) -> int:
-    from .core.io import prepare_output_dir
-    from .core.simulate import simulate_movie, write_movie
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (what is wrong, where to read more), exit status 2."""
 
-    out = prepare_output_dir(args.out, ["image.tif", "labels.tif", "truth.csv"], args.overwrite)
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(minimum: int, maximum: int | None = None, what: str = ""):
+    """An argparse type: a whole number from ``minimum`` (to ``maximum``), refused in plain words otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            rng = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {rng}{what}, not {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
+    return value
+
+
+_positive_number.__name__ = "number"
+SEED = _whole(0, 2**32 - 1)
+
+
+def cmd_simulate(args) -> int:
+    from .core.jobs import ResultFolder
+    from .core.simulate import MOVIE_FILES, MOVIE_RUN_FILE, simulate_movie, write_movie
+
+    # the destination is checked (writable, not in use, no movie unless --overwrite) before simulating
+    with ResultFolder(args.out, args.overwrite, what="simulate", files=MOVIE_FILES, run_file=MOVIE_RUN_FILE):
+        pass
     movie = simulate_movie(n_frames=args.frames, size=args.size, n_cells=args.cells, seed=args.seed,
                            births=not args.no_births)
-    paths = write_movie(movie, out)
+    paths = write_movie(movie, args.out, overwrite=args.overwrite)
     n = movie.truth["label"].nunique()
     born = f" ({n - args.cells} of them born during the movie; --no-births for exactly {args.cells})" \
         if n > args.cells else ""
@@ -34,10 +72,11 @@ def _classify_config(args):
 
 
 def cmd_classify(args) -> int:
+    from .core.config import parse_class_names
     from .core.jobs import classify_movie
     from .core.progress import frames_bar
 
-    class_names = args.class_names.split(",") if args.class_names else None
+    class_names = parse_class_names(args.class_names) if args.class_names else None
     job = classify_movie(args.image, args.labels, args.model, _classify_config(args), args.out,
                          overwrite=args.overwrite, progress=frames_bar("classifying"), class_names=class_names,
                          trust=args.trust_model_file, title=str(args.image))
@@ -66,9 +105,10 @@ def _train_config(args):
 
 
 def _class_names(args) -> tuple[str, ...]:
+    from .core.config import parse_class_names
     from .phenotypes import CLASS_NAMES
 
-    return tuple(args.class_names.split(",")) if args.class_names else CLASS_NAMES
+    return parse_class_names(args.class_names) if args.class_names else CLASS_NAMES
 
 
 def _print_metrics(title: str, m: dict) -> None:
@@ -106,8 +146,9 @@ def cmd_crossval(args) -> int:
 
 
 def cmd_curate(args) -> int:
-    from .core.jobs import curate_movie
+    from .core.jobs import check_writable_dir, curate_movie
 
+    check_writable_dir(args.out)  # before the movie is read and cropped
     cs, added, skipped = curate_movie(args.image, args.labels, args.annotations, args.out,
                                       experiment=args.experiment, annotator=args.annotator, channel=args.channel)
     print(f"added {added} crops to {args.out}" + (f", skipped {skipped} already there" if skipped else ""))
@@ -116,8 +157,10 @@ def cmd_curate(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .core.jobs import check_writable_dir
     from .demo import run_demo
 
+    check_writable_dir(args.out)
     return run_demo(args.out, overwrite=args.overwrite, retrain=args.retrain, seed=args.seed,
                     epochs=args.epochs)
 
@@ -126,11 +169,13 @@ def _common_model_args(p):
     from .core.config import TrainConfig
 
     d = TrainConfig()
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training crops (default {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
+    p.add_argument("--epochs", type=_whole(1), default=d.epochs,
+                   help=f"passes over the training crops (default {d.epochs})")
+    p.add_argument("--batch-size", type=_whole(2, what=" (BatchNorm layers that train need 2)"),
+                   default=d.batch_size,
                    help=f"crops per training step (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate of AdamW (default {d.lr:g})")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed of weights, shuffling and augmentation")
+    p.add_argument("--lr", type=_positive_number, default=d.lr, help=f"learning rate of AdamW (default {d.lr:g})")
+    p.add_argument("--seed", type=SEED, default=d.seed, help="random seed of weights, shuffling and augmentation")
     p.add_argument("--base-weights", default=d.base_weights,
                    help="imagenet (torchvision's; cached in TORCH_HOME) | none (random) | "
                         "PATH to a ResNet50 state dict")
@@ -146,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .core.config import PRECISIONS, ClassifyConfig
 
     c = ClassifyConfig()
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="yeast-phenotypes",
         description="Phenotypes of budding-yeast cells along tracks: "
                     "simulate, classify, curate, train, crossval, demo.")
@@ -157,18 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the demo's movies, curated set, model and results")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.add_argument("--retrain", action="store_true", help="train anew even if a cached demo model exists")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated movies and of training (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 8)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the simulated movies and of training (default 0)")
+    p.add_argument("--epochs", type=_whole(1), default=None, help="training epochs (default 8)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="write a synthetic movie with ground truth")
     p.add_argument("--out", required=True, help="folder for image.tif, labels.tif and truth.csv")
-    p.add_argument("--frames", type=int, default=40, help="number of frames (default 40)")
-    p.add_argument("--size", type=int, default=256, help="side of the square field of view in pixels (default 256)")
-    p.add_argument("--cells", type=int, default=30,
+    p.add_argument("--frames", type=_whole(1, 100_000), default=40, help="number of frames (default 40)")
+    p.add_argument("--size", type=_whole(64, 8192), default=256,
+                   help="side of the square field of view in pixels (default 256)")
+    p.add_argument("--cells", type=_whole(1, 100_000), default=30,
                    help="cells in the first frame (default 30); about 20-30%% more are born later unless --no-births")
     p.add_argument("--no-births", action="store_true", help="no cells appear after the first frame")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a movie already in --out")
     p.set_defaults(func=cmd_simulate)
 
@@ -180,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for cells.csv, tracks.csv, summary.png and run.json (written together at the end)")
     p.add_argument("--relink", choices=["auto", "yes", "no"], default=c.relink, nargs="?", const="yes",
                    help="relink label ids across frames by overlap (default auto: when they look untracked)")
-    p.add_argument("--channel", type=int, help="channel of a (T,C,Y,X) image to classify")
+    p.add_argument("--channel", type=_whole(0), help="channel of a (T,C,Y,X) image to classify (0 = the first)")
     p.add_argument("--class-names", help="class names of a bare state dict, in output order")
     p.add_argument("--trust-model-file", action="store_true",
                    help="allow a whole pickled model; this runs any code in the file: only for files you trust")
-    p.add_argument("--batch-size", type=int, default=c.batch_size,
+    p.add_argument("--batch-size", type=_whole(1), default=c.batch_size,
                    help=f"crops per forward pass (default {c.batch_size}: measured best on CPUs)")
-    p.add_argument("--chunk-frames", type=int, default=c.chunk_frames,
+    p.add_argument("--chunk-frames", type=_whole(1), default=c.chunk_frames,
                    help=f"frames read at a time; memory does not grow with the movie (default {c.chunk_frames})")
     p.add_argument("--device", default=c.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", choices=PRECISIONS, default=c.precision,
@@ -207,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crossval", help="grouped k-fold cross-validation on a crop set")
     p.add_argument("--data", required=True, help="crop folder (a curated split groups by experiment)")
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5); no group is in two folds")
+    p.add_argument("--folds", type=_whole(2), default=5, help="number of folds (default 5); no group is in two folds")
     p.add_argument("--out", help="write the metrics as JSON")
     _common_model_args(p)
     p.set_defaults(func=cmd_crossval)
@@ -219,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="curated set folder (created, or grown if it exists)")
     p.add_argument("--experiment", help="experiment name for provenance (default: the image's folder name)")
     p.add_argument("--annotator", default="", help="who annotated, kept in the manifest")
-    p.add_argument("--channel", type=int, help="channel of a (T,C,Y,X) image")
+    p.add_argument("--channel", type=_whole(0), help="channel of a (T,C,Y,X) image (0 = the first)")
     p.set_defaults(func=cmd_curate)
     return ap
 
@@ -232,6 +278,14 @@ def main(argv=None) -> int:
         return args.func(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from .core.io import WRITE_ERRNOS, write_error
+
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        # a destination that failed where no check could foresee it (a disk filling up mid-run)
+        print(f"error: {write_error(exc.filename or 'a file', exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; files written so far are complete", file=sys.stderr)

@@ -10,7 +10,9 @@ No torch here: a config can be made, checked and stored without loading the netw
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from .io import InputError
@@ -39,7 +41,27 @@ def _positive_int(name: str, value, minimum: int = 1) -> None:
         raise InputError(f"{name} must be a whole number of at least {minimum}, not {value!r}")
 
 
+def _finite_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, not {value!r}")
+    return float(value)
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device_name(device) -> None:
+    """Refuse a device name that is none of ``auto, cpu, cuda, cuda:N, mps`` (before any work).
+
+    Whether the device is there is :func:`~napari_yeast_phenotypes.core.device.select_device`'s to say.
+    """
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device.strip().lower()):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
+
+
 def _from_dict(cls, d: dict | None, what: str):
+    if d is not None and not isinstance(d, dict):
+        raise InputError(f"{what} settings must be a mapping of names to values, not {type(d).__name__}")
     d = dict(d or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
@@ -94,8 +116,9 @@ class ClassifyConfig:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r}: use {', '.join(PRECISIONS)}"
                              + (f" (check {PRECISION_ENV})" if os.environ.get(PRECISION_ENV) else ""))
-        if not isinstance(self.device, str) or not self.device.strip():
-            raise InputError("device must be auto, cpu, cuda, cuda:N or mps")
+        check_device_name(self.device)
+        if not isinstance(self.fast_path, bool):
+            raise InputError(f"fast_path must be true or false, not {self.fast_path!r}")
         if isinstance(self.timeline, dict):
             object.__setattr__(self, "timeline", TimelineSettings.from_dict(self.timeline))
 
@@ -131,6 +154,27 @@ def parse_trainable(trainable) -> tuple[str, ...]:
     return names
 
 
+def parse_class_names(names, where: str = "--class-names") -> tuple[str, ...]:
+    """Class names from ``"A,B,C"`` or a sequence: non-empty text, none twice (ignoring case).
+
+    Names twice would make two outputs of the model mean one class (and class folders, matched
+    without case, would be read twice).
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{where}: class names must be a list of text, not {names!r}")
+    names = tuple(n.strip() for n in names)
+    if not names or any(not n for n in names):
+        raise InputError(f"{where}: empty class name in {list(names)}; give names separated by commas, e.g. A,B,C")
+    lower = [n.lower() for n in names]
+    twice = sorted({n for n in names if lower.count(n.lower()) > 1})
+    if twice:
+        raise InputError(f"{where}: class names must differ (ignoring case), but {', '.join(twice)} "
+                         f"is given more than once in {','.join(names)}")
+    return names
+
+
 @dataclass
 class TrainConfig:
     """One training job; the CLI, the napari dock and the checkpoint all use this object."""
@@ -149,21 +193,33 @@ class TrainConfig:
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
-            raise InputError("batch size must be at least 2 (BatchNorm layers that train need 2)")
-        if not self.lr > 0:
-            raise InputError("the learning rate must be positive")
-        if not self.weight_decay >= 0:
-            raise InputError("weight decay must be zero or positive")
-        if not 0 <= self.label_smoothing < 1:
-            raise InputError("label smoothing must be in [0, 1)")
+            raise InputError("batch size must be a whole number of at least 2 (BatchNorm layers that train need 2)")
+        if not _finite_number("the learning rate", self.lr) > 0:
+            raise InputError(f"the learning rate must be positive, not {self.lr!r}")
+        if not _finite_number("weight decay", self.weight_decay) >= 0:
+            raise InputError(f"weight decay must be zero or positive, not {self.weight_decay!r}")
+        if not 0 <= _finite_number("label smoothing", self.label_smoothing) < 1:
+            raise InputError(f"label smoothing must be in [0, 1), not {self.label_smoothing!r}")
+        # numpy and torch take seeds from 0 to 2**32 - 1 (numpy) / 2**64 - 1 (torch)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise InputError(f"the seed must be a whole number from 0 to 4294967295, not {self.seed!r}")
+        if not isinstance(self.base_weights, str) or not self.base_weights.strip():
+            raise InputError(f"base weights must be imagenet, none or a file name, not {self.base_weights!r}")
+        if not isinstance(self.augment, bool):
+            raise InputError(f"augment must be true or false, not {self.augment!r}")
+        if not isinstance(self.trainable, str):
+            raise InputError(f"trainable must be text such as 'conv1,fc' or 'all', not {self.trainable!r}")
         parse_trainable(self.trainable)
+        check_device_name(self.device)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainConfig:
+        if d is not None and not isinstance(d, dict):
+            raise InputError(f"training settings must be a mapping of names to values, not {type(d).__name__}")
         return cls(**_from_dict(cls, d, "training"))
 
 
-__all__ = ["ClassifyConfig", "TrainConfig", "parse_trainable"]
+__all__ = ["ClassifyConfig", "TrainConfig", "check_device_name", "parse_class_names", "parse_trainable"]

@@ -25,11 +25,13 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 
-from .io import InputError
+from .io import InputError, check_image_range
 from .schema import MovieStats
 
 MASK_MODES = ("others", "outside", "none")
 SCALE_MODES = ("movie", "cell")
+_SETTING_TYPES = {"size": int, "margin": float, "min_side": int, "mask": str, "background_percentile": float,
+                  "foreground_percentile": float, "max_supersample": int, "scale": str, "reference": float}
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,17 @@ class CropSettings:
     reference: float = 1.2
 
     def __post_init__(self):
+        # a settings dict edited by hand (or from another program) must fail here, in plain words,
+        # not later inside numpy with a TypeError
+        for name, kind in _SETTING_TYPES.items():
+            value = getattr(self, name)
+            if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+                raise InputError(f"crop setting {name} must be a whole number, not {value!r}")
+            numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if kind is float and not (numeric and np.isfinite(value)):
+                raise InputError(f"crop setting {name} must be a finite number, not {value!r}")
+            if kind is str and not isinstance(value, str):
+                raise InputError(f"crop setting {name} must be text, not {value!r}")
         if self.size < 8:
             raise InputError(f"crop size {self.size} is too small; use at least 8 pixels")
         if not 0 <= self.margin <= 2:
@@ -80,6 +93,15 @@ class CropSettings:
             raise InputError(f"crop mask {self.mask!r} is not one of {', '.join(MASK_MODES)}")
         if not 0 <= self.background_percentile < self.foreground_percentile <= 100:
             raise InputError("background_percentile must be below foreground_percentile, both in 0..100")
+        if self.size > 1024:
+            raise InputError(f"crop size {self.size} is too large; the network takes crops of tens of pixels (40)")
+        if self.min_side < 1:
+            raise InputError(f"crop min_side must be at least 1 pixel, not {self.min_side}")
+        if not 1 <= self.max_supersample <= 64:
+            raise InputError(f"crop max_supersample must be between 1 and 64, not {self.max_supersample}")
+        if not 0 < self.reference <= 100:
+            raise InputError(f"crop reference must be a positive multiple of the median cell side (<= 100), "
+                             f"not {self.reference}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +109,8 @@ class CropSettings:
     @classmethod
     def from_dict(cls, d: dict | None) -> CropSettings:
         """Build from a plain dict (e.g. from a checkpoint); unknown keys are an error."""
+        if d is not None and not isinstance(d, dict):
+            raise InputError(f"crop settings must be a mapping of names to values, not {type(d).__name__}")
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
@@ -105,7 +129,7 @@ def movie_stats(image, labels, settings: CropSettings = CropSettings(), max_fram
     Estimated on up to ``max_frames`` frames spread over the movie (lazy arrays are read only
     there); intensities on about ``max_pixels`` pixels. NaN/inf pixels are ignored.
     """
-    from .tracking import measure_frame
+    from .tracking import check_ids_are_cells, check_looks_like_labels, measure_frame
 
     if image.ndim == 2:
         image, labels = image[None], labels[None]
@@ -114,18 +138,33 @@ def movie_stats(image, labels, settings: CropSettings = CropSettings(), max_fram
     per_frame = max(1, max_pixels // len(frames))
     step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / per_frame)))
     bg, fg, sides = [], [], []
+    n_cells = n_in_cells = 0
     for t in frames:
         lab_full = np.asarray(labels[t])
         cells = measure_frame(lab_full, int(t))
+        check_looks_like_labels(cells, int(t))
+        check_ids_are_cells(lab_full, cells, int(t))
+        n_cells += len(cells)
         sides.append(np.maximum(cells["bbox_y1"] - cells["bbox_y0"], cells["bbox_x1"] - cells["bbox_x0"]))
         im = np.asarray(image[t][::step, ::step], dtype=np.float64)
         lab = lab_full[::step, ::step]
         finite = np.isfinite(im)
         bg.append(im[(lab == 0) & finite])
         fg.append(im[(lab > 0) & finite])
+        n_in_cells += int((lab > 0).sum())
     bg_all, fg_all = np.concatenate(bg), np.concatenate(fg)
+    if fg_all.size == 0 and n_cells and n_in_cells:
+        where = "anywhere" if bg_all.size == 0 else "inside the cells"
+        raise InputError(
+            f"the image has no finite value {where} (NaN or infinite in the {len(frames)} frames looked at), so "
+            "the cells cannot be classified; check how the image was made or exported (a failed "
+            "registration or background correction often leaves NaN), or whether the right file was given"
+        )
     if fg_all.size == 0:
         raise InputError("the labels hold no cells in any frame, so there is nothing to classify")
+    check_image_range(float(fg_all.min()), float(fg_all.max()))
+    if bg_all.size:
+        check_image_range(float(bg_all.min()), float(bg_all.max()))
     low = float(np.percentile(bg_all, settings.background_percentile)) if bg_all.size else float(fg_all.min())
     high = float(np.percentile(fg_all, settings.foreground_percentile))
     if not high > low:
@@ -184,8 +223,16 @@ def extract_crops(image: np.ndarray, labels: np.ndarray, cells: pd.DataFrame,
         return out
     low, high = stats.low, stats.high
     scale = 1.0 / (high - low)
-    img = np.asarray(image, dtype=np.float32).ravel()
-    img = np.where(np.isfinite(img), (img - low) * scale, 0.0).astype(np.float32)
+    with np.errstate(over="ignore"):
+        img = np.asarray(image, dtype=np.float32).ravel()
+    finite = np.isfinite(img)
+    if image.dtype.kind == "f" and image.dtype.itemsize > 4 and not finite.all():
+        # float64 values beyond float32's range turned infinite: they would be blanked, not cells
+        over = ~finite & np.isfinite(image.ravel())
+        if over.any():
+            where = f"frame {int(cells['frame'].iloc[0])} of the image" if "frame" in cells else "the image"
+            check_image_range(0.0, float(np.abs(image.ravel()[over]).max()), where)
+    img = np.where(finite, (img - low) * scale, 0.0).astype(np.float32)
     lab = labels.ravel()
     ny, nx = labels.shape
     cy, cx, side = window_geometry(cells, settings, stats)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .config import check_device_name
 from .io import InputError
 
 
@@ -16,6 +17,8 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
     if isinstance(device, torch.device):
         return device
+    check_device_name(device)  # a name torch would read otherwise ("meta", "xla", "cuda:-1") is refused here
+    device = device.strip().lower()
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

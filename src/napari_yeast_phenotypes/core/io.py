@@ -6,6 +6,7 @@ the CLI and the napari widgets can show it as it is.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -17,6 +18,46 @@ import numpy as np
 
 class InputError(ValueError):
     """A user's input cannot be used as it is; the message says why and what to do."""
+
+
+# errors of a destination (full disk, read-only, no permission, a file where a folder should be):
+# the user's to fix, so they become one plain message instead of a traceback
+WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOTDIR",
+                                                     "EISDIR", "EFBIG", "ENAMETOOLONG")
+                         if hasattr(errno, n))
+
+
+def write_error(path, exc: OSError) -> InputError:
+    """The plain message for a failed write of ``path``: what happened, what to do."""
+    reason = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some space or write elsewhere",
+            getattr(errno, "EDQUOT", -1): "your disk quota is used up; free some space or write elsewhere",
+            errno.EROFS: "that file system is read-only; write elsewhere",
+            errno.EFBIG: "the file is too large for that file system; write elsewhere"}.get(
+                exc.errno, "check that the folder exists and that you may write there, or write elsewhere")
+    return InputError(f"cannot write {path} ({reason}): {hint}")
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (and put it back at once)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike) -> int:
+    """Permissions for a file written at ``path``: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def read_array(path: str | os.PathLike, *, lazy: bool = False) -> np.ndarray:
@@ -63,7 +104,20 @@ def as_movie(image, labels, *, channel: int | None = None) -> tuple[np.ndarray, 
     InputError
         On shape mismatch, a channel axis without ``channel``, non-integer, negative or empty labels.
     """
-    if image.ndim == 4 or (image.ndim == 3 and labels.ndim == 2 and image.shape[-2:] == labels.shape):
+    if np.issubdtype(np.dtype(image.dtype), np.complexfloating):
+        raise InputError(
+            f"the image is complex ({image.dtype}), e.g. a Fourier transform or a phase/amplitude pair; "
+            "give the fluorescence intensity as real numbers (np.abs(image) for the magnitude, "
+            "image.real for the real part)"
+        )
+    has_channels = image.ndim == 4 or (image.ndim == 3 and labels.ndim == 2 and image.shape[-2:] == labels.shape)
+    if channel is not None and not has_channels:
+        raise InputError(
+            f"a channel ({channel}) was asked for, but the image (shape {tuple(image.shape)}) has no channel axis "
+            f"beside its labels (shape {tuple(labels.shape)}); leave out --channel (channel=None) for a "
+            "single-channel movie"
+        )
+    if has_channels:
         axis = 1 if image.ndim == 4 else 0
         if channel is None:
             raise InputError(
@@ -94,10 +148,29 @@ def as_movie(image, labels, *, channel: int | None = None) -> tuple[np.ndarray, 
             "labels must be the segmentation of this very image, frame for frame and pixel for "
             "pixel. Check that both files belong to the same movie (and the same crop)."
         )
+    if 0 in image.shape:
+        raise InputError(
+            f"the movie is empty: image and labels have shape {tuple(image.shape)} (T, Y, X), with no "
+            + ("frames" if image.shape[0] == 0 else "pixels in a frame") + "; check that the right files were given"
+        )
     check_labels_dtype(labels)
     if not np.issubdtype(np.dtype(image.dtype), np.number) or np.dtype(image.dtype) == np.bool_:
         raise InputError(f"the image has dtype {image.dtype}; a numeric image is needed")
     return image, labels
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_image_range(low: float, high: float, where: str = "the image") -> None:
+    """Refuse intensities that do not fit float32, in which crops are computed."""
+    big = max(abs(low), abs(high))
+    if big > FLOAT32_MAX:
+        raise InputError(
+            f"{where} holds values up to {big:.3g}, beyond what float32 holds ({FLOAT32_MAX:.3g}), in which "
+            "crops are computed: they would become infinite and every crop blank. Rescale the image "
+            "(e.g. divide it by its maximum) or check how it was made"
+        )
 
 
 def check_labels_dtype(labels) -> None:
@@ -145,21 +218,31 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
     """Write a file whole or not at all: write a temporary sibling, fsync, then rename over.
 
     A crash mid-write leaves the previous file (if any) untouched.
+    The new file gets the permissions of the file it replaces, or those the user's umask gives a new
+    file (``mkstemp`` alone would make it private, 0600). A destination that cannot be written (full
+    disk, read-only, no permission) raises :class:`InputError` naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode_bits = new_file_mode(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode_bits)
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from exc
         raise
     _fsync_dir(path.parent)
 

@@ -21,7 +21,7 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 from .. import __version__
 from ..phenotypes import CLASS_NAMES
-from .config import parse_trainable
+from .config import parse_class_names, parse_trainable
 from .crops import CropSettings
 from .io import InputError, atomic_write
 
@@ -78,17 +78,50 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def _damaged_cache(path: Path, url: str, why: str) -> InputError:
+    return WeightsUnavailable(
+        f"the cached ImageNet weights file {path} is damaged ({why}): an interrupted download or copy. "
+        f"Delete it (it is downloaded again where the internet is reachable), or replace it with a good copy "
+        f"of {url}; or train without it: --base-weights none --trainable all"
+    )
+
+
+def expected_sha256_prefix(path: Path) -> str | None:
+    """The first hex digits of the SHA-256 that torchvision puts in its weights' file names
+    (``resnet50-11ad3fa6.pth``), or ``None``."""
+    from torch.hub import HASH_REGEX
+
+    found = HASH_REGEX.search(path.name)
+    return found.group(1) if found and found.group(1) else None
+
+
+def load_cached_imagenet_file(path: Path, url: str) -> dict:
+    """Read torchvision's cached weights file, checked against the hash in its name."""
+    from .fingerprint import file_sha256
+
+    expected = expected_sha256_prefix(path)
+    if expected is not None and not file_sha256(path).startswith(expected):
+        # a file that does not match its name was cut short or changed: it must not silently give
+        # other weights (torchvision checks this only when it downloads)
+        raise _damaged_cache(path, url, f"its SHA-256 does not start with {expected}, as its name says")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _damaged_cache(path, url, f"{type(exc).__name__}: {str(exc)[:120]}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _damaged_cache(path, url, "it holds no state dict of tensors")
+    return state
+
+
 def load_imagenet_state_dict() -> dict:
     """ImageNet ResNet50 weights through torchvision's weights API (cache first, then download)."""
     from torchvision.models import ResNet50_Weights
 
-    cached = [
-        Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
-        for w in (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1)
-    ]
-    for path in cached:
+    weights = (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1)
+    cached = [Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url) for w in weights]
+    for path, w in zip(cached, weights):
         if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_cached_imagenet_file(path, w.url)
     try:
         return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=True)
     except Exception as exc:
@@ -125,6 +158,7 @@ def build_model(n_classes: int = len(CLASS_NAMES), base_weights: str | os.PathLi
     else:
         state = read_model_file(base_weights)["model_state"]
     state = {k: v for k, v in adapt_state_dict(state).items() if not k.startswith("fc.")}
+    check_finite_state(state, base_weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
@@ -221,7 +255,11 @@ def read_model_file(path: str | os.PathLike, *, trust: bool = False) -> dict:
     if isinstance(obj, nn.Module):
         return {"model_state": obj.state_dict()}
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        if obj.get("format_version", 0) > CHECKPOINT_VERSION:
+        version = obj.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InputError(f"{path}: the checkpoint's format_version is {version!r}, not a whole number; "
+                             "the file was changed or made by another program")
+        if version > CHECKPOINT_VERSION:
             raise InputError(f"{path} was saved by a newer napari-yeast-phenotypes; update the package")
         return obj
     if isinstance(obj, dict) and "model_state" in obj and isinstance(obj["model_state"], dict):
@@ -231,6 +269,39 @@ def read_model_file(path: str | os.PathLike, *, trust: bool = False) -> dict:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return {"model_state": obj["state_dict"]}
     raise InputError(f"{path} holds no model weights (found {type(obj).__name__}); pick a model file")
+
+
+def check_finite_state(state: dict, path) -> None:
+    """Refuse weights holding NaN or infinity (a training that diverged): they would classify every cell
+    alike, with NaN probabilities."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(
+            f"{path} holds weights that are not finite numbers (NaN or infinity in {', '.join(bad[:3])}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "") + "): it comes from a training that "
+            "diverged. Use an earlier checkpoint, or train again with a lower learning rate (--lr)"
+        )
+
+
+def _check_fields(data: dict, path) -> None:
+    """Refuse checkpoint fields of the wrong type (a file edited or made by another program)."""
+    expect = {"class_names": (list, tuple), "crop_settings": dict, "trainable": (list, tuple, str),
+              "metadata": dict, "format_version": int}
+    for key, kind in expect.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise InputError(f"{path}: the checkpoint's field {key!r} holds {type(value).__name__} "
+                             f"{str(value)[:60]!r}, not what this package writes; the file was changed or made "
+                             "by another program")
+    origin = (data.get("metadata") or {}).get("crop_origin")
+    if origin is not None and not isinstance(origin, dict):
+        raise InputError(f"{path}: the checkpoint's metadata crop_origin is {type(origin).__name__}, not a mapping; "
+                         "the file was changed or made by another program")
+    state = data.get("model_state")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in state.items()):
+        raise InputError(f"{path}: the checkpoint's weights are not a mapping of names to tensors")
 
 
 def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = False) -> Classifier:
@@ -243,12 +314,17 @@ def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = 
         order; a checkpoint's own class names win, and a mismatch in number is an error.
     """
     data = read_model_file(path, trust=trust)
+    _check_fields(data, path)
     state = adapt_state_dict(data["model_state"])
     fc = state.get("fc.weight")
     if fc is None or state.get("conv1.weight") is None:
         raise InputError(f"{path}: not a ResNet50 classifier (no conv1/fc weights)")
     n_out = fc.shape[0]
     names = data.get("class_names")
+    if names is not None:
+        names = list(parse_class_names(names, f"{path}'s class names"))
+    if class_names is not None:
+        class_names = parse_class_names(class_names)
     if names is None:
         names = list(class_names) if class_names is not None else list(CLASS_NAMES)
     elif class_names is not None and list(class_names) != list(names):
@@ -259,14 +335,22 @@ def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = 
             f"({', '.join(names)}). Give the model's class names in its output order "
             "(--class-names A,B,...), or use a model made for these classes."
         )
-    model = YeastResNet(n_out, data.get("trainable", DEFAULT_TRAINABLE))
+    try:
+        model = YeastResNet(n_out, data.get("trainable", DEFAULT_TRAINABLE))
+    except InputError as exc:
+        raise InputError(f"{path}: its list of trained layers is not valid: {exc}") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit the adapted ResNet50: {str(exc)[:300]}") from exc
+    check_finite_state(state, path)
     model.eval()
     metadata = dict(data.get("metadata", {}))
     if data.get("format") != CHECKPOINT_FORMAT and "crop_origin" not in metadata:
         # a bare state dict (the original notebook's) says nothing of how its crops were made
         metadata["crop_origin"] = {"kind": "external", "normalisation": "unknown (a bare state dict)"}
-    return Classifier(model, tuple(names), CropSettings.from_dict(data.get("crop_settings")), metadata)
+    try:
+        settings = CropSettings.from_dict(data.get("crop_settings"))
+    except InputError as exc:
+        raise InputError(f"{path}: its crop settings are not valid: {exc}") from exc
+    return Classifier(model, tuple(names), settings, metadata)

@@ -81,6 +81,7 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     stream = BatchStream(clf.model, config.batch_size, dev, config.precision, config.fast_path)
     chunk_frames = config.chunk_frames
     tables = []
+    checked = [0, 0]  # probability arrays and rows of stream.done already checked
     yield 0, n
     for frames in iter_chunks(n, chunk_frames):
         # one read per chunk: a lazy (dask, zarr) source computes 2 arrays instead of 2 per frame
@@ -96,10 +97,12 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
             tables.append(pd.concat(chunk_tables, ignore_index=True))
         del image_chunk, labels_chunk
         _release_mapped_pages(image, labels)
+        _check_finite_outputs(stream.done, checked, tables)  # at once, not after the whole movie
         yield frames.stop, n
     if not tables:
         raise InputError("the labels hold no cells in any frame, so there is nothing to classify")
     probs = stream.finish()
+    _check_finite_outputs(stream.done, checked, tables)
     table = pd.concat(tables, ignore_index=True)
     table[prob_columns(clf.class_names)] = probs
     table.attrs["relinked"] = bool(relink)
@@ -108,6 +111,29 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     if stream.forward is not None:
         table.attrs["inference"] = stream.forward.describe()
     return table
+
+
+def _check_finite_outputs(done: list[np.ndarray], checked: list[int], tables: list[pd.DataFrame]) -> None:
+    """Refuse probabilities that are not finite numbers, naming the frames of their cells.
+
+    ``done`` are the probability arrays computed so far, in the order of the rows of ``tables``;
+    ``checked`` (arrays, rows) is advanced past what has been checked.
+    """
+    rows = checked[1]
+    bad = []
+    for probs in done[checked[0]:]:
+        bad.extend(rows + np.flatnonzero(~np.isfinite(probs).all(axis=1)))
+        rows += len(probs)
+    checked[:] = [len(done), rows]
+    if not bad:
+        return
+    frames = np.unique(np.concatenate([t["frame"].to_numpy() for t in tables])[np.asarray(bad)])
+    shown = ", ".join(str(int(f)) for f in frames[:10]) + (f" and {len(frames) - 10} more" if len(frames) > 10 else "")
+    raise InputError(
+        f"the model computed NaN or infinite probabilities for {len(bad)} cells (frame{'s' * (len(frames) > 1)} "
+        f"{shown}), so it cannot say what they are; its weights or its arithmetic overflow on these crops. "
+        "Use another checkpoint (one whose training did not diverge), or try --precision fp32 --no-fast-path"
+    )
 
 
 def analyse_iter(image, labels, clf: Classifier, config: ClassifyConfig | None = None,

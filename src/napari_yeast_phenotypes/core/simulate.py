@@ -405,14 +405,24 @@ def simulate_movie(n_frames: int = 40, size: int | tuple[int, int] = 256, n_cell
     return SyntheticMovie(image=image, labels=labels, truth=truth)
 
 
-def write_movie(movie: SyntheticMovie, out_dir) -> dict[str, Path]:
-    """Write ``image.tif``, ``labels.tif`` ((T, Y, X) stacks) and ``truth.csv`` to ``out_dir``.
+MOVIE_FILES = ("image.tif", "labels.tif", "truth.csv")
+MOVIE_RUN_FILE = "simulation.json"
+
+
+def write_movie(movie: SyntheticMovie, out_dir, *, overwrite: bool = True) -> dict[str, Path]:
+    """Write ``image.tif``, ``labels.tif`` ((T, Y, X) stacks) and ``truth.csv`` to ``out_dir``, together.
+
+    The files are written into a staging folder inside ``out_dir`` and moved into place together
+    (:class:`~napari_yeast_phenotypes.core.jobs.ResultFolder`), ``simulation.json`` (their sizes and
+    hashes) last: a kill leaves the earlier movie or the new one, never half a TIFF nor a mix.
 
     Parameters
     ----------
     movie : SyntheticMovie
     out_dir : str or Path
-        Created if missing; existing files of the same names are overwritten.
+        Created if missing.
+    overwrite : bool
+        Replace a movie already there (default); ``False`` refuses it.
 
     Returns
     -------
@@ -421,13 +431,17 @@ def write_movie(movie: SyntheticMovie, out_dir) -> dict[str, Path]:
     """
     import tifffile
 
+    from .. import __version__
+    from .jobs import ResultFolder
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"image": out / "image.tif", "labels": out / "labels.tif", "truth": out / "truth.csv"}
-    tifffile.imwrite(paths["image"], movie.image, metadata={"axes": "TYX"})
-    tifffile.imwrite(paths["labels"], movie.labels, metadata={"axes": "TYX"})
-    movie.truth.to_csv(paths["truth"], index=False)
-    return paths
+    with ResultFolder(out, overwrite, what="simulate", files=MOVIE_FILES, run_file=MOVIE_RUN_FILE) as folder:
+        tifffile.imwrite(folder.staging / "image.tif", movie.image, metadata={"axes": "TYX"})
+        tifffile.imwrite(folder.staging / "labels.tif", movie.labels, metadata={"axes": "TYX"})
+        movie.truth.to_csv(folder.staging / "truth.csv", index=False)
+        folder.commit({"package": "napari-yeast-phenotypes", "version": __version__, "job": "simulate",
+                       "shape": [int(s) for s in movie.image.shape], "cells": int(movie.truth["label"].nunique())})
+    return {"image": out / "image.tif", "labels": out / "labels.tif", "truth": out / "truth.csv"}
 
 
 def render_cell_examples(n_per_class: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

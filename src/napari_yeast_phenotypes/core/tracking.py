@@ -14,37 +14,60 @@ import pandas as pd
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from .io import check_label_values
+from .io import InputError, check_label_values
 from .schema import CELL_TABLE_COLUMNS
+
+# ids up to this many times the pixel count are counted with arrays indexed by id (fast); larger
+# ids (e.g. 2**31 from a tool that numbers cells by hashing) are first made consecutive, so memory
+# follows the number of pixels and cells, never the values of the ids
+_DENSE_IDS_PER_PIXEL = 1
 
 
 def measure_frame(labels: np.ndarray, frame: int = 0) -> pd.DataFrame:
     """Measure every cell of one 2D label frame in one pass.
 
     Returns a table with ``frame, label, y, x, area, bbox_*`` (bbox end exclusive); ``track_id``
-    is filled later by :class:`Tracker`.
+    is filled later by :class:`Tracker`. Memory and time follow the frame's size and number of
+    cells, whatever the values of the ids.
     """
     labels = np.asarray(labels)
     check_label_values(labels, frame)
     flat = labels.ravel()
     if flat.size == 0 or not flat.any():
         return _empty_table()
-    counts = np.bincount(flat)
-    ids = np.flatnonzero(counts)
-    ids = ids[ids > 0]
+    top = int(flat.max())
+    if top > np.iinfo(np.int64).max:
+        raise InputError(
+            f"frame {frame} of the labels holds the id {top}, too large for a 64-bit signed integer; "
+            "renumber the labels (e.g. skimage.segmentation.relabel_sequential)"
+        )
+    if top <= _DENSE_IDS_PER_PIXEL * flat.size + 65536:
+        values = None
+        compact = flat if flat.dtype.kind == "i" or flat.dtype.itemsize < 8 else flat.astype(np.int64)
+    else:
+        uniq, inv = np.unique(flat, return_inverse=True)
+        inv = inv.ravel()
+        if uniq[0] != 0:  # no background pixel: 0 must stay background
+            uniq, inv = np.concatenate([[0], uniq]), inv + 1
+        values, compact = uniq.astype(np.int64), inv.astype(np.int64)
+    counts = np.bincount(compact)
+    idx = np.flatnonzero(counts)
+    idx = idx[idx > 0]
     ny, nx = labels.shape
-    rows = np.bincount(flat, weights=np.repeat(np.arange(ny, dtype=np.float64), nx), minlength=counts.size)
-    cols = np.bincount(flat, weights=np.tile(np.arange(nx, dtype=np.float64), ny), minlength=counts.size)
-    slices = ndimage.find_objects(labels)
-    bbox = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in ids)])
-    area = counts[ids]
+    rows = np.bincount(compact, weights=np.repeat(np.arange(ny, dtype=np.float64), nx), minlength=counts.size)
+    cols = np.bincount(compact, weights=np.tile(np.arange(nx, dtype=np.float64), ny), minlength=counts.size)
+    lab2d = labels if values is None and compact is flat else compact.reshape(labels.shape)
+    slices = ndimage.find_objects(lab2d)
+    bbox = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in (slices[i - 1] for i in idx)])
+    area = counts[idx]
+    ids = idx if values is None else values[idx]
     return pd.DataFrame(
         {
             "frame": np.full(ids.size, frame, dtype=np.int64),
             "label": ids.astype(np.int64),
             "track_id": ids.astype(np.int64),
-            "y": rows[ids] / area,
-            "x": cols[ids] / area,
+            "y": rows[idx] / area,
+            "x": cols[idx] / area,
             "area": area.astype(np.int64),
             "bbox_y0": bbox[:, 0],
             "bbox_x0": bbox[:, 1],
@@ -52,6 +75,52 @@ def measure_frame(labels: np.ndarray, frame: int = 0) -> pd.DataFrame:
             "bbox_x1": bbox[:, 3],
         }
     )
+
+
+# A cell is a blob: it covers most of its bounding box (an ellipse pi/4 of it, a bent or budding
+# cell still over a third). An intensity image read as labels gives every grey level an "id"
+# whose pixels are scattered over the frame, covering a tiny part of a box as large as the frame.
+# The median over ids is robust to a few odd masks, and it costs nothing: measure_frame has the
+# areas and boxes already. Few ids (under MIN_IDS_TO_JUDGE) are not judged.
+MIN_IDS_TO_JUDGE = 20
+MIN_MEDIAN_FILL = 0.1
+
+
+def check_looks_like_labels(table: pd.DataFrame, frame: int) -> None:
+    """Refuse a labels frame whose ids are scattered pixels, not blobs (an image given as labels).
+
+    ``table`` is :func:`measure_frame`'s table of the frame.
+    """
+    if len(table) < MIN_IDS_TO_JUDGE:
+        return
+    box = ((table["bbox_y1"] - table["bbox_y0"]) * (table["bbox_x1"] - table["bbox_x0"])).to_numpy(float)
+    fill = float(np.median(table["area"].to_numpy(float) / box))
+    if fill < MIN_MEDIAN_FILL:
+        raise InputError(
+            f"the labels do not look like a segmentation: in frame {frame}, their {len(table)} ids are scattered "
+            f"pixels, not cells (a typical id fills {100 * fill:.2g}% of its bounding box; a cell fills most of it). "
+            "Was an image given as the labels? Give the instance labels (0 = background, one id per cell) "
+            "from your segmentation tool, and the fluorescence image as the image"
+        )
+
+
+def check_ids_are_cells(labels: np.ndarray, table: pd.DataFrame, frame: int) -> None:
+    """Refuse a labels frame in which ids span many separate objects (a mask or class map, not instances).
+
+    A segmentation gives each cell its own id, so the separate objects of the foreground are at
+    most as many as the ids (touching cells make fewer). Far more objects than ids means that one id
+    names many cells: a binary mask or a semantic (class) map given as labels.
+    """
+    n_ids = len(table)
+    if n_ids == 0:
+        return
+    _, n_objects = ndimage.label(np.asarray(labels) > 0)
+    if n_objects >= 10 and n_objects > 2 * n_ids + 5:
+        raise InputError(
+            f"the labels look like a mask, not instance labels: in frame {frame}, {n_ids} id(s) cover "
+            f"{n_objects} separate objects. Every cell needs its own id; label the mask first, e.g. "
+            "scipy.ndimage.label(mask > 0) frame by frame, or export instance labels from your segmentation tool"
+        )
 
 
 def _empty_table() -> pd.DataFrame:
@@ -164,6 +233,9 @@ def labels_look_tracked(labels, n_pairs: int = 5, min_agreement: float = 0.9) ->
     for t in starts:
         a, b = np.asarray(labels[t]), np.asarray(labels[t + 1])
         ta, tb = measure_frame(a, t), measure_frame(b, t + 1)
+        # before matching: an image given as labels has thousands of "cells" to match
+        check_looks_like_labels(ta, t)
+        check_looks_like_labels(tb, t + 1)
         if not len(ta) or not len(tb):
             continue
         match = link_frames(ta, tb, a, b, max_distance=0)

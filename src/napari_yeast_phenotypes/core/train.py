@@ -28,6 +28,26 @@ from .predict import predict_crops
 from .progress import run_to_end
 
 
+class TrainingDiverged(InputError):
+    """The loss or the weights stopped being finite numbers (a learning rate too high, mostly)."""
+
+
+def _diverged(what: str, epoch: int, step: int | None, config: TrainConfig, out, best_epoch: int | None
+              ) -> TrainingDiverged:
+    where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+    kept = (f"{out} keeps the best epoch before that ({best_epoch})" if out is not None and best_epoch
+            else "no checkpoint was written")
+    return TrainingDiverged(
+        f"training stopped in {where}: {what} became NaN or infinite, so the network learns nothing from "
+        f"here on; {kept}. This usually means the learning rate ({config.lr:g}) is too high: train again "
+        f"with a lower one (e.g. --lr {config.lr / 10:g})"
+    )
+
+
+def _weights_finite(model) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+
+
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random dihedral transform (flips, 90-degree turns) and mild intensity change per crop."""
     n = x.shape[0]
@@ -76,6 +96,10 @@ def _f(v) -> float | None:
 def evaluate(model, data: CropSet, batch_size: int = 128, device="cpu") -> dict:
     """Metrics of ``model`` on ``data`` (never augmented)."""
     probs = predict_crops(model, data.crops, batch_size, device)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise TrainingDiverged(f"the network's outputs for {int(bad.sum())} of {len(bad)} crops are NaN or infinite: "
+                               "its weights are broken (a training that diverged); lower the learning rate (--lr)")
     return metrics(data.targets, probs.argmax(axis=1), data.class_names)
 
 
@@ -90,6 +114,10 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     """
     if len(train) == 0:
         raise InputError("the training set is empty")
+    if out is not None:
+        from .jobs import check_writable_file
+
+        check_writable_file(out, overwrite=True)  # before the first epoch, not after it
     if val is not None and tuple(val.class_names) != tuple(train.class_names):
         raise InputError("training and validation sets use different class lists")
     torch.manual_seed(config.seed)
@@ -114,7 +142,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
                            dtype=torch.float32, device=device)
     x_all = torch.from_numpy(train.crops)
     y_all = torch.from_numpy(train.targets)
-    history, best, best_state = [], -1.0, None
+    history, best, best_state, best_epoch = [], -1.0, None, None
     info = {"class_counts_train": train.counts(),
             "class_counts_val": val.counts() if val is not None else None,
             "train_notes": train.notes,
@@ -132,6 +160,8 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
                 x = augment_batch(x, gen)
             x, y = x.to(device).contiguous(memory_format=torch.channels_last), y_all[idx].to(device)
             loss = F.cross_entropy(model(x), y, weight=weights, label_smoothing=config.label_smoothing)
+            if not bool(torch.isfinite(loss)):
+                raise _diverged("the loss", epoch, step + 1, config, out, best_epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -142,17 +172,26 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
                    "loss": losses[-1]}
             if should_stop is not None and should_stop():
                 break
+        if not _weights_finite(model):  # the last step's update may have broken them
+            raise _diverged("the weights", epoch, None, config, out, best_epoch)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                   "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+        try:
+            if val is not None and len(val):
+                m = evaluate(model, val, device=device)
+            else:  # no validation set: the checkpoint must still compute numbers
+                evaluate(model, train.subset(np.arange(min(n, 32))), device=device)
+        except TrainingDiverged:
+            raise _diverged("the network's outputs (in evaluation mode)", epoch, None, config, out, best_epoch) \
+                from None
         if val is not None and len(val):
-            m = evaluate(model, val, device=device)
             record.update(val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"])
             score = m["balanced_accuracy"]
         else:
             m, score = None, float(epoch)
         history.append(record)
         if score > best:
-            best = score
+            best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             clf = Classifier(model, train.class_names, crop_settings)
             if out is not None:
