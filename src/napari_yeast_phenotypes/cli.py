@@ -149,9 +149,9 @@ def cmd_curate(args) -> int:
     from .core.jobs import check_writable_dir, curate_movie
 
     check_writable_dir(args.out)  # before the movie is read and cropped
-    cs, added, skipped = curate_movie(args.image, args.labels, args.annotations, args.out,
-                                      experiment=args.experiment, annotator=args.annotator, channel=args.channel)
-    print(f"added {added} crops to {args.out}" + (f", skipped {skipped} already there" if skipped else ""))
+    cs, report = curate_movie(args.image, args.labels, args.annotations, args.out,
+                              experiment=args.experiment, annotator=args.annotator, channel=args.channel)
+    print("\n".join(report.lines(args.out)))
     print(cs.counts().to_string())
     return 0
 

@@ -465,8 +465,13 @@ def crossvalidate(data_dir, folds: int, config: TrainConfig | None = None, *, cl
 
 def curate_movie(image, labels, annotations, out, *, experiment: str | None = None, annotator: str = "",
                  channel: int | None = None):
-    """Add a movie's annotated cells to the curated set in ``out``; returns ``(set, added, skipped)``."""
-    from .curated import CuratedSet, crops_for_annotations, read_annotations
+    """Add a movie's annotated cells to the curated set in ``out``; returns ``(set, report)``.
+
+    The movie is known in the set by its content (:func:`~napari_yeast_phenotypes.core.curated.movie_identity`);
+    its path and ``experiment`` are kept as provenance. ``report`` is an
+    :class:`~napari_yeast_phenotypes.core.curated.AddReport` (added, already there, conflicts).
+    """
+    from .curated import CuratedSet, crops_for_annotations, movie_identity, read_annotations
     from .io import as_movie
 
     image_path = Path(image) if isinstance(image, (str, os.PathLike)) else None
@@ -476,9 +481,11 @@ def curate_movie(image, labels, annotations, out, *, experiment: str | None = No
     source = image_path.name if image_path else "movie"
     crops, rows = crops_for_annotations(image, labels, ann, cs.crop_settings, source=source,
                                         experiment=experiment or (image_path.resolve().parent.name if image_path
-                                                                  else ""))
-    added, skipped = cs.add(crops, rows, annotator=annotator)
-    return cs, added, skipped
+                                                                  else ""),
+                                        movie_id=movie_identity(image, labels),
+                                        movie_path=str(image_path.resolve()) if image_path else "")
+    report = cs.add(crops, rows, annotator=annotator)
+    return cs, report
 
 
 __all__ = ["ClassifyConfig", "ClassifyJob", "ResultFolder", "TrainConfig", "check_writable_dir",

@@ -67,8 +67,40 @@ def transition_matrix(n: int, absorbing: int | None, s: TimelineSettings) -> np.
     return a
 
 
-def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSettings = TimelineSettings()
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def check_fixed(fixed, absorbing: int | None, class_names=CLASS_NAMES, frames=None, track=None) -> None:
+    """Refuse user labels that no track can follow: a live phenotype after Senescent.
+
+    Parameters
+    ----------
+    fixed
+        (T,) class index fixed by a person at each frame of one track, ``-1`` where free.
+    frames, track
+        The track's frame numbers and id, for the message.
+
+    Raises
+    ------
+    InputError
+        Naming the frames: a senescent (or dead) cell does not come back.
+    """
+    if absorbing is None:
+        return
+    fixed = np.asarray(fixed)
+    sen = np.flatnonzero(fixed == absorbing)
+    if not sen.size:
+        return
+    later = np.flatnonzero((np.arange(fixed.size) > sen[0]) & (fixed >= 0) & (fixed != absorbing))
+    if later.size:
+        fr = np.asarray(frames) if frames is not None else np.arange(fixed.size)
+        names = list(class_names)
+        what = f"track {track}: " if track is not None else ""
+        raise InputError(
+            f"{what}frame {fr[later[0]]} is labelled {names[fixed[later[0]]]} after frame {fr[sen[0]]} was labelled "
+            f"{names[absorbing]}; a senescent cell does not come back. Change one of the two labels."
+        )
+
+
+def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSettings = TimelineSettings(),
+                 fixed=None) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed class path and its per-frame confidence for one track.
 
     Parameters
@@ -77,22 +109,39 @@ def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSet
         (T, C) per-frame class probabilities, frames in time order.
     absorbing
         Index of the absorbing class (Senescent), or ``None``.
+    fixed
+        Optional (T,) class index a person gave at each frame (``-1`` where none): fixed
+        evidence. The path goes through every fixed class and the frames around follow the
+        transition model (a label of Senescent also makes every later frame senescent).
 
     Returns
     -------
     path
         (T,) class indices (Viterbi); once ``absorbing`` is reached it is never left.
     confidence
-        (T,) posterior probability of the chosen class at each frame.
+        (T,) posterior probability of the chosen class at each frame (1 at fixed frames).
     """
+    path, post = smooth_track_posterior(probs, absorbing, settings, fixed)
+    return path, post[np.arange(len(path)), path]
+
+
+def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: TimelineSettings = TimelineSettings(),
+                           fixed=None) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`smooth_track`, with the whole (T, C) posterior instead of the chosen class's."""
     probs = np.asarray(probs, dtype=np.float64)
     t_len, n = probs.shape
     emis = np.clip(probs, settings.min_probability, 1.0)
     emis /= emis.sum(axis=1, keepdims=True)
+    if fixed is not None:
+        fixed = np.asarray(fixed, dtype=np.int64)
+        check_fixed(fixed, absorbing)
+        at = np.flatnonzero(fixed >= 0)
+        emis[at] = 0.0
+        emis[at, fixed[at]] = 1.0  # a person's label: the only possible state at that frame
     a = transition_matrix(n, absorbing, settings)
     with np.errstate(divide="ignore"):
         log_a = np.log(a)
-    log_e = np.log(emis)
+        log_e = np.log(emis)
     # Viterbi with a flat prior over the start state
     score = log_e[0].copy()
     back = np.zeros((t_len, n), dtype=np.int64)
@@ -119,14 +168,40 @@ def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSet
         bwd /= bwd.sum()
         p = fwd[t] * bwd
         post[t] = p / p.sum()
-    return path, post[np.arange(t_len), path]
+    return path, post
+
+
+def fixed_classes(cells: pd.DataFrame, annotations: pd.DataFrame | None, class_names=CLASS_NAMES) -> np.ndarray:
+    """(N,) class index a person gave each row of ``cells`` (``-1`` where none).
+
+    ``annotations`` has ``frame, label, phenotype``; rows without a class (marks such as
+    "unsure") are no evidence and are ignored.
+    """
+    out = np.full(len(cells), -1, dtype=np.int64)
+    if annotations is None or not len(annotations):
+        return out
+    names = list(class_names)
+    ann = annotations[annotations["phenotype"].isin(names)].drop_duplicates(["frame", "label"], keep="last")
+    where = pd.MultiIndex.from_arrays([ann["frame"].astype(np.int64), ann["label"].astype(np.int64)])
+    pos = where.get_indexer(pd.MultiIndex.from_arrays([cells["frame"].astype(np.int64),
+                                                       cells["label"].astype(np.int64)]))
+    codes = pd.Categorical(ann["phenotype"], categories=names).codes
+    out[pos >= 0] = codes[pos[pos >= 0]]
+    return out
 
 
 def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: TimelineSettings = TimelineSettings(),
-                 absorbing: str | None = "Senescent") -> pd.DataFrame:
-    """Add ``phenotype_raw`` (per-frame argmax), ``phenotype`` (smoothed) and ``confidence``.
+                 absorbing: str | None = "Senescent", annotations: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Add ``phenotype_raw`` (per-frame argmax), ``phenotype`` (smoothed), ``confidence`` and ``annotated``.
 
     ``cells`` needs ``track_id``, ``frame`` and one ``p_<class>`` column per class.
+    ``annotations`` (``frame, label, phenotype``) are a person's labels: fixed evidence for the
+    track model (see :func:`smooth_track`); their cells get ``annotated`` True.
+
+    Raises
+    ------
+    InputError
+        When the labels of a track are impossible (a live phenotype after Senescent).
     """
     names = list(class_names)
     cells = cells.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
@@ -135,15 +210,21 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
     smooth = raw.copy()
     conf = probs.max(axis=1) if len(cells) else np.zeros(0)
     sink = names.index(absorbing) if absorbing in names else None
+    fixed = fixed_classes(cells, annotations, names)
     tracks = cells["track_id"].to_numpy()
+    frames = cells["frame"].to_numpy()
     bounds = np.flatnonzero(np.diff(tracks)) + 1
     for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(cells)]):
         if b > a:
-            smooth[a:b], conf[a:b] = smooth_track(probs[a:b], sink, settings)
+            fx = fixed[a:b] if (fixed[a:b] >= 0).any() else None
+            if fx is not None:
+                check_fixed(fx, sink, names, frames[a:b], tracks[a])
+            smooth[a:b], conf[a:b] = smooth_track(probs[a:b], sink, settings, fx)
     out = cells.copy()
     out["phenotype_raw"] = np.asarray(names, dtype=object)[raw]
     out["phenotype"] = np.asarray(names, dtype=object)[smooth]
     out["confidence"] = conf
+    out["annotated"] = fixed >= 0
     return out.sort_values(["frame", "label"], kind="stable").reset_index(drop=True)
 
 

@@ -1,0 +1,600 @@
+"""Plugins > Annotate phenotypes: correct the model cell by cell along tracks, and grow the curated set.
+
+The dock translates clicks and keys into calls of
+:class:`~napari_yeast_phenotypes.core.annotation.AnnotationSession` (which writes the curated set
+and smooths the track again with the labels as fixed evidence) and repaints only the cell-frames
+whose class changed.
+
+Keys (while annotating; the canvas with the phenotypes layer active, or the dock focused):
+``1``-``8`` label the selected cell-frame, ``Shift+1``-``8`` label it and the frames up to the
+track's next label (Senescent: to the end of the track), ``0`` clears, ``U`` marks unsure, ``D``
+bad segmentation, ``N`` / ``Shift+N`` next / previous cell to check, ``Ctrl+Z`` / ``Ctrl+Shift+Z``
+undo / redo. They are bound on the plugin's own layers (the phenotypes overlay and the selection
+marker) and on the dock, never on the user's labels layer, and are unbound when annotating stops.
+napari cannot bind ``Shift`` + a digit at all (Shift turns the digit into a symbol), so those
+eight are window shortcuts of the dock: they take no napari shortcut away.
+"""
+
+from __future__ import annotations
+
+import getpass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QKeySequence
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QShortcut,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.io import InputError
+from ._annotate_views import (
+    MARK_COLOURS,
+    ClassButtons,
+    CropView,
+    Filmstrip,
+    Gallery,
+    ProbabilityBars,
+    framed_pixmap,
+    hex_colour,
+)
+from ._layers import RESULT_KEY, RUN_KEY
+from ._settings import load_settings, save_settings
+
+SELECTION_LAYER = "selected cell"
+FILM_HALF = 12  # frames each side of the selected one in the filmstrip
+GALLERY_SIZE = 40
+MARK_KEYS = {"U": "unsure", "D": "bad_segmentation"}
+
+
+def _layer_array(layer):
+    data = layer.data
+    return data[0] if getattr(layer, "multiscale", False) else data
+
+
+class AnnotateWidget(QWidget):
+    """The Annotate dock (see the module docstring)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = None
+        self.layer: Labels | None = None
+        self.marker = None
+        self.row: int | None = None
+        self._bound: list = []
+        self._shortcuts: list[QShortcut] = []
+        saved = load_settings()
+
+        self.layer_choice = ComboBox(choices=self._result_layers, nullable=True)
+        self.image_choice = ComboBox(choices=self._image_layers, nullable=True)
+        self.set_edit = QLineEdit(saved.get("curated_set", ""))
+        self.set_edit.setPlaceholderText("folder of the curated set (new or existing)")
+        self.set_button = QPushButton("Choose…")
+        self.split_choice = QComboBox()
+        self.split_choice.addItems(["train", "val"])
+        self.split_choice.setCurrentText(saved.get("annotate_split", "train"))
+        self.split_choice.setToolTip("split of tracks new to the set; a track already in the set stays in its split")
+        self.annotator_edit = QLineEdit(saved.get("annotator") or _user())
+        self.experiment_edit = QLineEdit("")
+        self.experiment_edit.setPlaceholderText("experiment name (provenance)")
+        self.start_button = QPushButton("Start annotating")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+
+        self.status = QLabel("Classify a movie first (Plugins > Classify phenotypes), choose a folder for the "
+                             "curated set, then Start annotating and click a cell.")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.reason = QLabel("")
+        self.reason.setWordWrap(True)
+        self.reason.setStyleSheet("color: #ffd36b;")
+        self.crop_view = CropView()
+        self.cell_info = QLabel("")
+        self.cell_info.setWordWrap(True)
+        self.bars = ProbabilityBars(_class_names_default())
+        self.filmstrip = Filmstrip()
+        self.buttons = ClassButtons(_class_names_default())
+        self.undo_button, self.redo_button = QPushButton("Undo (Ctrl+Z)"), QPushButton("Redo (Ctrl+Shift+Z)")
+        self.prev_button, self.next_button = QPushButton("◀ Previous (Shift+N)"), QPushButton("Next to check (N) ▶")
+        self.counts = QLabel("")
+        self.counts.setTextFormat(Qt.RichText)
+        self.warnings = QLabel("")
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #ff6b6b;")
+        self.gallery_class = QComboBox()
+        self.gallery_class.addItems(_class_names_default())
+        self.gallery = Gallery()
+
+        self._build_layout()
+        self.set_button.clicked.connect(self._choose_set)
+        self.start_button.clicked.connect(lambda: self.start())
+        self.stop_button.clicked.connect(self.stop)
+        self.buttons.chosen.connect(lambda v: self.apply(v, fill=False))
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
+        self.next_button.clicked.connect(lambda: self.next_cell())
+        self.prev_button.clicked.connect(lambda: self.next_cell(back=True))
+        self.filmstrip.clicked.connect(lambda r: self.select(r, move=True))
+        self.gallery.clicked.connect(lambda r: self.select(r, move=True))
+        self.gallery_class.currentTextChanged.connect(lambda _: self.show_gallery())
+        for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            ev.connect(self._layers_changed)
+        self._set_controls(False)
+
+    # ------------------------------------------------------------------ layout and choices
+    def _build_layout(self) -> None:
+        form = QFormLayout()
+        form.addRow("phenotypes", self.layer_choice.native)
+        form.addRow("image", self.image_choice.native)
+        row = QHBoxLayout()
+        row.addWidget(self.set_edit, 1)
+        row.addWidget(self.set_button)
+        form.addRow("curated set", row)
+        form.addRow("new tracks to", self.split_choice)
+        form.addRow("annotator", self.annotator_edit)
+        form.addRow("experiment", self.experiment_edit)
+        start = QHBoxLayout()
+        start.addWidget(self.start_button)
+        start.addWidget(self.stop_button)
+
+        cell = QHBoxLayout()
+        cell.addWidget(self.crop_view)
+        side = QVBoxLayout()
+        side.addWidget(self.cell_info)
+        side.addWidget(self.bars)
+        cell.addLayout(side, 1)
+        nav = QHBoxLayout()
+        for b in (self.prev_button, self.next_button, self.undo_button, self.redo_button):
+            nav.addWidget(b)
+        gallery_box = QGroupBox("Gallery of one class (least confident first)")
+        g = QVBoxLayout(gallery_box)
+        g.addWidget(self.gallery_class)
+        g.addWidget(self.gallery)
+        counts_box = QGroupBox("Curated set")
+        c = QVBoxLayout(counts_box)
+        c.addWidget(self.counts)
+        c.addWidget(self.warnings)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(start)
+        layout.addWidget(self.status)
+        layout.addWidget(self.reason)
+        layout.addLayout(cell)
+        layout.addWidget(self.filmstrip)
+        layout.addWidget(self.buttons)
+        layout.addLayout(nav)
+        layout.addWidget(counts_box)
+        layout.addWidget(gallery_box)
+        layout.addStretch(1)
+
+    def _result_layers(self, _widget=None) -> list:
+        return [(lay.name, lay) for lay in self.viewer.layers
+                if isinstance(lay, Labels) and RESULT_KEY in lay.metadata]
+
+    def _image_layers(self, _widget=None) -> list:
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image)]
+
+    def reset_choices(self, event=None) -> None:
+        self.layer_choice.reset_choices()
+        self.image_choice.reset_choices()
+        if self.layer_choice.value is None and self._result_layers():
+            self.layer_choice.value = self._result_layers()[-1][1]
+        self._default_image()
+
+    def _default_image(self) -> None:
+        lay = self.layer_choice.value
+        if lay is None:
+            return
+        name = ((lay.metadata.get(RUN_KEY) or {}).get("inputs") or {}).get("image", {}).get("name")
+        for n, layer in self._image_layers():
+            if n == name or (name and Path(str(name)).stem == n):
+                self.image_choice.value = layer
+                break
+        if not self.experiment_edit.text():
+            self.experiment_edit.setText(str(Path(str(name)).stem) if name else "")
+
+    def _layers_changed(self, event=None) -> None:
+        self.reset_choices()
+        if self.layer is not None and self.layer not in self.viewer.layers:
+            self.stop()
+            self.set_status("the phenotypes layer was removed (a new classification?): press Start again")
+
+    def _choose_set(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Curated set folder (an existing set, or an empty folder)")
+        if folder:
+            self.set_edit.setText(folder)
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
+
+    def _error(self, message: str) -> None:
+        self.set_status(message, error=True)
+        show_error(message)
+
+    def _set_controls(self, on: bool) -> None:
+        for w in (self.buttons, self.undo_button, self.redo_button, self.prev_button, self.next_button,
+                  self.gallery_class, self.stop_button):
+            w.setEnabled(on)
+        for w in (self.start_button, self.set_edit, self.set_button, self.layer_choice.native,
+                  self.image_choice.native, self.annotator_edit, self.experiment_edit):
+            w.setEnabled(not on)
+
+    # ------------------------------------------------------------------ starting and stopping
+    def start(self) -> bool:
+        """Open the curated set, attach to the phenotypes layer, bind the keys; ``False`` if refused."""
+        from ..core.annotation import AnnotationSession
+        from ..core.crops import CropSettings
+        from ..core.curated import CuratedSet
+
+        self.reset_choices()
+        layer, image_layer = self.layer_choice.value, self.image_choice.value
+        folder = self.set_edit.text().strip()
+        try:
+            if layer is None:
+                raise InputError("no classified movie: classify one first (Plugins > Classify phenotypes)")
+            if image_layer is None:
+                raise InputError("choose the image layer that was classified")
+            if not folder:
+                raise InputError("choose a folder for the curated set (a new, empty one or an existing set)")
+            result, run = layer.metadata[RESULT_KEY], dict(layer.metadata.get(RUN_KEY) or {})
+            labels = getattr(layer.data, "labels", None)
+            if labels is None:
+                raise InputError("this phenotypes layer has no movie behind it (a single frame?); annotate a movie")
+            image = _layer_array(image_layer)
+            if tuple(image.shape) != tuple(labels.shape):
+                raise InputError(f"the image {image_layer.name!r} {tuple(image.shape)} is not the classified movie "
+                                 f"{tuple(labels.shape)}; choose the image that was classified")
+            settings = CropSettings.from_dict(run["crop_settings"]) if run.get("crop_settings") else None
+            cs = CuratedSet(folder, settings, class_names=result.class_names)
+            source = getattr(getattr(image_layer, "source", None), "path", None) or ""
+            self.session = AnnotationSession(
+                result, image, labels, run, cs, annotator=self.annotator_edit.text().strip(),
+                split=self.split_choice.currentText(), experiment=self.experiment_edit.text().strip(),
+                movie_path=str(source))
+        except InputError as exc:
+            self._error(str(exc))
+            return False
+        save_settings(curated_set=folder, annotator=self.annotator_edit.text().strip(),
+                      annotate_split=self.split_choice.currentText())
+        self.layer = layer
+        self.bars.class_names = list(result.class_names)
+        self._add_marker()
+        self._bind()
+        self._set_controls(True)
+        self._prepare_features()
+        self.repaint_all()
+        self.show_counts()
+        self.show_gallery()
+        n = len(self.session.user)
+        self.set_status(f"annotating into {folder}" + (f"; {n} cell-frames of this movie were labelled before"
+                                                          if n else "") + ". Click a cell, or press N.")
+        return True
+
+    def stop(self) -> None:
+        """Unbind every key and callback this dock added; the labels are all saved already."""
+        for layer, key, previous in reversed(self._bound):
+            layer.bind_key(key, previous, overwrite=True)  # previous None: unbound again
+        self._bound = []
+        for s in self._shortcuts:
+            s.setEnabled(False)
+            s.setParent(None)
+        self._shortcuts = []
+        for lay in (self.layer, self.marker):
+            if lay is not None and self._on_click in lay.mouse_drag_callbacks:
+                lay.mouse_drag_callbacks.remove(self._on_click)
+        if self.marker is not None and self.marker in self.viewer.layers:
+            self.viewer.layers.remove(self.marker)
+        self.session, self.layer, self.marker, self.row = None, None, None, None
+        self._set_controls(False)
+        self.crop_view.clear_crop()
+
+    def closeEvent(self, event) -> None:
+        self.stop()
+        super().closeEvent(event)
+
+    def _add_marker(self) -> None:
+        if self.marker is not None and self.marker in self.viewer.layers:
+            return
+        lay = self.layer
+        ndim = lay.ndim
+        self.marker = self.viewer.add_points(
+            np.zeros((0, ndim)), name=SELECTION_LAYER, symbol="square", size=20, face_color="transparent",
+            border_color="white", border_width=0.08, out_of_slice_display=False, scale=lay.scale,
+            translate=lay.translate, axis_labels=lay.axis_labels, metadata={"annotate_marker": True})
+        self.marker.mouse_drag_callbacks.append(self._on_click)
+        lay.mouse_drag_callbacks.append(self._on_click)
+        self.viewer.layers.selection.active = lay
+
+    def _bind(self) -> None:
+        names = self.session.class_names
+        actions = {str(i + 1): partial(self._key, n, False) for i, n in enumerate(names[:9])}
+        actions.update({"0": partial(self._key, "", False), "N": lambda _l=None: self.next_cell(),
+                        "Shift-N": lambda _l=None: self.next_cell(back=True),
+                        "Control-Z": lambda _l=None: self.undo(), "Control-Shift-Z": lambda _l=None: self.redo()})
+        actions.update({k: partial(self._key, v, False) for k, v in MARK_KEYS.items()})
+        for lay in (self.layer, self.marker):
+            for key, func in actions.items():
+                previous = lay.keymap.get(key)
+                lay.bind_key(key, func, overwrite=True)
+                self._bound.append((lay, key, previous))
+        # the dock: the same keys while it has the focus (e.g. after clicking the gallery)
+        dock_keys = {str(i + 1): partial(self._key, n, False) for i, n in enumerate(names[:9])}
+        dock_keys.update({"0": partial(self._key, "", False), "N": self.next_cell,
+                          "Shift+N": partial(self.next_cell, back=True), "Ctrl+Z": self.undo,
+                          "Ctrl+Shift+Z": self.redo, "U": partial(self._key, "unsure", False),
+                          "D": partial(self._key, "bad_segmentation", False)})
+        for key, func in dock_keys.items():
+            self._shortcut(key, func, Qt.WidgetWithChildrenShortcut)
+        # Shift+digit cannot be a napari key binding: a window shortcut, which takes nothing from napari
+        for i, n in enumerate(names[:9]):
+            self._shortcut(f"Shift+{i + 1}", partial(self._key, n, True), Qt.WindowShortcut)
+
+    def _shortcut(self, key: str, func, context) -> None:
+        s = QShortcut(QKeySequence(key), self)
+        s.setContext(context)
+        s.activated.connect(lambda f=func: f())
+        self._shortcuts.append(s)
+
+    def _prepare_features(self) -> None:
+        feats = self.layer.features
+        if "user_label" not in feats:
+            feats["user_label"] = ""
+        if "annotated" not in feats:
+            feats["annotated"] = False
+
+    # ------------------------------------------------------------------ selecting
+    def _on_click(self, layer, event):
+        """Select the cell under a click (not a drag: panning keeps the selection)."""
+        if getattr(event, "button", 1) != 1 or self.session is None:
+            return
+        start = np.asarray(event.position, dtype=float)
+        yield
+        while event.type == "mouse_move":
+            yield
+        moved = np.abs(np.asarray(event.position, dtype=float) - start).max() if len(start) else 0
+        if moved > 2 * float(np.min(self.layer.scale)):
+            return
+        self.select_at(start)
+
+    def select_at(self, world_position) -> int | None:
+        """Select the cell-frame painted at ``world_position`` (the current frame); its row, or None."""
+        value = self.layer.get_value(tuple(world_position), world=True)
+        if value is None or int(value) <= 0:
+            return None
+        row = (int(value) - 1) // self.session.n_classes
+        self.select(row, move=False)
+        return row
+
+    def select(self, row: int, move: bool = True) -> None:
+        """Show cell-frame ``row`` in the dock; with ``move``, go to its frame and centre it."""
+        s = self.session
+        if s is None:
+            return
+        self.row = int(row)
+        cell = s.cells.iloc[self.row]
+        frame, y, x = int(cell["frame"]), float(cell["y"]), float(cell["x"])
+        if move:
+            if self.layer.ndim == 3:
+                self.viewer.dims.set_current_step(0, frame)
+            world = self.layer.data_to_world((frame, y, x) if self.layer.ndim == 3 else (y, x))
+            _camera(self.viewer).center = tuple(world[-2:])
+        side = max(float(cell["bbox_y1"] - cell["bbox_y0"]), float(cell["bbox_x1"] - cell["bbox_x0"])) * 1.3 \
+            if "bbox_y1" in cell else 20.0
+        self.marker.data = np.array([[frame, y, x] if self.layer.ndim == 3 else [y, x]])
+        self.marker.size = side
+        self.viewer.layers.selection.active = self.layer
+        self._show_cell()
+
+    def _show_cell(self) -> None:
+        s, r = self.session, self.row
+        if s is None or r is None:
+            return
+        cell = s.cells.iloc[r]
+        self.crop_view.show_crop(s.crops([r])[0])
+        raw, smooth = s.probabilities(r)
+        user = s.user.get(r, "")
+        self.bars.set_values(raw, smooth, user)
+        given = f"; your label: <b>{user}</b>" if user else ""
+        self.cell_info.setText(f"track {int(cell['track_id'])}, frame {int(cell['frame'])}, label {int(cell['label'])}"
+                               f"<br>model: {cell['phenotype_raw']} → track: <b>{cell['phenotype']}</b> "
+                               f"({float(cell['confidence']):.2f}){given}")
+        self._show_filmstrip()
+
+    def _show_filmstrip(self) -> None:
+        s, r = self.session, self.row
+        rows = s.track_rows(r)
+        at = int(np.flatnonzero(rows == r)[0])
+        window = rows[max(0, at - FILM_HALF):at + FILM_HALF + 1]
+        crops = s.crops(window)
+        colours = dict(zip(s.class_names, (hex_colour(c) for c in _colours(s.class_names))))
+        items = []
+        for w, crop in zip(window, crops):
+            c = s.cells.iloc[int(w)]
+            user = s.user.get(int(w), "")
+            mark = user if user in MARK_COLOURS else ""
+            pm = framed_pixmap(crop, Filmstrip.SIDE, colours.get(c["phenotype"], "#808080"), mark, thick=bool(user))
+            tip = f"frame {int(c['frame'])}: {c['phenotype']} ({float(c['confidence']):.2f})" + \
+                (f", your label {user}" if user else "")
+            items.append((int(w), pm, str(int(c["frame"])) + ("*" if user else ""), tip, int(w) == r))
+        self.filmstrip.set_items(items, current_index=int(np.flatnonzero(window == r)[0]))
+
+    # ------------------------------------------------------------------ labelling
+    def _key(self, value: str, fill: bool, _layer=None) -> None:
+        self.apply(value, fill)
+
+    def apply(self, value: str, fill: bool = False) -> None:
+        """Label the selected cell-frame with ``value`` (a class or mark; ``""`` clears)."""
+        s = self.session
+        if s is None:
+            return
+        if self.row is None:
+            self.set_status("select a cell first: click it, or press N for the next cell to check")
+            return
+        try:
+            out = s.clear(self.row) if value == "" else s.label(self.row, value, fill=fill)
+        except InputError as exc:
+            self._error(str(exc))
+            return
+        self._after(out, self.row)
+
+    def undo(self) -> None:
+        self._history(self.session.undo if self.session else None)
+
+    def redo(self) -> None:
+        self._history(self.session.redo if self.session else None)
+
+    def _history(self, step) -> None:
+        if step is None:
+            return
+        try:
+            out = step()
+        except InputError as exc:
+            self._error(str(exc))
+            return
+        self._after(out, None)
+
+    def _after(self, out, row) -> None:
+        s = self.session
+        touched = set(out.rows.tolist())
+        if row is not None:
+            touched |= set(s.track_rows(row).tolist())
+        elif self.row is not None:
+            touched |= set(s.track_rows(self.row).tolist())
+        self.repaint(np.fromiter(touched, dtype=np.int64, count=len(touched)))
+        self.set_status(out.message)
+        if self.row is not None:
+            self._show_cell()
+        self.show_counts()
+
+    # ------------------------------------------------------------------ painting
+    def repaint(self, rows) -> None:
+        """Give ``rows`` their current class colour on the phenotypes layer, and their hover text."""
+        s, layer = self.session, self.layer
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if not rows.size:
+            return
+        values = s.painted_values(rows)
+        data = layer.data
+        if hasattr(data, "set_values"):
+            data.set_values(rows, values)
+        feats = layer.features
+        cells = s.cells
+        for col, vals in (("index", values), ("phenotype", cells["phenotype"].to_numpy()[rows]),
+                          ("confidence", np.round(cells["confidence"].to_numpy()[rows], 3)),
+                          ("annotated", cells["annotated"].to_numpy()[rows]),
+                          ("user_label", [s.user.get(int(r), "") for r in rows])):
+            if col in feats:
+                feats.iloc[rows, feats.columns.get_loc(col)] = vals
+        shown = int(self.viewer.dims.current_step[0]) if layer.ndim == 3 else 0
+        if layer.ndim == 2 or shown in set(s.cells["frame"].to_numpy()[rows].tolist()):
+            # only the frame on screen is painted again now (others when they are shown); the
+            # extent and thumbnail do not change with a cell's class
+            layer.refresh(extent=False, thumbnail=False, highlight=False)
+
+    def repaint_all(self) -> None:
+        """Repaint every cell-frame whose painted value differs from its class (labels loaded at start)."""
+        s = self.session
+        data = self.layer.data
+        every = np.arange(len(s.cells))
+        want = s.painted_values(every)
+        have = getattr(data, "values", None)
+        rows = every if have is None else every[np.asarray(have) != want]
+        rows = np.union1d(rows, np.asarray(sorted(s.user), dtype=np.int64))
+        self.repaint(rows)
+
+    # ------------------------------------------------------------------ queue, gallery, counts
+    def next_cell(self, back: bool = False) -> None:
+        """Go to the next cell to check (``back``: the one before), and say why it is worth a look."""
+        if self.session is None:
+            return
+        got = self.session.next_to_check(back=back)
+        if got is None:
+            self.reason.setText("nothing before this one" if back else "no unlabelled cell-frame left to check")
+            return
+        row, why = got
+        self.select(row, move=True)
+        self.reason.setText(f"next to check: {why}")
+
+    def show_gallery(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        name = self.gallery_class.currentText()
+        cells = s.cells
+        pick = np.flatnonzero(cells["phenotype"].to_numpy() == name)
+        order = pick[np.argsort(cells["confidence"].to_numpy()[pick], kind="stable")][:GALLERY_SIZE]
+        crops = s.crops(order) if len(order) else []
+        colour = hex_colour(_colours([name])[0])
+        items = []
+        for r, crop in zip(order, crops):
+            c = cells.iloc[int(r)]
+            user = s.user.get(int(r), "")
+            items.append((int(r), framed_pixmap(crop, Gallery.SIDE, colour, "", thick=bool(user)),
+                          f"{float(c['confidence']):.2f}",
+                          f"track {int(c['track_id'])}, frame {int(c['frame'])}", False))
+        self.gallery.set_items(items, f"{len(pick)} cell-frames called {name}; the {len(order)} least confident "
+                                      "(click one to go there, then press a key to label it)")
+
+    def show_counts(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        cs = s.curated
+        counts = cs.counts()
+        splits = list(counts.index)
+        head = "".join(f"<th>{sp}</th>" for sp in splits)
+        lines = []
+        for c in cs.class_names:
+            cells = "".join(f"<td align='right'>{int(counts.loc[sp, c])}</td>" for sp in splits)
+            total = int(counts[c].sum()) if c in counts else 0
+            style = " style='color:#ff6b6b'" if total < 20 else ""
+            lines.append(f"<tr><td{style}>{c}</td>{cells}</tr>")
+        marks = cs.mark_counts()
+        lines.append(f"<tr><td colspan='{len(splits) + 1}'>unsure {marks['unsure']}, bad segmentation "
+                     f"{marks['bad_segmentation']} (kept, not trained on)</td></tr>")
+        self.counts.setText(f"<table><tr><th></th>{head}</tr>{''.join(lines)}</table>")
+        self.warnings.setText("\n".join(cs.warnings()))
+
+
+def _camera(viewer):
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9 moved the camera there
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _colours(names):
+    from ..core.plots import class_colours
+
+    return class_colours(names)
+
+
+def _class_names_default():
+    from ..phenotypes import CLASS_NAMES
+
+    return list(CLASS_NAMES)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+__all__ = ["AnnotateWidget"]
