@@ -13,7 +13,6 @@ pytest.importorskip("pytestqt")
 from napari_yeast_phenotypes._napari import _train
 from napari_yeast_phenotypes._napari._layers import RESULT_KEY
 from napari_yeast_phenotypes._napari._train import TrainWidget
-from napari_yeast_phenotypes._napari._widget import ClassifyWidget
 
 pytestmark = pytest.mark.gui
 PLUGIN = "napari-yeast-phenotypes"

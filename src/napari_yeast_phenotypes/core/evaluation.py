@@ -228,7 +228,7 @@ def draw_confusion(ax, m: dict, class_names, normalise: bool = False, title: str
     for i in range(n):
         for j in range(n):
             v = shown[i, j]
-            if cm[i, j] or i == j:
+            if cm[i, j] or (i == j and cm[i].sum()):  # absent classes stay blank
                 txt = f"{v:.2f}" if normalise else f"{int(v)}"
                 ax.text(j, i, txt, ha="center", va="center", fontsize=6,
                         color="white" if v > (0.5 if normalise else cm.max() / 2) else "black")

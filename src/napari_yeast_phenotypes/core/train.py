@@ -75,6 +75,24 @@ def _diverged(what: str, epoch: int, step: int | None, config: TrainConfig, out,
     )
 
 
+def _check_out(out: Path) -> None:
+    """Refuse a checkpoint path that cannot be written (a folder, a folder that cannot be made or written)."""
+    import tempfile
+
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give a file name for the checkpoint (e.g. {out / 'model.pt'})")
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise InputError(f"{blocker} exists and is not a folder; choose another place for the checkpoint")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent) as fh:
+            fh.write(b"x")
+    except OSError as exc:
+        raise InputError(f"cannot write the checkpoint into {out.parent} ({exc.strerror or exc}); choose a folder "
+                         "you can write to") from exc
+
+
 def _weights_finite(model) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
 
@@ -253,9 +271,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     if len(train) == 0:
         raise InputError("the training set is empty")
     if out is not None:
-        from .jobs import check_writable_file
-
-        check_writable_file(out, overwrite=True)  # before the first epoch, not after it
+        _check_out(Path(out))  # before the first epoch, not after it
     for other, what in ((val, "validation"), (test, "test")):
         if other is not None and tuple(other.class_names) != tuple(train.class_names):
             raise InputError(f"training and {what} sets use different class lists")
