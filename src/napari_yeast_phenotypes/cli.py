@@ -1,4 +1,4 @@
-"""The ``yeast-phenotypes`` command: demo, simulate, classify, train, curate, crossval.
+"""The ``yeast-phenotypes`` command: demo, simulate, classify, train, curate, crossval, learning-curve, info.
 
 Every sub-command calls the same core functions as the napari plugin. User errors are printed as
 one plain message (what is wrong, what to do) with exit status 2, never as a traceback.
@@ -101,7 +101,9 @@ def _train_config(args):
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        base_weights=args.base_weights, trainable=args.trainable,
-                       augment=not args.no_augment, device=args.device)
+                       augment="none" if args.no_augment else args.augment, device=args.device,
+                       schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
+                       holdout=args.holdout, calibrate=not args.no_calibrate)
 
 
 def _class_names(args) -> tuple[str, ...]:
@@ -111,12 +113,40 @@ def _class_names(args) -> tuple[str, ...]:
     return parse_class_names(args.class_names) if args.class_names else CLASS_NAMES
 
 
-def _print_metrics(title: str, m: dict) -> None:
-    print(f"{title}: accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f} (n={m['n']})")
-    print(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}")
+def _fmt(x) -> str:
+    return "   -" if x is None else f"{x:.3f}"
+
+
+def _print_metrics(title: str, m: dict, previous: dict | None = None) -> None:
+    print(f"{title}: accuracy {m['accuracy']:.3f}, macro-F1 {m.get('macro_f1', float('nan')):.3f}, "
+          f"balanced accuracy {m['balanced_accuracy']:.3f} (n={m['n']})")
+    if previous:
+        print(f"  previous model on the same crops: accuracy {previous['accuracy']:.3f}, "
+              f"macro-F1 {previous['macro_f1']:.3f}")
+    print(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}" + ("  f1 before" if previous else ""))
     for c, v in m["per_class"].items():
-        fmt = lambda x: "   -" if x is None else f"{x:.3f}"
-        print(f"  {c:<16}{fmt(v['precision']):>10}{fmt(v['recall']):>8}{fmt(v['f1']):>8}{v['support']:>6}")
+        prev = f"  {_fmt(previous['per_class'][c]['f1'])}" if previous else ""
+        print(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>6}{prev}")
+
+
+def print_report(meta: dict) -> None:
+    """The honest part of a checkpoint's record: what the figures are on, the figures, calibration."""
+    rep = meta.get("report")
+    same = rep and rep.get("optimistic") and meta.get("validation") and rep["n"] == meta["validation"]["n"]
+    if meta.get("validation") and not same:
+        _print_metrics("validation (best epoch; the epoch was chosen on these crops)", meta["validation"])
+    if not rep:
+        return
+    print(f"final figures on {rep['on']}" + (" -- OPTIMISTIC" if rep.get("optimistic") else ""))
+    _print_metrics("  report", rep["metrics"], rep.get("previous"))
+    if rep.get("few_classes"):
+        print(f"  too few crops for a meaningful figure: {', '.join(rep['few_classes'])}")
+    cal = meta.get("calibration") or {}
+    if cal.get("fitted_on"):
+        print(f"calibration: temperature {cal['temperature']:.3f} fitted on {cal['fitted_on']}; expected "
+              f"calibration error {rep['ece_before']:.3f} before, {rep['ece_after']:.3f} after")
+    else:
+        print(f"calibration: none (expected calibration error {rep['ece_before']:.3f})")
 
 
 def cmd_train(args) -> int:
@@ -124,11 +154,18 @@ def cmd_train(args) -> int:
     from .core.progress import training_bar
 
     clf = train_model(args.train, args.val, _train_config(args), args.out, class_names=_class_names(args),
-                      overwrite=args.overwrite, progress=training_bar(), notes=print)
-    if clf.metadata.get("validation"):
-        _print_metrics("validation (best epoch)", clf.metadata["validation"])
-    print(f"wrote {args.out}")
+                      overwrite=args.overwrite, progress=training_bar(), notes=print, test_dir=args.test,
+                      previous=args.compare)
+    print_report(clf.metadata)
+    print(f"wrote {args.out} (best epoch {clf.metadata['best_epoch']}; {clf.metadata['stopped']})")
     return 0
+
+
+def _summary_line(name: str, res: dict) -> str:
+    s = res["summary"]
+    sd = lambda d: f" ± {d['sd']:.3f}" if d["sd"] is not None else ""
+    return (f"{name}: accuracy {s['accuracy']['mean']:.3f}{sd(s['accuracy'])}, "
+            f"macro-F1 {s['macro_f1']['mean']:.3f}{sd(s['macro_f1'])} (mean ± sd over {len(res['folds'])} folds)")
 
 
 def cmd_crossval(args) -> int:
@@ -136,12 +173,64 @@ def cmd_crossval(args) -> int:
     from .core.progress import training_bar
 
     res = crossvalidate(args.data, args.folds, _train_config(args), class_names=_class_names(args), out=args.out,
-                        progress=training_bar("fold"))
+                        progress=training_bar("fold"), by=args.by, random_split=not args.no_random_split)
     for i, m in enumerate(res["folds"]):
-        print(f"fold {i + 1}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f} (n={m['n']})")
-    _print_metrics(f"{args.folds}-fold cross-validation, pooled", res["pooled"])
+        print(f"fold {i + 1}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
+    for note in res["notes"]:
+        print(f"note: {note}")
+    what = "leave-one-experiment-out" if res["by"] == "experiment" else f"folds of whole {res['by']}s"
+    print(_summary_line(f"{res['k']}-fold cross-validation, {what}", res))
+    print(f"  {'class':<16}{'f1 mean':>8}{'sd':>7}" + (f"{'random':>8}" if "random" in res else ""))
+    for c in res["summary"]["f1"]:
+        v = res["summary"]["f1"][c]
+        r = f"{_fmt(res['random']['summary']['f1'][c]['mean']):>8}" if "random" in res else ""
+        print(f"  {c:<16}{_fmt(v['mean']):>8}{_fmt(v['sd']):>7}{r}")
+    if "random" in res:
+        print(_summary_line("a random split of the same crops would have claimed", res["random"]))
     if args.out:
         print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_learning_curve(args) -> int:
+    from .core.jobs import learning_curve_job
+    from .core.progress import training_bar
+
+    per_class = [int(v) for v in args.per_class.split(",") if v.strip()]
+    curve = learning_curve_job(args.train, args.val, per_class, _train_config(args), class_names=_class_names(args),
+                               out=args.out, progress=training_bar("subset"))
+    print(f"{'per class':>9}{'crops':>7}{'macro-F1':>10}{'accuracy':>10}")
+    for p in curve:
+        print(f"{p['per_class']:>9}{p['n_train']:>7}{p['macro_f1']:>10.3f}{p['accuracy']:>10.3f}")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .core.model import load_classifier
+
+    clf = load_classifier(args.model, trust=False)
+    meta = clf.metadata
+    print(f"{args.model}: adapted ResNet50, {len(clf.class_names)} classes: {', '.join(clf.class_names)}")
+    print(f"trained layers: {','.join(clf.model.trainable)}; base weights: {meta.get('base_weights', 'unknown')}")
+    print(f"crop settings: {clf.crop_settings.to_dict()}")
+    origin = meta.get("crop_origin") or {}
+    print(f"crops: {origin.get('kind', 'unknown')}" + (f" ({origin['normalisation']})" if "normalisation" in origin
+                                                       else ""))
+    if not meta.get("training"):
+        print("no training record (a bare state dict or a model made elsewhere)")
+        return 0
+    print("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
+    print(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
+          f"({meta.get('stopped', 'finished')})")
+    ts = meta.get("training_set") or {}
+    if ts:
+        print(f"training set: {ts['n']} crops (" + ", ".join(f"{k} {v}" for k, v in ts["counts"].items())
+              + f"); crop ids sha256 {ts['ids_sha256'][:16]}, pixels sha256 {ts['crops_sha256'][:16]}")
+    for note in meta.get("train_notes") or []:
+        print(f"note: {note}")
+    print_report(meta)
     return 0
 
 
@@ -253,8 +342,21 @@ def _experiment_parsers(sub, c) -> None:
     p.set_defaults(func=cmd_ageing)
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to below 1, not {text}")
+    return value
+
+
+_fraction.__name__ = "fraction"
+
+
 def _common_model_args(p):
-    from .core.config import TrainConfig
+    from .core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--epochs", type=_whole(1), default=d.epochs,
@@ -269,7 +371,21 @@ def _common_model_args(p):
                         "PATH to a ResNet50 state dict")
     p.add_argument("--trainable", default=d.trainable,
                    help="layers to train: conv1,fc (default, as in the study), e.g. conv1,layer4,fc, or all")
-    p.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity changes of training crops")
+    p.add_argument("--augment", default=d.augment,
+                   help=f"augmentations of training crops only: none or a list of {', '.join(AUGMENTATIONS)} "
+                        f"(default {d.augment})")
+    p.add_argument("--no-augment", action="store_true", help="no augmentation (same as --augment none)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help=f"learning rate after a short warm-up (default {d.schedule})")
+    p.add_argument("--class-weighting", choices=CLASS_WEIGHTING, default=d.class_weighting,
+                   help="balanced: every class weighs the same in the loss, however many crops it has "
+                        f"(default {d.class_weighting})")
+    p.add_argument("--patience", type=_whole(0), default=d.patience,
+                   help="stop when the validation macro-F1 has not improved for this many epochs (0: never)")
+    p.add_argument("--holdout", type=_fraction, default=d.holdout,
+                   help="fraction held out (whole tracks) from the training set without --val, and from the "
+                        f"validation set without --test, for honest final figures (default {d.holdout})")
+    p.add_argument("--no-calibrate", action="store_true", help="no temperature scaling of the probabilities")
     p.add_argument("--class-names", help="comma-separated class names, in model output order (default: the eight)")
     p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
 
@@ -282,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="yeast-phenotypes",
         description="Phenotypes of budding-yeast cells along tracks: "
-                    "simulate, classify, curate, train, crossval, demo.")
+                    "simulate, classify, curate, train, crossval, learning-curve, info, demo.")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -333,18 +449,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the adapted ResNet50 on crops (ImageFolder layout)")
     p.add_argument("--train", required=True, help="folder of <class>/<crop>.tif|png (or a curated set's split)")
-    p.add_argument("--val", help="validation folder, same layout; never augmented")
+    p.add_argument("--val", help="validation folder, same layout; never augmented; chooses the best epoch")
+    p.add_argument("--test", help="test folder (e.g. a curated set's test split): the final figures, on crops no "
+                                  "choice was made on")
+    p.add_argument("--compare", help="a previous model file, judged on the same crops for comparison")
     p.add_argument("--out", required=True, help="checkpoint file to write (the best epoch, saved after each epoch)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     _common_model_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("crossval", help="grouped k-fold cross-validation on a crop set")
-    p.add_argument("--data", required=True, help="crop folder (a curated split groups by experiment)")
+    p.add_argument("--data", required=True, help="crop folder (a curated set's split knows experiments and tracks)")
     p.add_argument("--folds", type=_whole(2), default=5, help="number of folds (default 5); no group is in two folds")
+    p.add_argument("--by", choices=["auto", "experiment", "track"], default="auto",
+                   help="experiment: leave one experiment out; track: folds of whole tracks; auto (default): "
+                        "experiments when there are at least --folds of them, else tracks")
+    p.add_argument("--no-random-split", action="store_true",
+                   help="skip the random split of the same crops (shown beside, as what it would have claimed)")
     p.add_argument("--out", help="write the metrics as JSON")
     _common_model_args(p)
     p.set_defaults(func=cmd_crossval)
+
+    p = sub.add_parser("learning-curve", help="validation macro-F1 against labelled crops per class")
+    p.add_argument("--train", required=True, help="training crop folder (or a curated set's split)")
+    p.add_argument("--val", required=True, help="validation crop folder")
+    p.add_argument("--per-class", default="5,10,20,40", help="crops per class of each subset (default 5,10,20,40)")
+    p.add_argument("--out", help="write the points as JSON")
+    _common_model_args(p)
+    p.set_defaults(func=cmd_learning_curve)
+
+    p = sub.add_parser("info", help="what a model file holds: classes, crop settings, config, figures, training set")
+    p.add_argument("model", help="checkpoint (.pt)")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("curate", help="add annotated cells of a movie to a curated set")
     p.add_argument("--image", required=True, help="the movie's image (TIFF or .npy)")

@@ -175,9 +175,68 @@ def parse_class_names(names, where: str = "--class-names") -> tuple[str, ...]:
     return names
 
 
+AUGMENTATIONS = ("flips", "rot90", "affine", "intensity", "noise")
+DEFAULT_AUGMENT = "flips,rot90,intensity"  # the study's: dihedral turns and mild intensity changes
+SCHEDULES = ("cosine", "step", "constant")
+CLASS_WEIGHTING = ("balanced", "none")
+#: the trainable-layer presets the dock offers (any comma-separated list of layers is accepted)
+TRAINABLE_PRESETS = ("conv1,fc", "conv1,layer4,fc", "all")
+
+
+def parse_augment(augment) -> tuple[str, ...]:
+    """Parse ``"flips,rot90"`` / ``"none"`` / ``True`` / ``False`` / a sequence into augmentation names."""
+    if augment is True:
+        augment = DEFAULT_AUGMENT
+    if augment is False or augment is None:
+        return ()
+    if isinstance(augment, str):
+        augment = [a.strip().lower() for a in augment.split(",") if a.strip()]
+    names = tuple(augment)
+    if names in ((), ("none",)):
+        return ()
+    bad = [n for n in names if n not in AUGMENTATIONS]
+    if bad:
+        raise InputError(f"unknown augmentation {', '.join(map(str, bad))}: choose none or a comma-separated list "
+                         f"of {', '.join(AUGMENTATIONS)} (default {DEFAULT_AUGMENT})")
+    return tuple(a for a in AUGMENTATIONS if a in names)  # one canonical order
+
+
 @dataclass
 class TrainConfig:
-    """One training job; the CLI, the napari dock and the checkpoint all use this object."""
+    """One training job; the CLI, the napari dock and the checkpoint all use this object.
+
+    Attributes
+    ----------
+    epochs, batch_size, lr, weight_decay, seed
+        As usual (AdamW).
+    base_weights
+        ``imagenet`` (torchvision's, cached in TORCH_HOME), ``none`` (random), or the path of a
+        ResNet50 state dict or of a checkpoint of this package (fine-tuning the current model).
+    trainable
+        Layers that learn: ``conv1,fc`` (the study's), ``conv1,layer4,fc``, ``all`` or any list of
+        top-level layers. Frozen layers keep their weights and their BatchNorm statistics.
+    augment
+        Augmentations of training batches only (never of validation data): ``none`` or a list of
+        ``flips, rot90, affine, intensity, noise``. ``True``/``False`` (older configs) mean the
+        default list / none.
+    label_smoothing
+        Of the training loss.
+    schedule
+        Learning rate after a short warm-up: ``cosine`` (to zero), ``step`` (x0.1 at two thirds of
+        the epochs) or ``constant``.
+    class_weighting
+        ``balanced`` (each class weighs the same in the loss, whatever its number of crops) or ``none``.
+    patience
+        Stop when the validation macro-F1 has not improved for this many epochs (0: never stop early).
+    holdout
+        Fraction held out, grouped by track (by experiment where there are three or more): from
+        the training set when there is no validation set, and from the validation set when there
+        is no test set, so that the final figures are on crops the best epoch was not chosen on.
+    calibrate
+        Fit a temperature on the validation data and fold it into the classifier's last layer.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -186,8 +245,13 @@ class TrainConfig:
     seed: int = 0
     base_weights: str = "imagenet"
     trainable: str = "conv1,fc"
-    augment: bool = True
+    augment: str = DEFAULT_AUGMENT
     label_smoothing: float = 0.05
+    schedule: str = "cosine"
+    class_weighting: str = "balanced"
+    patience: int = 0
+    holdout: float = 0.3
+    calibrate: bool = True
     device: str = "auto"
 
     def __post_init__(self):
@@ -205,12 +269,27 @@ class TrainConfig:
             raise InputError(f"the seed must be a whole number from 0 to 4294967295, not {self.seed!r}")
         if not isinstance(self.base_weights, str) or not self.base_weights.strip():
             raise InputError(f"base weights must be imagenet, none or a file name, not {self.base_weights!r}")
-        if not isinstance(self.augment, bool):
-            raise InputError(f"augment must be true or false, not {self.augment!r}")
+        if not isinstance(self.augment, (bool, str, list, tuple)):
+            raise InputError(f"augment must be none or a list such as {DEFAULT_AUGMENT!r}, not {self.augment!r}")
+        self.augment = ",".join(parse_augment(self.augment)) or "none"
         if not isinstance(self.trainable, str):
             raise InputError(f"trainable must be text such as 'conv1,fc' or 'all', not {self.trainable!r}")
         parse_trainable(self.trainable)
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"learning-rate schedule {self.schedule!r}: use {', '.join(SCHEDULES)}")
+        if self.class_weighting not in CLASS_WEIGHTING:
+            raise InputError(f"class weighting {self.class_weighting!r}: use {', '.join(CLASS_WEIGHTING)}")
+        _positive_int("patience", self.patience, 0)
+        if not 0 <= _finite_number("the held-out fraction", self.holdout) < 1:
+            raise InputError(f"the held-out fraction must be in [0, 1), not {self.holdout!r}")
+        if not isinstance(self.calibrate, bool):
+            raise InputError(f"calibrate must be true or false, not {self.calibrate!r}")
         check_device_name(self.device)
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """The augmentations as a tuple of names (empty for none)."""
+        return parse_augment(self.augment)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,4 +301,5 @@ class TrainConfig:
         return cls(**_from_dict(cls, d, "training"))
 
 
-__all__ = ["ClassifyConfig", "TrainConfig", "check_device_name", "parse_class_names", "parse_trainable"]
+__all__ = ["AUGMENTATIONS", "ClassifyConfig", "SCHEDULES", "TRAINABLE_PRESETS", "TrainConfig", "check_device_name",
+           "parse_augment", "parse_class_names", "parse_trainable"]

@@ -23,6 +23,8 @@ class CropSet:
     #: where the crops come from: ``{"kind": "curated", ...}`` for crops this package made,
     #: ``{"kind": "external", ...}`` (with how they were resized and normalised) for others
     origin: dict = field(default_factory=dict)
+    #: the cell (track) each crop belongs to, e.g. ``"<movie_id>:<track_id>"``; ``None`` when unknown
+    tracks: np.ndarray | None = None
 
     def __post_init__(self):
         self.crops = np.ascontiguousarray(self.crops, dtype=np.float32)
@@ -38,4 +40,5 @@ class CropSet:
         idx = np.asarray(idx)
         return CropSet(self.crops[idx], self.targets[idx], self.class_names,
                        [self.paths[i] for i in idx] if self.paths else [],
-                       None if self.groups is None else self.groups[idx], list(self.notes), dict(self.origin))
+                       None if self.groups is None else self.groups[idx], list(self.notes), dict(self.origin),
+                       None if self.tracks is None else self.tracks[idx])

@@ -437,7 +437,7 @@ class CuratedSet:
         return str(hit.iloc[0]) if len(hit) else None
 
     def load_split(self, split: str) -> CropSet:
-        """The crops of one split as a :class:`CropSet` (groups = experiment, for cross-validation).
+        """The crops of one split as a :class:`CropSet` (groups = experiment, tracks = movie and track).
 
         Marked crops (unsure, bad segmentation) are left out.
         """
@@ -451,8 +451,13 @@ class CuratedSet:
                              f"(it has: {sorted(set(self.trainable()['split'])) or 'nothing'})")
         crops = np.stack([tifffile.imread(self.root / p) for p in rows["path"]])[:, None].astype(np.float32)
         targets = np.array([self.class_names.index(c) for c in rows["phenotype"]], dtype=np.int64)
+        # one cell = one track of one movie (legacy rows: of one experiment's file); no track: the crop alone
+        tracks = np.where(rows["track_id"].to_numpy() >= 0,
+                          (rows["movie_id"] + "|" + rows["experiment"] + "|" + rows["source"] + "|"
+                           + rows["track_id"].astype(str)).to_numpy(dtype=object),
+                          rows["crop_id"].to_numpy(dtype=object))
         return CropSet(crops, targets, self.class_names, list(rows["path"]), rows["experiment"].to_numpy(),
-                       origin={"kind": "curated", "set": str(self.root.resolve()), "split": split})
+                       origin={"kind": "curated", "set": str(self.root.resolve()), "split": split}, tracks=tracks)
 
     # --- writing -----------------------------------------------------------------------------
     def _save_manifest(self, df: pd.DataFrame) -> None:

@@ -265,6 +265,9 @@ def check_writable_dir(folder: str | os.PathLike, what: str = "--out") -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder} exists and is not a folder; choose another {what}")
+    blocker = next((p for p in folder.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise InputError(f"{blocker} exists and is not a folder, so {folder} cannot be made; choose another {what}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)

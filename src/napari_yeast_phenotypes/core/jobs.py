@@ -400,12 +400,21 @@ def load_crop_folder(path, class_names):
     return load_image_folder(path, class_names), CropSettings()
 
 
+def _same_settings(other_dir, other_settings, settings, train_dir) -> None:
+    if other_settings != settings:
+        raise InputError(f"{other_dir} holds crops made with other crop settings than {train_dir}; "
+                         "train and validate on crops made the same way")
+
+
 def train_model(train_dir, val_dir=None, config: TrainConfig | None = None, out=None, *, class_names,
-                overwrite: bool = False, progress=None, notes: Callable[[str], None] | None = None):
+                overwrite: bool = False, progress=None, notes: Callable[[str], None] | None = None,
+                test_dir=None, previous=None):
     """Train on a crop folder (validation on another, never augmented); the best epoch goes to ``out``.
 
     ``out`` is checked writable before any crop is read or epoch run. ``notes`` receives what the
-    user should know (what was done to external crops, the lack of a validation set).
+    user should know (what was done to external crops, what the final figures are computed on).
+    ``test_dir``: crops no choice is made on, for the final figures. ``previous``: a model (file
+    or ``Classifier``) judged on the same crops, for comparison.
     """
     from .train import train
 
@@ -414,34 +423,56 @@ def train_model(train_dir, val_dir=None, config: TrainConfig | None = None, out=
     if out is not None:
         check_writable_file(out, overwrite)
     train_set, settings = load_crop_folder(train_dir, class_names)
-    val_set = None
+    val_set = test_set = None
     if val_dir:
         val_set, val_settings = load_crop_folder(val_dir, class_names)
-        if val_settings != settings:
-            raise InputError(f"{val_dir} holds crops made with other crop settings than {train_dir}; "
-                             "train and validate on crops made the same way")
+        _same_settings(val_dir, val_settings, settings, train_dir)
+    if test_dir:
+        test_set, test_settings = load_crop_folder(test_dir, class_names)
+        _same_settings(test_dir, test_settings, settings, train_dir)
+    prev = load_model(previous)[0] if previous is not None else None
     for note in train_set.notes:
         say(f"note: {note}")
     say(f"training on {len(train_set)} crops " + ", ".join(f"{k} {v}" for k, v in train_set.counts().items()))
-    if val_set is None:
-        say("note: no validation set: the figures below are on the training data, which flatter. Keep a "
-            "hand-curated validation set of difficult cells from other experiments.")
-    return train(train_set, val_set, config, settings, out=out, progress=progress)
+    clf = train(train_set, val_set, config, settings, out=out, progress=progress, test=test_set, previous=prev)
+    for note in clf.metadata["report"]["notes"]:
+        say(f"note: {note}")
+    return clf
 
 
 def crossvalidate(data_dir, folds: int, config: TrainConfig | None = None, *, class_names, out=None,
-                  overwrite: bool = True, progress=None) -> dict:
-    """Grouped k-fold cross-validation on a crop folder; the metrics go to ``out`` (JSON) if given."""
+                  overwrite: bool = True, progress=None, by: str = "auto", random_split: bool = True) -> dict:
+    """Grouped k-fold (or leave-one-experiment-out) cross-validation on a crop folder, with a random
+    split beside it; the metrics go to ``out`` (JSON) if given."""
     from .train import crossval
 
     if out is not None:
         check_writable_file(out, overwrite)
     data, settings = load_crop_folder(data_dir, class_names)
-    res = crossval(data, folds, config or TrainConfig(), settings, progress=progress)
+    res = crossval(data, folds, config or TrainConfig(), settings, progress=progress, by=by,
+                   random_split=random_split)
     if out is not None:
         with atomic_write(out) as fh:
             json.dump(res, fh, indent=2)
     return res
+
+
+def learning_curve_job(train_dir, val_dir, per_class, config: TrainConfig | None = None, *, class_names,
+                       out=None, overwrite: bool = True, progress=None) -> list[dict]:
+    """Validation macro-F1 against labelled crops per class (see :func:`~.train.learning_curve`);
+    the points go to ``out`` (JSON) if given."""
+    from .train import learning_curve
+
+    if out is not None:
+        check_writable_file(out, overwrite)
+    train_set, settings = load_crop_folder(train_dir, class_names)
+    val_set, val_settings = load_crop_folder(val_dir, class_names)
+    _same_settings(val_dir, val_settings, settings, train_dir)
+    curve = learning_curve(train_set, val_set, per_class, config or TrainConfig(), settings, progress)
+    if out is not None:
+        with atomic_write(out) as fh:
+            json.dump(curve, fh, indent=2)
+    return curve
 
 
 def curate_movie(image, labels, annotations, out, *, experiment: str | None = None, annotator: str = "",
@@ -472,5 +503,5 @@ def curate_movie(image, labels, annotations, out, *, experiment: str | None = No
 __all__ = ["ClassifyConfig", "ClassifyJob", "ResultFolder", "TrainConfig", "check_writable_dir",
            "recover_result_folder",
            "check_writable_file", "classify_movie", "classify_movie_iter", "crossvalidate", "curate_movie",
-           "external_crops_warning",
+           "external_crops_warning", "learning_curve_job",
            "load_crop_folder", "load_model", "result_complete", "train_model", "write_result"]

@@ -148,7 +148,9 @@ def build_model(n_classes: int = len(CLASS_NAMES), base_weights: str | os.PathLi
                 trainable=DEFAULT_TRAINABLE) -> YeastResNet:
     """The adapted ResNet50 with base weights from ImageNet, none (random), or a local file.
 
-    The base weights' ``fc`` is not used: the classifier head starts fresh for ``n_classes``.
+    ImageNet's ``fc`` is not used: the classifier head starts fresh for ``n_classes``. A local
+    file whose ``fc`` has ``n_classes`` outputs (a model of this package: fine-tuning the current
+    model) keeps it, so fine-tuning starts from the model's own calls.
     """
     model = YeastResNet(n_classes, trainable)
     if base_weights in (None, "none", ""):
@@ -157,7 +159,10 @@ def build_model(n_classes: int = len(CLASS_NAMES), base_weights: str | os.PathLi
         state = load_imagenet_state_dict()
     else:
         state = read_model_file(base_weights)["model_state"]
-    state = {k: v for k, v in adapt_state_dict(state).items() if not k.startswith("fc.")}
+    state = adapt_state_dict(state)
+    fc = state.get("fc.weight")
+    if str(base_weights) == "imagenet" or fc is None or tuple(fc.shape) != tuple(model.fc.weight.shape):
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     check_finite_state(state, base_weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
@@ -177,6 +182,9 @@ class Classifier:
     class_names: tuple[str, ...] = CLASS_NAMES
     crop_settings: CropSettings = field(default_factory=CropSettings)
     metadata: dict = field(default_factory=dict)
+    #: what the training that made it measured, with arrays (probabilities on the report crops);
+    #: in memory only, never saved (the checkpoint keeps the plain figures in ``metadata``)
+    evaluation: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def external_crops(self) -> bool:

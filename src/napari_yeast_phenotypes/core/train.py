@@ -1,15 +1,24 @@
-"""Training and evaluation on crop sets (ImageFolder layout: ``<root>/<class>/<crop>.tif|png``).
+"""Training, honest evaluation, calibration, grouped cross-validation and the learning curve.
 
 What the original study learnt shapes this module: the validation set is never augmented; the
 figures a user decides on are per-class metrics on a hand-curated validation set (and grouped
 cross-validation), not training curves; augmentation is flips, 90-degree rotations and mild
-intensity changes (MixUp/CutMix did not help).
+intensity changes (MixUp/CutMix did not help); a random split flatters the model.
+
+Three roles of data in :func:`train_iter`: the *training* crops; the *selection* crops, on which
+the best epoch is chosen (validation macro-F1), early stopping decides and the temperature is
+fitted; and the *report* crops, on which the final figures are computed. The report crops are the
+test split when one is given; else a part of the validation set held out from the choice (whole
+tracks, or whole experiments where there are three or more); else, for sets too small to split,
+the selection crops themselves, and the report says plainly that its figures are optimistic.
+Without a validation set, a part of the training set (again whole tracks) becomes it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Generator
 
@@ -17,19 +26,41 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from .config import DEFAULT_AUGMENT, TrainConfig, parse_augment
 from .cropfolder import load_image_folder
 from .crops import CropSettings
 from .cropset import CropSet
 from .device import select_device
-from .io import InputError
+from .evaluation import (
+    expected_calibration_error,
+    few_classes,
+    fingerprint_ids,
+    fit_temperature,
+    group_folds,
+    grouping,
+    holdout_groups,
+    log_loss,
+    metrics,
+    random_folds,
+    scale_probabilities,
+    summarise_folds,
+)
+from .io import InputError, check_writable_file
 from .model import Classifier, build_model, save_checkpoint
 from .predict import predict_crops
 from .progress import run_to_end
 
+#: a set is split (a part held out) only from this many crops and three groups on: below that, a
+#: held-out part is too small to say anything, and the report says its figures are optimistic
+MIN_HOLDOUT_CROPS = 40
+
 
 class TrainingDiverged(InputError):
     """The loss or the weights stopped being finite numbers (a learning rate too high, mostly)."""
+
+
+class TrainingCancelled(InputError):
+    """Cancelled before the first epoch ended: there is no model to keep."""
 
 
 def _diverged(what: str, epoch: int, step: int | None, config: TrainConfig, out, best_epoch: int | None
@@ -48,78 +79,186 @@ def _weights_finite(model) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random dihedral transform (flips, 90-degree turns) and mild intensity change per crop."""
+def augment_batch(x: torch.Tensor, gen: torch.Generator, augment=DEFAULT_AUGMENT) -> torch.Tensor:
+    """Random changes of a training batch (never of validation data).
+
+    ``flips`` (left-right, up-down), ``rot90`` (turns by 90 degrees; with ``flips`` the eight
+    symmetries of a square), ``affine`` (turns up to 15 degrees, scale 0.9-1.1, shifts up to 2
+    pixels), ``intensity`` (gain x0.82-1.22, offset +-0.03), ``noise`` (Gaussian, sigma up to 0.03).
+    """
+    names = parse_augment(augment)
     n = x.shape[0]
-    r = torch.randint(0, 8, (n,), generator=gen)
-    out = torch.empty_like(x)
-    for k in range(8):
-        sel = r == k
-        if sel.any():
-            v = torch.rot90(x[sel], k % 4, dims=(2, 3))
-            out[sel] = v.flip(3) if k >= 4 else v
-    gain = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2, generator=gen))
-    offset = torch.empty(n, 1, 1, 1).uniform_(-0.03, 0.03, generator=gen)
-    return out * gain + offset
+    out = x
+    if "flips" in names or "rot90" in names:
+        k = torch.randint(0, 4, (n,), generator=gen) if "rot90" in names else torch.zeros(n, dtype=torch.long)
+        flip = torch.randint(0, 2, (n,), generator=gen).bool() if "flips" in names else torch.zeros(n, dtype=bool)
+        out = torch.empty_like(x)
+        for r in range(4):
+            for f in (False, True):
+                sel = (k == r) & (flip == f)
+                if sel.any():
+                    v = torch.rot90(x[sel], r, dims=(2, 3))
+                    out[sel] = v.flip(3) if f else v
+        # rot90 and one flip give all eight symmetries; flips alone need the up-down flip too
+        if "flips" in names and "rot90" not in names:
+            ud = torch.randint(0, 2, (n,), generator=gen).bool()
+            out[ud] = out[ud].flip(2)
+    if "affine" in names:
+        ang = torch.empty(n).uniform_(-15, 15, generator=gen) * math.pi / 180
+        scale = torch.empty(n).uniform_(0.9, 1.1, generator=gen)
+        shift = torch.empty(n, 2).uniform_(-2, 2, generator=gen) * 2 / x.shape[-1]
+        cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta.to(out.dtype), list(out.shape), align_corners=False)
+        out = F.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if "intensity" in names:
+        gain = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2, generator=gen))
+        offset = torch.empty(n, 1, 1, 1).uniform_(-0.03, 0.03, generator=gen)
+        out = out * gain + offset
+    if "noise" in names:
+        sigma = torch.empty(n, 1, 1, 1).uniform_(0, 0.03, generator=gen)
+        out = out + sigma * torch.randn(out.shape, generator=gen)
+    return out
 
 
-def metrics(targets: np.ndarray, pred: np.ndarray, class_names) -> dict:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1/support and confusion matrix."""
-    n = len(class_names)
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (targets, pred), 1)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    recall = np.divide(tp, support, out=np.full(n, np.nan), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.full(n, np.nan), where=predicted > 0)
-    f1 = np.where(np.isfinite(precision + recall) & ((precision + recall) > 0),
-                  2 * precision * recall / np.where(precision + recall > 0, precision + recall, 1), np.nan)
-    per_class = {
-        c: {"precision": _f(precision[i]), "recall": _f(recall[i]), "f1": _f(f1[i]), "support": int(support[i])}
-        for i, c in enumerate(class_names)
-    }
-    present = support > 0
-    return {
-        "n": int(len(targets)),
-        "accuracy": float(tp.sum() / max(len(targets), 1)),
-        "balanced_accuracy": float(np.nanmean(recall[present])) if present.any() else float("nan"),
-        "per_class": per_class,
-        "confusion": cm.tolist(),
-    }
+def class_weights(targets: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor | None:
+    """Loss weights per class: ``balanced`` makes every present class weigh the same in the loss
+    (weight proportional to 1 / its number of crops), ``none`` gives ``None`` (every crop the same)."""
+    if mode == "none":
+        return None
+    counts = np.bincount(targets, minlength=n_classes).astype(float)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
 
 
-def _f(v) -> float | None:
-    return None if not np.isfinite(v) else round(float(v), 4)
+def training_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy; with ``weights`` the weighted mean ``sum(w_y * loss) / sum(w_y)``."""
+    return F.cross_entropy(logits, y, weight=weights, label_smoothing=label_smoothing)
 
 
-def evaluate(model, data: CropSet, batch_size: int = 128, device="cpu") -> dict:
-    """Metrics of ``model`` on ``data`` (never augmented)."""
+def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
+    """Multiplier of the learning rate at ``step`` of ``total``: linear warm-up, then the schedule."""
+    w = min(1.0, (step + 1) / warmup)
+    if schedule == "cosine":
+        return w * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    if schedule == "step":
+        return w * (0.1 if step >= 2 * total // 3 else 1.0)
+    return w
+
+
+def predict_probabilities(model, data: CropSet, batch_size: int = 128, device="cpu") -> np.ndarray:
+    """Softmax probabilities (N, C) of ``data`` (never augmented); non-finite outputs refused."""
     probs = predict_crops(model, data.crops, batch_size, device)
     bad = ~np.isfinite(probs).all(axis=1)
     if bad.any():
         raise TrainingDiverged(f"the network's outputs for {int(bad.sum())} of {len(bad)} crops are NaN or infinite: "
                                "its weights are broken (a training that diverged); lower the learning rate (--lr)")
+    return probs
+
+
+def evaluate(model, data: CropSet, batch_size: int = 128, device="cpu") -> dict:
+    """Metrics of ``model`` on ``data`` (never augmented)."""
+    probs = predict_probabilities(model, data, batch_size, device)
     return metrics(data.targets, probs.argmax(axis=1), data.class_names)
+
+
+def _grouping(data: CropSet) -> tuple[np.ndarray, str]:
+    return grouping(data.tracks, data.groups, len(data))
+
+
+def _held_out(data: CropSet, fraction: float, seed: int) -> tuple[np.ndarray, str] | None:
+    """A mask of whole groups to hold out of ``data``, and what the groups are; ``None`` if too small."""
+    if fraction <= 0 or len(data) < MIN_HOLDOUT_CROPS:
+        return None
+    groups, by = _grouping(data)
+    if len(np.unique(groups.astype(str))) < 3:
+        return None
+    mask = holdout_groups(groups, fraction, seed)
+    return (mask, by) if 0 < mask.sum() < len(data) else None
+
+
+def plan_splits(train: CropSet, val: CropSet | None, test: CropSet | None, config: TrainConfig) -> dict:
+    """Which crops train, which choose the epoch (and calibrate), which give the final figures.
+
+    Returns ``{"train", "select", "report", "report_on", "optimistic", "notes"}`` (``select`` and
+    ``report`` may be ``None`` for sets too small to hold anything out).
+    """
+    notes = []
+    if val is None or len(val) == 0:
+        got = _held_out(train, config.holdout, config.seed)
+        if got is None:
+            notes.append(f"no validation set, and {len(train)} training crops are too few to hold a part out "
+                         f"(from {MIN_HOLDOUT_CROPS} crops in 3 or more tracks on): the last epoch is kept and "
+                         "the figures are on the training data, which flatter")
+            return {"train": train, "select": None, "report": train, "optimistic": True,
+                    "report_on": "the training data (optimistic: the model learnt them)", "notes": notes}
+        mask, by = got
+        notes.append(f"no validation set: {int(mask.sum())} of {len(train)} training crops (whole {by}s) are held "
+                     "out as validation data; a hand-curated validation set of other experiments is better")
+        train, val = train.subset(np.flatnonzero(~mask)), train.subset(np.flatnonzero(mask))
+    if test is not None and len(test):
+        return {"train": train, "select": val, "report": test, "optimistic": False,
+                "report_on": f"the test split ({len(test)} crops), which no choice was made on", "notes": notes}
+    got = _held_out(val, config.holdout, config.seed + 1)
+    if got is None:
+        notes.append(f"the validation data ({len(val)} crops) are too few to hold a part out: the best epoch and "
+                     "the temperature are chosen on the same crops as the figures, which are therefore optimistic")
+        return {"train": train, "select": val, "report": val, "optimistic": True,
+                "report_on": f"the validation data the best epoch was chosen on ({len(val)} crops; optimistic)",
+                "notes": notes}
+    mask, by = got
+    return {"train": train, "select": val.subset(np.flatnonzero(~mask)), "report": val.subset(np.flatnonzero(mask)),
+            "optimistic": False, "notes": notes,
+            "report_on": f"{int(mask.sum())} validation crops (whole {by}s) held out from the choice of the best "
+                         f"epoch and from calibration; the other {int((~mask).sum())} chose them"}
+
+
+def crop_ids(data: CropSet) -> list[str]:
+    """The ids of the crops (their file names without suffix; their index when they have no file)."""
+    return [Path(p).stem for p in data.paths] if data.paths else [f"#{i}" for i in range(len(data))]
+
+
+def training_set_fingerprint(data: CropSet) -> dict:
+    """What identifies the crops a model learnt from: their ids, the ids' hash, the pixels' hash."""
+    from .fingerprint import array_sha256
+
+    ids = crop_ids(data)
+    return {"n": len(ids), "counts": data.counts(), "crop_ids": ids, "ids_sha256": fingerprint_ids(ids),
+            "crops_sha256": array_sha256(data.crops), "origin": data.origin or {"kind": "unknown"}}
+
+
+def fold_temperature(model, temperature: float) -> None:
+    """Divide the logits by ``temperature`` for good: the last layer's weights and bias are scaled."""
+    with torch.no_grad():
+        model.fc.weight.div_(temperature)
+        model.fc.bias.div_(temperature)
 
 
 def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainConfig(),
                crop_settings: CropSettings = CropSettings(), out: str | Path | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Generator[dict, None, Classifier]:
-    """Train; yields progress dicts, returns the best :class:`Classifier`.
+               should_stop: Callable[[], bool] | None = None, *, test: CropSet | None = None,
+               previous=None) -> Generator[dict, None, Classifier]:
+    """Train; yields progress dicts, returns the best :class:`Classifier`, calibrated, with its report.
 
-    After every epoch that improves the validation balanced accuracy (or every epoch without a
-    validation set), the checkpoint is written atomically to ``out``, so a crash or a cancel
-    (``should_stop`` returning True) keeps the last good model.
+    After every epoch that improves the validation macro-F1 (or every epoch without validation
+    data), the checkpoint is written atomically to ``out``, so a crash or a cancel (``should_stop``
+    returning True) keeps the best model so far. At the end (also after a cancel or an early stop)
+    the best epoch is calibrated, evaluated on the report crops (see the module notes), compared
+    with ``previous`` (a :class:`Classifier`) on the same crops, and saved with its record.
+
+    Yields ``{"epoch", "epochs", "step", "steps", "loss"}`` per batch and, per epoch,
+    ``{"done_epoch": True, "train_loss", "val_loss", "val_accuracy", "val_macro_f1", ...}``.
     """
     if len(train) == 0:
         raise InputError("the training set is empty")
     if out is not None:
-        from .io import check_writable_file
-
         check_writable_file(out, overwrite=True)  # before the first epoch, not after it
-    if val is not None and tuple(val.class_names) != tuple(train.class_names):
-        raise InputError("training and validation sets use different class lists")
+    for other, what in ((val, "validation"), (test, "test")):
+        if other is not None and tuple(other.class_names) != tuple(train.class_names):
+            raise InputError(f"training and {what} sets use different class lists")
+    plan = plan_splits(train, val, test, config)
+    train, select, report_set = plan["train"], plan["select"], plan["report"]
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = select_device(config.device)
@@ -135,20 +274,20 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     steps_per_epoch = max(1, n // bs)
     total = steps_per_epoch * config.epochs
     warmup = max(1, min(total // 10, 100))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    counts = np.bincount(train.targets, minlength=n_classes).astype(float)
-    weights = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0),
-                           dtype=torch.float32, device=device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config.schedule, s, total, warmup))
+    weights = class_weights(train.targets, n_classes, config.class_weighting)
+    weights = weights.to(device) if weights is not None else None
     x_all = torch.from_numpy(train.crops)
     y_all = torch.from_numpy(train.targets)
     history, best, best_state, best_epoch = [], -1.0, None, None
+    best_metrics = best_probs = None
     info = {"class_counts_train": train.counts(),
-            "class_counts_val": val.counts() if val is not None else None,
-            "train_notes": train.notes,
-            "crop_origin": train.origin or {"kind": "unknown"}}
+            "class_counts_val": select.counts() if select is not None else None,
+            "train_notes": train.notes + plan["notes"],
+            "crop_origin": train.origin or {"kind": "unknown"},
+            "training_set": training_set_fingerprint(train)}
     t0 = time.perf_counter()
-    seen = 0
+    seen, stopped = 0, None
     for epoch in range(1, config.epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -156,10 +295,10 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         for step in range(steps_per_epoch):
             idx = perm[step * bs:(step + 1) * bs]
             x = x_all[idx]
-            if config.augment:
-                x = augment_batch(x, gen)
+            if config.augmentations:
+                x = augment_batch(x, gen, config.augmentations)
             x, y = x.to(device).contiguous(memory_format=torch.channels_last), y_all[idx].to(device)
-            loss = F.cross_entropy(model(x), y, weight=weights, label_smoothing=config.label_smoothing)
+            loss = training_loss(model(x), y, weights, config.label_smoothing)
             if not bool(torch.isfinite(loss)):
                 raise _diverged("the loss", epoch, step + 1, config, out, best_epoch)
             opt.zero_grad(set_to_none=True)
@@ -171,79 +310,204 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             yield {"epoch": epoch, "epochs": config.epochs, "step": step + 1, "steps": steps_per_epoch,
                    "loss": losses[-1]}
             if should_stop is not None and should_stop():
+                stopped = "cancelled"
                 break
+        if stopped and step + 1 < steps_per_epoch and best_state is not None:
+            break  # a part-epoch is not a model to judge: the best whole epoch is kept
         if not _weights_finite(model):  # the last step's update may have broken them
             raise _diverged("the weights", epoch, None, config, out, best_epoch)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                  "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+                  "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+                  "lr": float(opt.param_groups[0]["lr"])}
         try:
-            if val is not None and len(val):
-                m = evaluate(model, val, device=device)
-            else:  # no validation set: the checkpoint must still compute numbers
-                evaluate(model, train.subset(np.arange(min(n, 32))), device=device)
+            if select is not None and len(select):
+                probs = predict_probabilities(model, select, device=device)
+                m = metrics(select.targets, probs.argmax(axis=1), select.class_names)
+            else:  # no validation data: the checkpoint must still compute numbers
+                predict_probabilities(model, train.subset(np.arange(min(n, 32))), device=device)
         except TrainingDiverged:
             raise _diverged("the network's outputs (in evaluation mode)", epoch, None, config, out, best_epoch) \
                 from None
-        if val is not None and len(val):
-            record.update(val_accuracy=m["accuracy"], val_balanced_accuracy=m["balanced_accuracy"])
-            score = m["balanced_accuracy"]
+        if select is not None and len(select):
+            record.update(val_loss=log_loss(probs, select.targets), val_accuracy=m["accuracy"],
+                          val_balanced_accuracy=m["balanced_accuracy"], val_macro_f1=m["macro_f1"])
+            score = m["macro_f1"]
         else:
             m, score = None, float(epoch)
         history.append(record)
         if score > best:
-            best, best_epoch = score, epoch
+            best, best_epoch, best_metrics = score, epoch, m
+            best_probs = probs if m is not None else None
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            clf = Classifier(model, train.class_names, crop_settings)
             if out is not None:
-                save_checkpoint(out, clf, base_weights=config.base_weights, training=config.to_dict(),
-                                history=history, validation=m, best_epoch=epoch, **info)
-        yield {"epoch": epoch, "epochs": config.epochs, "done_epoch": True, **record}
-        if should_stop is not None and should_stop():
+                save_checkpoint(out, Classifier(model, train.class_names, crop_settings),
+                                base_weights=config.base_weights, training=config.to_dict(), history=history,
+                                validation=m, best_epoch=epoch, **info)
+        elif config.patience and epoch - best_epoch >= config.patience:
+            stopped = f"stopped early: the validation macro-F1 has not improved for {config.patience} epochs"
+        yield {"epoch": epoch, "epochs": config.epochs, "done_epoch": True, "best_epoch": best_epoch, **record}
+        if stopped or (should_stop is not None and should_stop()):
+            stopped = stopped or "cancelled"
             break
+    if best_state is None:
+        raise TrainingCancelled("training was cancelled before its first epoch ended: no model was kept")
     model.load_state_dict(best_state)
     model.eval()
-    final_val = evaluate(model, val, device=device) if val is not None and len(val) else None
-    return Classifier(model, train.class_names, crop_settings,
-                      {"base_weights": config.base_weights, "training": config.to_dict(), "history": history,
-                       "validation": final_val, **info})
+    clf = Classifier(model, train.class_names, crop_settings)
+    evaluation = _final_report(clf, select, report_set, plan, config, device, previous, best_probs)
+    meta = {"base_weights": config.base_weights, "training": config.to_dict(), "history": history,
+            "best_epoch": best_epoch, "stopped": stopped or "finished", "validation": best_metrics,
+            "report": evaluation["record"], "calibration": evaluation["calibration"], **info}
+    clf.metadata = meta
+    clf.evaluation = evaluation
+    if out is not None:
+        save_checkpoint(out, clf)
+    return clf
+
+
+def _final_report(clf: Classifier, select: CropSet | None, report: CropSet, plan: dict, config: TrainConfig,
+                  device, previous, sel_probs: np.ndarray | None = None) -> dict:
+    """Calibrate on the selection crops, judge on the report crops, compare with ``previous``.
+
+    ``sel_probs``: the best epoch's probabilities on the selection crops, if at hand.
+    """
+    t = 1.0
+    cal = {"temperature": 1.0, "fitted_on": None}
+    if select is not None and sel_probs is None:
+        sel_probs = predict_probabilities(clf.model, select, device=device)
+    if config.calibrate and select is not None and len(select) >= 2:
+        t = fit_temperature(sel_probs, select.targets)
+        cal = {"temperature": round(t, 4), "fitted_on": f"{len(select)} validation crops (the selection part)",
+               "ece_before_on_those": round(expected_calibration_error(sel_probs, select.targets), 4),
+               "ece_after_on_those": round(expected_calibration_error(scale_probabilities(sel_probs, t),
+                                                                      select.targets), 4)}
+    before = sel_probs if report is select else predict_probabilities(clf.model, report, device=device)
+    after = scale_probabilities(before, t) if t != 1.0 else before
+    m = metrics(report.targets, after.argmax(axis=1), report.class_names)
+    record = {"on": plan["report_on"], "optimistic": plan["optimistic"], "n": len(report), "metrics": m,
+              "ece_before": round(expected_calibration_error(before, report.targets), 4),
+              "ece_after": round(expected_calibration_error(after, report.targets), 4),
+              "log_loss_before": round(log_loss(before, report.targets), 4),
+              "log_loss_after": round(log_loss(after, report.targets), 4),
+              "few_classes": few_classes(m), "notes": plan["notes"], "previous": None}
+    cal.update(ece_before=record["ece_before"], ece_after=record["ece_after"], measured_on=plan["report_on"])
+    if previous is not None:
+        if tuple(previous.class_names) == tuple(report.class_names):
+            prev = predict_probabilities(previous.model, report, device=device)
+            record["previous"] = metrics(report.targets, prev.argmax(axis=1), report.class_names)
+            record["previous"]["ece"] = round(expected_calibration_error(prev, report.targets), 4)
+        else:
+            record["notes"] = [*plan["notes"], "the previous model has other classes: not compared"]
+    if t != 1.0:
+        fold_temperature(clf.model, t)  # the checkpoint gives calibrated probabilities everywhere
+    return {"record": record, "calibration": cal, "targets": report.targets, "before": before, "after": after,
+            "report_set": report}
 
 
 def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfig = TrainConfig(),
-          crop_settings: CropSettings = CropSettings(), out=None, progress=None) -> Classifier:
+          crop_settings: CropSettings = CropSettings(), out=None, progress=None, *, test: CropSet | None = None,
+          previous=None) -> Classifier:
     """Train to the end (see :func:`train_iter`); ``progress`` gets every progress dict."""
-    return run_to_end(train_iter(train_set, val_set, config, crop_settings, out), progress)
+    return run_to_end(train_iter(train_set, val_set, config, crop_settings, out, test=test, previous=previous),
+                      progress)
 
 
-def group_folds(groups: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]:
-    """Split indices into ``k`` folds so that no group (experiment, movie, track) is in two folds."""
-    uniq = np.unique(groups)
-    if len(uniq) < k:
-        raise InputError(f"{len(uniq)} groups cannot make {k} folds; use --folds {max(2, len(uniq))} or fewer")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(uniq)
-    fold_of = {g: i % k for i, g in enumerate(order)}
-    f = np.array([fold_of[g] for g in groups])
-    return [np.flatnonzero(f == i) for i in range(k)]
+def _quick(config: TrainConfig) -> TrainConfig:
+    """The config of a training inside an evaluation: no inner hold-out, no calibration, no early stop."""
+    return replace(config, holdout=0.0, calibrate=False, patience=0)
 
 
-def crossval(data: CropSet, k: int = 5, config: TrainConfig = TrainConfig(),
-             crop_settings: CropSettings = CropSettings(), progress=None) -> dict:
-    """Grouped k-fold cross-validation; returns per-fold and pooled metrics."""
-    groups = data.groups if data.groups is not None else np.arange(len(data))
-    folds = group_folds(np.asarray(groups), k, config.seed)
+def crossval_folds(data: CropSet, k: int = 5, by: str = "auto", seed: int = 0) -> tuple[list[np.ndarray], str, int]:
+    """The folds of a grouped cross-validation, what they group by, and their number.
+
+    ``by``: ``experiment`` (leave one experiment out: ``k`` = the number of experiments),
+    ``track`` (whole tracks in one fold) or ``auto`` (experiments when there are at least ``k``,
+    else tracks).
+    """
+    experiments = data.groups
+    n_exp = len(np.unique(np.asarray(experiments).astype(str))) if experiments is not None else 0
+    if by == "experiment":
+        if n_exp < 2:
+            raise InputError(f"leave-one-experiment-out needs 2 or more experiments; these crops come from {n_exp}")
+        k = n_exp
+        groups, name = np.asarray(experiments), "experiment"
+    elif by in ("auto", "track"):
+        if by == "auto" and n_exp >= k:
+            groups, name = np.asarray(experiments), "experiment"
+        else:
+            groups, name = grouping(data.tracks, None, len(data))
+    else:
+        raise InputError(f"cross-validation by {by!r}: use auto, experiment or track")
+    return group_folds(groups, k, seed), name, k
+
+
+def _run_folds(data: CropSet, folds: list[np.ndarray], config: TrainConfig, crop_settings, progress) -> dict:
     pooled_t, pooled_p, per_fold = [], [], []
-    for test_idx in folds:
+    for i, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
-        clf = train(data.subset(train_idx), None, config, crop_settings, progress=progress)
+        clf = train(data.subset(train_idx), None, _quick(config), crop_settings,
+                    progress=(lambda p, i=i: progress({**p, "fold": i + 1, "folds": len(folds)})) if progress else None)
         test = data.subset(test_idx)
-        probs = predict_crops(clf.model, test.crops, 128, select_device(config.device))
-        pred = probs.argmax(axis=1)
+        pred = predict_probabilities(clf.model, test, device=select_device(config.device)).argmax(axis=1)
         per_fold.append(metrics(test.targets, pred, data.class_names))
         pooled_t.append(test.targets)
         pooled_p.append(pred)
     pooled = metrics(np.concatenate(pooled_t), np.concatenate(pooled_p), data.class_names)
-    return {"folds": per_fold, "pooled": pooled, "k": k}
+    return {"folds": per_fold, "pooled": pooled, "summary": summarise_folds(per_fold, data.class_names),
+            "fold_sizes": [int(len(f)) for f in folds]}
 
 
-__all__ = ["CropSet", "TrainConfig", "crossval", "evaluate", "load_image_folder", "metrics",
-           "train", "train_iter"]
+def crossval(data: CropSet, k: int = 5, config: TrainConfig = TrainConfig(),
+             crop_settings: CropSettings = CropSettings(), progress=None, *, by: str = "auto",
+             random_split: bool = True) -> dict:
+    """Grouped k-fold (or leave-one-experiment-out) cross-validation, and a random split beside it.
+
+    Each fold trains on the other folds for ``config.epochs`` epochs (the last epoch is kept: no
+    choice is made on the held-out fold) and is judged on its own crops. With ``random_split``,
+    the same number of folds drawn at random (cells and experiments ignored) shows how much a
+    random split would have flattered the model.
+    """
+    folds, name, k = crossval_folds(data, k, by, config.seed)
+    res = {"k": k, "by": name, **_run_folds(data, folds, config, crop_settings, progress)}
+    notes = []
+    n_exp = len(np.unique(np.asarray(data.groups).astype(str))) if data.groups is not None else 0
+    if name == "track" and n_exp > 1:
+        notes.append(f"{n_exp} experiments are fewer than {k} folds: folds keep whole tracks, but one experiment "
+                     "may be on both sides (use --folds {0} or --by experiment)".format(n_exp))
+    if name == "crop":
+        notes.append("the crops carry no track: folds are of single crops, and frames of one cell may be on "
+                     "both sides (as in a random split)")
+    res["notes"] = notes
+    if random_split:
+        res["random"] = _run_folds(data, random_folds(len(data), k, config.seed), config, crop_settings, progress)
+    return res
+
+
+def learning_curve(train_set: CropSet, val_set: CropSet, per_class=(5, 10, 20, 40), config: TrainConfig = TrainConfig(),
+                   crop_settings: CropSettings = CropSettings(), progress=None) -> list[dict]:
+    """Validation macro-F1 and accuracy after training on at most ``n`` crops per class, for each ``n``.
+
+    Subsets are nested (the crops of a smaller one are in every larger one), drawn once with
+    ``config.seed``, so the curve shows the effect of more labels and not of another draw.
+    """
+    if val_set is None or len(val_set) == 0:
+        raise InputError("a learning curve needs validation crops (a validation split, or --val)")
+    rng = np.random.default_rng(config.seed)
+    order = {c: rng.permutation(np.flatnonzero(train_set.targets == c)) for c in range(len(train_set.class_names))}
+    curve = []
+    for n in sorted({int(v) for v in per_class}):
+        idx = np.sort(np.concatenate([o[:n] for o in order.values()]))
+        if len(idx) < 2:
+            continue
+        clf = train(train_set.subset(idx), None, _quick(config), crop_settings,
+                    progress=(lambda p, n=n: progress({**p, "per_class": n})) if progress else None)
+        m = evaluate(clf.model, val_set, device=select_device(config.device))
+        curve.append({"per_class": n, "n_train": int(len(idx)), "macro_f1": m["macro_f1"],
+                      "accuracy": m["accuracy"], "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}})
+    return curve
+
+
+__all__ = ["CropSet", "TrainConfig", "TrainingCancelled", "TrainingDiverged", "augment_batch", "class_weights",
+           "crossval", "crossval_folds", "evaluate", "fold_temperature", "learning_curve", "load_image_folder",
+           "metrics", "plan_splits", "predict_probabilities", "train", "train_iter", "training_loss",
+           "training_set_fingerprint"]
