@@ -152,7 +152,7 @@ def test_result_folder_is_checked_before_the_long_work(movie_files, random_check
     blocker = tmp_path / "file"
     blocker.write_text("x")
     frames_done = []
-    for out, match in ((blocker, "not a folder"), (blocker / "sub", "cannot write")):
+    for out, match in ((blocker, "not a folder"), (blocker / "sub", "cannot be made")):
         with pytest.raises(InputError, match=match):
             classify_movie(*movie_files, random_checkpoint, out=out, progress=lambda d, n: frames_done.append(d))
     assert frames_done == []  # not one frame was classified
