@@ -39,13 +39,24 @@ def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Ge
     return ann.assign(split=split, experiment=experiment)[["frame", "label", "phenotype", "split", "experiment"]]
 
 
+def demo_train_config(seed: int, epochs: int, base_weights: str, trainable: str):
+    """How the demo trains its model."""
+    from .core.config import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=64, lr=2e-3 if trainable == "all" else 1e-3, seed=seed,
+                       base_weights=base_weights, trainable=trainable)
+
+
 def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> dict:
+    """Everything the demo model depends on: its cache key (a change of any of it trains anew)."""
     from .core.crops import CropSettings
+    from .core.model import CHECKPOINT_VERSION
     from .core.simulate import SIMULATOR_VERSION
 
     return {"version": __version__, "simulator": SIMULATOR_VERSION, "crop_settings": CropSettings().to_dict(),
-            "seed": seed, "epochs": epochs, "base_weights": base_weights,
-            "trainable": trainable, "train_movies": TRAIN_MOVIES, "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL]}
+            "checkpoint": CHECKPOINT_VERSION, "seed": seed, "epochs": epochs, "base_weights": base_weights,
+            "trainable": trainable, "train_movies": TRAIN_MOVIES, "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL],
+            "training": demo_train_config(seed, epochs, base_weights, trainable).to_dict()}
 
 
 def choose_base_weights() -> tuple[str, str, str]:
@@ -84,7 +95,6 @@ def build_curated_set(root: Path, seed: int) -> Path:
 
 def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     """Train the demo model (or copy the cached one) to ``out/model.pt``."""
-    from .core.config import TrainConfig
     from .core.curated import CuratedSet
     from .core.progress import training_bar
     from .core.train import train
@@ -102,8 +112,7 @@ def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     cs = CuratedSet(out / "curated")
     train_set, val_set = cs.load_split("train"), cs.load_split("val")
     print(f"  {len(train_set)} training crops, {len(val_set)} validation crops (never augmented)")
-    config = TrainConfig(epochs=epochs, batch_size=64, lr=2e-3 if trainable == "all" else 1e-3, seed=seed,
-                         base_weights=base, trainable=trainable)
+    config = demo_train_config(seed, epochs, base, trainable)
     train(train_set, val_set, config, cs.crop_settings, out=model_path, progress=training_bar())
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, cached)
