@@ -24,6 +24,7 @@ from .cropset import CropSet
 from .device import select_device
 from .io import InputError
 from .model import Classifier, build_model, save_checkpoint
+from .ood import summarise_training
 from .predict import predict_crops
 from .progress import run_to_end
 
@@ -194,18 +195,24 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             clf = Classifier(model, train.class_names, crop_settings)
+            saved = dict(base_weights=config.base_weights, training=config.to_dict(), history=list(history),
+                         validation=m, best_epoch=epoch, **info)
             if out is not None:
-                save_checkpoint(out, clf, base_weights=config.base_weights, training=config.to_dict(),
-                                history=history, validation=m, best_epoch=epoch, **info)
+                save_checkpoint(out, clf, **saved)
         yield {"epoch": epoch, "epochs": config.epochs, "done_epoch": True, **record}
         if should_stop is not None and should_stop():
             break
     model.load_state_dict(best_state)
     model.eval()
     final_val = evaluate(model, val, device=device) if val is not None and len(val) else None
+    # a summary of the training crops, so a movie unlike them is said (core/ood.py); the best
+    # epoch's checkpoint is written again with it
+    ood = summarise_training(model, train, val, device=device, seed=config.seed)
+    if out is not None:
+        save_checkpoint(out, Classifier(model, train.class_names, crop_settings, ood=ood), **saved)
     return Classifier(model, train.class_names, crop_settings,
                       {"base_weights": config.base_weights, "training": config.to_dict(), "history": history,
-                       "validation": final_val, **info})
+                       "validation": final_val, **info}, ood)
 
 
 def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfig = TrainConfig(),
