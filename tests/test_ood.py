@@ -159,8 +159,8 @@ def test_scores_do_not_change_the_probabilities(model_with_summary, small_movie)
         assert cells_for_export(without)["ood_score"].isna().all()  # an empty column in cells.csv
 
 
-def test_model_without_summary_says_so(small_movie, random_checkpoint):
-    job = classify_movie(small_movie.image, small_movie.labels, random_checkpoint,
+def test_model_without_summary_says_so(small_movie, model_with_summary):
+    job = classify_movie(small_movie.image, small_movie.labels, Classifier(model_with_summary.model),
                          ClassifyConfig(relink="no", device="cpu"))
     assert job.run["ood"]["available"] is False and "no summary" in job.run["ood"]["why"]
 
