@@ -300,8 +300,15 @@ class ClassifyWidget(QWidget):
         relinked = ""
         if result.cells.attrs.get("relinked"):
             relinked = " (ids were not tracked: cells were relinked by overlap)"
+        ood = self.run_info.get("ood") or {}
+        unlike = ""
+        if ood.get("available"):
+            # said beside the counts: a movie unlike the training data makes every figure above doubtful
+            unlike = (f" {ood['share_outside']:.0%} of the cells are unlike the training data (ood_score above 1)"
+                      + (": its calls cannot be trusted." if ood.get("warning") else "."))
         self.set_status(f"{len(result.cells)} cell-frames in {len(tr)} tracks; {n_sen} tracks become "
-                        f"senescent{relinked}. Hover a cell to see its track, phenotype and confidence.")
+                        f"senescent{relinked}.{unlike} Hover a cell to see its track, phenotype and confidence.",
+                        error=bool(ood.get("warning")))
         self.export_button.setEnabled(True)
 
     def _name_axes(self, axes, labels_layer) -> None:

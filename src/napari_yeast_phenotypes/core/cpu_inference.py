@@ -37,14 +37,35 @@ _fast_cache: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDiction
 
 
 class InferenceForward:
-    """A batch of crops (N, 1, S, S) float32 -> logits (N, C) float32, and how it is computed."""
+    """A batch of crops (N, 1, S, S) float32 -> logits (N, C) float32, and how it is computed.
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], path: str, precision: str):
+    :meth:`with_features` also gives the penultimate-layer features (the input of ``fc``) from the
+    same forward pass, for the out-of-distribution score: the logits are the very same numbers.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], path: str, precision: str,
+                 features_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.fn, self.path, self.precision = fn, path, precision
+        self.features_fn = features_fn
         self.notes: list[str] = []  # why faster candidates were passed over
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
+
+    def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, features)`` of a batch; features (N, D) float32 are what ``fc`` receives."""
+        if self.features_fn is not None:
+            return self.features_fn(x)
+        fc = getattr(self.fn, "fc", None)
+        if not isinstance(fc, nn.Module):
+            raise ValueError("this model has no fc layer whose input could serve as its features")
+        seen = []
+        handle = fc.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        try:
+            logits = self.fn(x)
+        finally:
+            handle.remove()
+        return logits, seen[-1].float().flatten(1)
 
     def describe(self) -> dict:
         return {"path": self.path, "precision": self.precision, "notes": list(self.notes)}
@@ -129,25 +150,60 @@ def _to_blocked(module: nn.Module, dtype: torch.dtype, shared: set[int]) -> nn.M
     return module
 
 
+def _expose_features(graph_module: torch.fx.GraphModule) -> bool:
+    """Make the graph return ``(logits, features)``, features being the input of ``fc``.
+
+    Only when the graph's output is exactly ``fc``'s output (a plain ResNet); the operations are
+    the same, so the logits do not change. Returns whether it was done.
+    """
+    fc = next((n for n in graph_module.graph.nodes if n.op == "call_module" and n.target == "fc"), None)
+    out = next((n for n in graph_module.graph.nodes if n.op == "output"), None)
+    if fc is None or out is None or out.args[0] is not fc or not isinstance(fc.args[0], torch.fx.Node):
+        return False
+    out.args = ((fc, fc.args[0]),)
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return True
+
+
+def _dense(y: torch.Tensor) -> torch.Tensor:
+    return y.to_dense(torch.float32) if y.is_mkldnn else y.float()
+
+
 def _build_blocked(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    net = _to_blocked(_fold_batchnorm(model), dtype, {id(m) for m in model.modules()})
+    folded = _fold_batchnorm(model)
+    features = _expose_features(folded)
+    net = _to_blocked(folded, dtype, {id(m) for m in model.modules()})
+
+    def both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = net(x.to_mkldnn(dtype))
+        return _dense(logits), _dense(feats).flatten(1)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         y = net(x.to_mkldnn(dtype))
-        return y.to_dense(torch.float32) if y.is_mkldnn else y.float()
+        return _dense(y[0] if features else y)
 
+    forward.with_features = both if features else None  # a plain callable for callers that need logits only
     return forward
 
 
 def _build_channels_last(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     # .to() converts in place: copy first, as the folded graph shares modules with the model
-    net = copy.deepcopy(_fold_batchnorm(model)).to(dtype=dtype, memory_format=torch.channels_last)
+    folded = copy.deepcopy(_fold_batchnorm(model))
+    features = _expose_features(folded)
+    net = folded.to(dtype=dtype, memory_format=torch.channels_last)
+
+    def both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = net(x.to(dtype).contiguous(memory_format=torch.channels_last))
+        return logits.float(), feats.float().flatten(1)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return net(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+        y = net(x.to(dtype).contiguous(memory_format=torch.channels_last))
+        return (y[0] if features else y).float()
 
+    forward.with_features = both if features else None
     return forward
 
 
@@ -203,12 +259,13 @@ def inference_forward(model: nn.Module, device: torch.device | str = "cpu",
     for name, builder, prec in candidates:
         try:
             fn = builder(model, prec)
+            features_fn = getattr(fn, "with_features", None)
             with torch.inference_mode():
                 problem = _check(ref, fn(sample).float(), prec)
         except Exception as exc:  # noqa: BLE001 - a path that cannot be built is skipped, never fatal
             problem = f"{type(exc).__name__}: {exc}"
         if problem is None:
-            chosen = InferenceForward(fn, name, prec)
+            chosen = InferenceForward(fn, name, prec, features_fn)
             break
         problems.append(f"{name} {prec}: {problem}")
     chosen.notes = problems

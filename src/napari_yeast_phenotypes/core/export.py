@@ -5,18 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..phenotypes import CLASS_NAMES
 from .io import atomic_write
-from .schema import cell_columns
+from .schema import OOD_COLUMN, cell_columns
 
 
 def cells_for_export(cells: pd.DataFrame, class_names=CLASS_NAMES) -> pd.DataFrame:
-    """The per-cell table in the documented column order (``annotated`` False where absent)."""
+    """The per-cell table in the documented column order (``annotated`` False, ``ood_score`` empty where absent)."""
     out = cells.copy()
     if "annotated" not in out:
         out["annotated"] = False
+    if OOD_COLUMN not in out:
+        out[OOD_COLUMN] = np.nan  # a model without a summary of its training data: empty in the CSV
     out = out[cell_columns(class_names)].sort_values(["frame", "label"], kind="stable")
     return out.reset_index(drop=True)
 

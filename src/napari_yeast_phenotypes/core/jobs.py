@@ -276,6 +276,19 @@ def external_crops_warning(clf) -> str | None:
     return EXTERNAL_CROPS_WARNING.format(how=how)
 
 
+def ood_report(result: Result, clf) -> dict:
+    """How unlike the model's training data this movie is (:func:`~napari_yeast_phenotypes.core.ood.movie_report`),
+    with a plain-words ``warning`` when a large share of its cells is outside; for ``run.json``."""
+    from .ood import movie_report
+
+    cells = result.cells
+    if getattr(clf, "ood", None) is None or "ood_score" not in cells:
+        return {"available": False, "warning": None,
+                "why": "the model keeps no summary of its training data (trained before this version, or a bare "
+                       "state dict), so whether this movie is like it cannot be said"}
+    return movie_report(cells["ood_score"].to_numpy(), cells["track_id"].to_numpy(), summary=clf.ood)
+
+
 def classify_movie(image, labels, model, config: ClassifyConfig | None = None, out=None, *,
                    overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                    class_names=None, trust: bool = False, title: str | None = None,
@@ -326,6 +339,10 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
             notes.append(warning)
             warnings.warn(warning, UserWarning, stacklevel=2)
         result = yield from analyse_iter(image, labels, clf, config)
+        ood = ood_report(result, clf)
+        if ood.get("warning"):
+            notes.append(ood["warning"])
+            warnings.warn(ood["warning"], UserWarning, stacklevel=2)
         for key, arr in (("image", image), ("labels", labels)):
             if key not in inputs:
                 inputs[key] = _describe_array(arr, (names or {}).get(key, key))
@@ -344,6 +361,7 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
             "relinked": bool(attrs.get("relinked", False)),
             "movie_stats": attrs.get("movie_stats"),
             "crop_settings": clf.crop_settings.to_dict(),
+            "ood": ood,
             "warnings": notes,
         }
         if folder is not None:
@@ -503,5 +521,5 @@ def curate_movie(image, labels, annotations, out, *, experiment: str | None = No
 __all__ = ["ClassifyConfig", "ClassifyJob", "ResultFolder", "TrainConfig", "check_writable_dir",
            "recover_result_folder",
            "check_writable_file", "classify_movie", "classify_movie_iter", "crossvalidate", "curate_movie",
-           "external_crops_warning", "learning_curve_job",
+           "external_crops_warning", "learning_curve_job", "ood_report",
            "load_crop_folder", "load_model", "result_complete", "train_model", "write_result"]

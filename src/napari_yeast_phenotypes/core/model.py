@@ -182,6 +182,8 @@ class Classifier:
     class_names: tuple[str, ...] = CLASS_NAMES
     crop_settings: CropSettings = field(default_factory=CropSettings)
     metadata: dict = field(default_factory=dict)
+    #: summary of the training crops for the out-of-distribution score (:mod:`.ood`), or None
+    ood: object | None = None
     #: what the training that made it measured, with arrays (probabilities on the report crops);
     #: in memory only, never saved (the checkpoint keeps the plain figures in ``metadata``)
     evaluation: dict | None = field(default=None, repr=False, compare=False)
@@ -206,6 +208,8 @@ def save_checkpoint(path: str | os.PathLike, clf: Classifier, **metadata) -> Pat
         "trainable": list(clf.model.trainable),
         "metadata": _plain(meta),
     }
+    if clf.ood is not None:
+        payload["ood"] = clf.ood.to_state()  # its own key: tensors and plain values, no code
     buf = io.BytesIO()
     torch.save(payload, buf)
     with atomic_write(path, "wb") as fh:
@@ -361,4 +365,12 @@ def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = 
         settings = CropSettings.from_dict(data.get("crop_settings"))
     except InputError as exc:
         raise InputError(f"{path}: its crop settings are not valid: {exc}") from exc
-    return Classifier(model, tuple(names), settings, metadata)
+    ood = None
+    if data.get("ood") is not None:
+        from .ood import OODSummary
+
+        ood = OODSummary.from_state(data["ood"], str(path))
+        if ood.class_means.shape[0] != len(names):
+            raise InputError(f"{path}: its summary of the training data is for {ood.class_means.shape[0]} classes, "
+                             f"the model has {len(names)}; the file was changed or made by another program")
+    return Classifier(model, tuple(names), settings, metadata, ood)

@@ -59,7 +59,8 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     """Classify every cell in every frame; yields ``(frames_done, n_frames)``, returns the table.
 
     The returned table is the cell table (``frame, label, track_id, y, x, area, bbox_*``) with
-    one ``p_<class>`` column per class of ``clf``; ``table.attrs["inference"]`` says which
+    one ``p_<class>`` column per class of ``clf`` and, when the checkpoint has a summary of its
+    training data, ``ood_score`` (:mod:`~napari_yeast_phenotypes.core.ood`); ``table.attrs["inference"]`` says which
     inference path and precision were used. Use it with ``yield from`` or :func:`run_to_end`; a
     napari ``thread_worker`` passes the yields to a progress bar.
 
@@ -78,7 +79,10 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     dev = select_device(config.device)
     clf.model.eval().to(dev)
     tracker = Tracker(relink=bool(relink))
-    stream = BatchStream(clf.model, config.batch_size, dev, config.precision, config.fast_path)
+    # the out-of-distribution score comes from the same forward pass (the features fc receives)
+    ood = getattr(clf, "ood", None)
+    stream = BatchStream(clf.model, config.batch_size, dev, config.precision, config.fast_path,
+                         score=ood.score if ood is not None else None)
     chunk_frames = config.chunk_frames
     tables = []
     checked = [0, 0]  # probability arrays and rows of stream.done already checked
@@ -105,6 +109,8 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     _check_finite_outputs(stream.done, checked, tables)
     table = pd.concat(tables, ignore_index=True)
     table[prob_columns(clf.class_names)] = probs
+    if ood is not None:
+        table["ood_score"] = np.concatenate(stream.scores).astype(np.float64)
     table.attrs["relinked"] = bool(relink)
     table.attrs["relink_forced"] = config.relink == "yes"
     table.attrs["movie_stats"] = stats.to_dict()

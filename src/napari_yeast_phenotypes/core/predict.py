@@ -52,21 +52,40 @@ def predict_crops(model: torch.nn.Module, crops: np.ndarray, batch_size: int = 6
     return predict_batches(forward, crops, batch_size, device)
 
 
+def predict_batches_scored(forward: InferenceForward, crops: np.ndarray, batch_size: int, device: torch.device,
+                           score: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`predict_batches`, and ``score(features, crops)`` of each batch from the same pass.
+
+    Only one batch of features is held at a time (they are 2048 numbers a crop).
+    """
+    out, scores = [], []
+    with torch.inference_mode():
+        for a in range(0, len(crops), batch_size):
+            part = np.ascontiguousarray(crops[a:a + batch_size], dtype=np.float32)
+            logits, feats = forward.with_features(torch.from_numpy(part).to(device))
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            scores.append(np.asarray(score(feats.float().cpu().numpy(), part), dtype=np.float32))
+    return np.concatenate(out), np.concatenate(scores)
+
+
 class BatchStream:
     """Crops in, probabilities out, in full batches.
 
     A chunk's last partial batch waits for the next chunk's crops instead of running as a small,
-    slow batch; at most ``batch_size - 1`` crops wait.
+    slow batch; at most ``batch_size - 1`` crops wait. With ``score`` (``features, crops ->
+    (N,)``), each crop's score from the same forward pass goes to :attr:`scores`.
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int, device: torch.device, precision: str = "auto",
-                 fast_path: bool = True):
+                 fast_path: bool = True, score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
         self.model, self.batch_size, self.device = model, max(1, int(batch_size)), device
         self.precision, self.fast_path = precision, fast_path
         self.forward: InferenceForward | None = None
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
         self.done: list[np.ndarray] = []
+        self.score = score
+        self.scores: list[np.ndarray] = []
 
     def add(self, crops: np.ndarray) -> None:
         self.pending.append(crops)
@@ -88,7 +107,12 @@ class BatchStream:
             sample = torch.from_numpy(np.ascontiguousarray(crops[:self.batch_size], dtype=np.float32))
             self.forward = inference_forward(self.model, self.device, sample.to(self.device),
                                              precision=self.precision, fast_path=self.fast_path)
-        self.done.append(predict_batches(self.forward, crops, self.batch_size, self.device))
+        if self.score is None:
+            self.done.append(predict_batches(self.forward, crops, self.batch_size, self.device))
+        else:
+            probs, scores = predict_batches_scored(self.forward, crops, self.batch_size, self.device, self.score)
+            self.done.append(probs)
+            self.scores.append(scores)
 
 
-__all__ = ["BatchStream", "predict_batches", "predict_crops"]
+__all__ = ["BatchStream", "predict_batches", "predict_batches_scored", "predict_crops"]

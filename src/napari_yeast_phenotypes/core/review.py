@@ -10,7 +10,10 @@ there, or that a label would change much:
 - ``class change``: the track's smoothed class changes between this frame and a neighbour (a
   label there places the transition);
 - ``senescence onset``: the first senescent frame of a track (a label there sets the age at
-  senescence, the figure the biology is about).
+  senescence, the figure the biology is about);
+- ``unlike the training data``: the cell's ``ood_score`` is above 1 (:mod:`.ood`): the model has
+  not learnt cells like it, so its call says little however confident, and a label there teaches
+  the most. These cells come first in the queue.
 
 The score is the uncertainty plus a fixed weight per sign (:data:`WEIGHTS`); the reason shown is
 the strongest sign other than uncertainty, or uncertainty when it is the only one. The queue
@@ -29,10 +32,11 @@ import pandas as pd
 from ..phenotypes import CLASS_NAMES
 from .schema import prob_columns
 
-UNCERTAIN, DISAGREES, FLICKER, CHANGE, ONSET = range(5)
-KINDS = ("uncertain", "disagrees", "flicker", "class change", "senescence onset")
-#: what each sign adds to the score (uncertainty adds itself, 0..1)
-WEIGHTS = {DISAGREES: 0.6, FLICKER: 0.7, CHANGE: 0.8, ONSET: 1.0}
+UNCERTAIN, DISAGREES, FLICKER, CHANGE, ONSET, UNLIKE = range(6)
+KINDS = ("uncertain", "disagrees", "flicker", "class change", "senescence onset", "unlike the training data")
+#: what each sign adds to the score (uncertainty adds itself, 0..1); cells unlike the training
+#: data are, besides, all offered before the others
+WEIGHTS = {DISAGREES: 0.6, FLICKER: 0.7, CHANGE: 0.8, ONSET: 1.0, UNLIKE: 1.5}
 
 
 def uncertainty(probs: np.ndarray) -> np.ndarray:
@@ -93,20 +97,26 @@ def review_queue(cells: pd.DataFrame, class_names=CLASS_NAMES, labelled=None,
         prev_sen = np.r_[False, sen[:-1]] & ~first_of_track
         signs[:, ONSET] = (sen & ~prev_sen & ~first_of_track) * WEIGHTS[ONSET]
 
+    unlike = np.zeros(n, dtype=bool)
+    if "ood_score" in cells:
+        unlike = (cells["ood_score"].to_numpy(dtype=np.float64)[order] > 1)  # NaN (no summary): False
+        signs[:, UNLIKE] = unlike * WEIGHTS[UNLIKE]
+
     score = signs.sum(axis=1)
     # the reason shown: the strongest sign other than uncertainty when there is one (it says more)
     other = signs[:, 1:]
     kind = np.where(other.max(axis=1) > 0, other.argmax(axis=1) + 1, UNCERTAIN)
+    kind[unlike] = UNLIKE
     rows = order
     keep = np.ones(n, dtype=bool)
     if labelled is not None:
         keep = ~np.asarray(labelled, dtype=bool)[order]
     q = pd.DataFrame({"row": rows[keep], "score": score[keep], "kind": kind[keep],
-                      "uncertainty": signs[keep, UNCERTAIN], "track_id": track[keep]})
+                      "uncertainty": signs[keep, UNCERTAIN], "track_id": track[keep], "unlike": unlike[keep]})
     q = q.sort_values("score", ascending=False, kind="stable")
-    q["round"] = q.groupby("track_id").cumcount()
-    q = q.sort_values(["round", "score"], ascending=[True, False], kind="stable")
-    return q.drop(columns=["round", "track_id"]).reset_index(drop=True)
+    q["round"] = q.groupby(["unlike", "track_id"]).cumcount()
+    q = q.sort_values(["unlike", "round", "score"], ascending=[False, True, False], kind="stable")
+    return q.drop(columns=["round", "track_id", "unlike"]).reset_index(drop=True)
 
 
 def reason(cells: pd.DataFrame, row: int, kind: int, class_names=CLASS_NAMES) -> str:
@@ -118,6 +128,9 @@ def reason(cells: pd.DataFrame, row: int, kind: int, class_names=CLASS_NAMES) ->
     if kind == UNCERTAIN:
         return (f"uncertain: the network hesitates between {names[top[0]]} {probs[top[0]]:.2f} "
                 f"and {names[top[1]]} {probs[top[1]]:.2f}")
+    if kind == UNLIKE:
+        return (f"unlike the training data: ood_score {float(r['ood_score']):.1f} (above 1: unlike the crops the "
+                f"model learnt from), so its call {r['phenotype_raw']} may be wrong however confident")
     if kind == DISAGREES:
         return f"the network says {r['phenotype_raw']} here, the track model says {r['phenotype']}"
     track = cells[(cells["track_id"] == r["track_id"])].sort_values("frame")

@@ -4,7 +4,7 @@ One module owns the schema; everything else imports it. No torch, no napari.
 
 - the cell table: one row per (frame, label) (:data:`CELL_TABLE_COLUMNS`), which classification
   extends with one ``p_<class>`` column per class (:func:`prob_columns`), the per-frame and the
-  smoothed phenotype and the confidence;
+  smoothed phenotype and the confidence, and ``ood_score`` (:data:`OOD_COLUMN`);
 - ``cells.csv`` (:func:`cell_columns`) and ``tracks.csv`` (:func:`track_columns`);
 - :class:`Result` (the cells and tracks tables of one classified movie) and :class:`MovieStats`
   (what the crops of one movie are normalised by).
@@ -32,9 +32,14 @@ def prob_columns(class_names=CLASS_NAMES) -> list[str]:
     return [f"{PROB_PREFIX}{c}" for c in class_names]
 
 
+#: the last column of cells.csv: how unlike the model's training crops the cell's crop is (above 1:
+#: unlike them; empty when the model keeps no summary of its training data; core/ood.py)
+OOD_COLUMN = "ood_score"
+
+
 def cell_columns(class_names=CLASS_NAMES) -> list[str]:
     """Column order of ``cells.csv``."""
-    return CELL_BASE_COLUMNS + prob_columns(class_names) + ["annotated"]
+    return CELL_BASE_COLUMNS + prob_columns(class_names) + ["annotated", OOD_COLUMN]
 
 
 def track_columns(class_names=CLASS_NAMES) -> list[str]:

@@ -5,10 +5,20 @@ frame to the next with high probability, switches rarely, and may become Senesce
 absorbing (a senescent or dead cell does not come back). The per-frame network probabilities are
 the emissions. Viterbi gives the smoothed phenotype path; forward-backward gives each frame's
 confidence (the posterior probability of the chosen class).
+
+The emissions can be fitted (:mod:`~napari_yeast_phenotypes.core.track_model`): a temperature
+that calibrates the network's probabilities, and a confusion matrix ``P(network's call | true
+class)``. The matrix is what makes a senescence onset need sustained evidence: a senescent cell
+is rarely called live, so live calls after a senescent one count against the onset, while a live
+cell that the network sometimes calls Senescent keeps its class (the emission is the network's
+call, not its probabilities: a confident error repeated on the same cell would otherwise count as
+strong evidence at every frame). Unfitted settings (temperature 1,
+no matrix) give exactly the smoothing of earlier versions.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,35 +31,104 @@ from .schema import Result, prob_columns, track_columns  # noqa: F401 - Result: 
 
 @dataclass(frozen=True)
 class TimelineSettings:
-    """Transition rates of the per-track model (per frame).
+    """Transition rates (per frame) and emission model of the per-track model.
 
-    ``switch_rate``: chance that a live cell changes to another live phenotype;
-    ``senescence_rate``: chance that a live cell becomes senescent; ``min_probability`` keeps a
-    single overconfident frame from forbidding a class outright.
+    Attributes
+    ----------
+    switch_rate
+        Chance that a live cell changes to another live phenotype.
+    senescence_rate
+        Chance that a live cell becomes senescent.
+    min_probability
+        Floor of each emission, so a single overconfident frame cannot forbid a class outright.
+    temperature
+        The network's log-probabilities are divided by it before use (above 1: the network is
+        over-confident and its probabilities are flattened); fitted on annotated cells.
+    confusion
+        ``None``, or a (C, C) row-stochastic matrix ``confusion[s][c] = P(call c | true class s)``
+        (fitted on annotated cells); the emission of class ``s`` at a frame whose top class is
+        ``c`` is then ``confusion[s][c]``. The network's call, not its probabilities: its errors
+        are confident and repeat on the same cell, and its probabilities would count them as
+        strong evidence frame after frame.
+    smooth
+        ``False``: no smoothing; ``phenotype`` is the network's own call (the fitted choice when
+        smoothing did worse than the raw calls on validation tracks).
     """
 
     switch_rate: float = 0.05
     senescence_rate: float = 0.05
     min_probability: float = 1e-4
+    temperature: float = 1.0
+    confusion: tuple[tuple[float, ...], ...] | None = None
+    smooth: bool = True
 
     def __post_init__(self):
         for name in ("switch_rate", "senescence_rate", "min_probability"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
                 raise InputError(f"timeline {name} must be a number in [0, 1), not {v!r}")
         if self.switch_rate + self.senescence_rate >= 1:
             raise InputError("timeline switch_rate + senescence_rate must stay below 1")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and 0.01 <= t <= 100):
+            raise InputError(f"timeline temperature must be a number from 0.01 to 100, not {t!r}")
+        if not isinstance(self.smooth, bool):
+            raise InputError(f"timeline smooth must be true or false, not {self.smooth!r}")
+        if self.confusion is not None:
+            try:
+                m = np.asarray(self.confusion, dtype=np.float64)
+            except (TypeError, ValueError):
+                m = np.zeros(0)
+            if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2 or not np.isfinite(m).all() \
+                    or (m < 0).any() or not np.allclose(m.sum(axis=1), 1.0, atol=1e-6):
+                raise InputError("timeline confusion must be a square matrix of probabilities whose rows "
+                                 "sum to 1 (P(call | true class)), one row and column per class")
+            # a tuple of tuples: the settings stay hashable and compare by value
+            object.__setattr__(self, "confusion", tuple(tuple(float(v) for v in row) for row in m))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["confusion"] is not None:
+            d["confusion"] = [list(row) for row in d["confusion"]]  # JSON-friendly
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TimelineSettings:
+        if d is not None and not isinstance(d, dict):
+            raise InputError(f"timeline settings must be a mapping of names to values, not {type(d).__name__}")
         d = dict(d or {})
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise InputError(f"unknown timeline settings {unknown}")
         return cls(**d)
+
+    def check_classes(self, n: int) -> None:
+        """Refuse a confusion matrix fitted for another number of classes."""
+        if self.confusion is not None and len(self.confusion) != n:
+            raise InputError(f"the track model's confusion matrix is for {len(self.confusion)} classes, but the "
+                             f"model classifies into {n}; fit the track model again for this model")
+
+
+def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities with their log divided by ``temperature`` and renormalised (rows)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if temperature == 1.0:
+        return probs
+    logp = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    q = np.exp(logp)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def emissions(probs: np.ndarray, settings: TimelineSettings) -> np.ndarray:
+    """(T, C) emission of each class at each frame from the network's probabilities (rows sum to 1)."""
+    if settings.confusion is not None:
+        q = np.asarray(settings.confusion, dtype=np.float64).T[np.asarray(probs).argmax(axis=1)]
+    else:
+        q = calibrated(probs, settings.temperature)
+    emis = np.clip(q, settings.min_probability, 1.0)
+    emis /= emis.sum(axis=1, keepdims=True)
+    return emis
 
 
 def transition_matrix(n: int, absorbing: int | None, s: TimelineSettings) -> np.ndarray:
@@ -130,8 +209,10 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     """Like :func:`smooth_track`, with the whole (T, C) posterior instead of the chosen class's."""
     probs = np.asarray(probs, dtype=np.float64)
     t_len, n = probs.shape
-    emis = np.clip(probs, settings.min_probability, 1.0)
-    emis /= emis.sum(axis=1, keepdims=True)
+    settings.check_classes(n)
+    emis = emissions(probs, settings)
+    if not settings.smooth:
+        return _unsmoothed(emis, absorbing, fixed)
     if fixed is not None:
         fixed = np.asarray(fixed, dtype=np.int64)
         check_fixed(fixed, absorbing)
@@ -153,22 +234,49 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     path[-1] = int(score.argmax())
     for t in range(t_len - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
-    # forward-backward (scaled) for the posterior of each frame
+    fwd, bwd = forward_backward(emis, a)
+    post = np.empty((t_len, n))
+    post[-1] = fwd[-1]
+    for t in range(t_len - 2, -1, -1):
+        p = fwd[t] * bwd[t]
+        post[t] = p / p.sum()
+    return path, post
+
+
+def forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled forward and backward messages of one track (flat prior over the start state).
+
+    Each row of both is normalised to sum 1, so ``fwd[t] * bwd[t]`` is proportional to the
+    posterior of frame ``t`` and ``fwd[t-1, i] * a[i, j] * emis[t, j] * bwd[t, j]`` to the
+    posterior of the transition ``i -> j`` into frame ``t``.
+    """
+    t_len, n = emis.shape
     fwd = np.empty((t_len, n))
     f = emis[0] / n
     fwd[0] = f / f.sum()
     for t in range(1, t_len):
         f = (fwd[t - 1] @ a) * emis[t]
         fwd[t] = f / f.sum()
-    bwd = np.ones(n)
-    post = np.empty((t_len, n))
-    post[-1] = fwd[-1]
+    bwd = np.empty((t_len, n))
+    bwd[-1] = 1.0
+    b = bwd[-1]
     for t in range(t_len - 2, -1, -1):
-        bwd = a @ (emis[t + 1] * bwd)
-        bwd /= bwd.sum()
-        p = fwd[t] * bwd
-        post[t] = p / p.sum()
-    return path, post
+        b = a @ (emis[t + 1] * b)
+        b /= b.sum()
+        bwd[t] = b
+    return fwd, bwd
+
+
+def _unsmoothed(emis: np.ndarray, absorbing: int | None, fixed) -> tuple[np.ndarray, np.ndarray]:
+    """No smoothing: each frame on its own (calibrated probabilities; a person's labels win)."""
+    post = emis.copy()
+    if fixed is not None:
+        fixed = np.asarray(fixed, dtype=np.int64)
+        check_fixed(fixed, absorbing)
+        at = np.flatnonzero(fixed >= 0)
+        post[at] = 0.0
+        post[at, fixed[at]] = 1.0
+    return post.argmax(axis=1), post
 
 
 def fixed_classes(cells: pd.DataFrame, annotations: pd.DataFrame | None, class_names=CLASS_NAMES) -> np.ndarray:
@@ -204,6 +312,7 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
         When the labels of a track are impossible (a live phenotype after Senescent).
     """
     names = list(class_names)
+    settings.check_classes(len(names))
     cells = cells.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
     probs = cells[prob_columns(names)].to_numpy(dtype=np.float64)
     raw = probs.argmax(axis=1) if len(cells) else np.zeros(0, int)

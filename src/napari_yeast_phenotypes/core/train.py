@@ -47,6 +47,7 @@ from .evaluation import (
 )
 from .io import InputError, check_writable_file
 from .model import Classifier, build_model, save_checkpoint
+from .ood import summarise_training
 from .predict import predict_crops
 from .progress import run_to_end
 
@@ -360,6 +361,9 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             "report": evaluation["record"], "calibration": evaluation["calibration"], **info}
     clf.metadata = meta
     clf.evaluation = evaluation
+    # a summary of the training crops, so a movie unlike them is said (core/ood.py)
+    clf.ood = summarise_training(model, train, select if select is not None else val, device=device,
+                                 seed=config.seed)
     if out is not None:
         save_checkpoint(out, clf)
     return clf

@@ -1,0 +1,175 @@
+"""The model says when a movie is not like what it learnt: the OOD summary, score, warning and queue."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_yeast_phenotypes.core.config import ClassifyConfig
+from napari_yeast_phenotypes.core.crops import movie_crops
+from napari_yeast_phenotypes.core.cropset import CropSet
+from napari_yeast_phenotypes.core.export import cells_for_export
+from napari_yeast_phenotypes.core.io import InputError
+from napari_yeast_phenotypes.core.jobs import classify_movie
+from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.ood import (
+    WARN_SHARE,
+    OODSummary,
+    crop_intensity_stats,
+    fit_summary,
+    movie_report,
+    summarise_training,
+)
+from napari_yeast_phenotypes.core.review import KINDS, reason, review_queue
+from napari_yeast_phenotypes.core.schema import cell_columns, prob_columns
+from napari_yeast_phenotypes.core.simulate import simulate_movie
+from napari_yeast_phenotypes.core.tracking import build_cell_table
+from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
+
+
+def blobs(n, rng, shift=0.0, invert=False):
+    """Crops of a bright round cell (or, inverted, a dark cell with a bright rim: phase-contrast-like)."""
+    yy, xx = np.mgrid[:24, :24] - 11.5
+    r = np.hypot(yy, xx)
+    base = np.where(r < 8, 0.8, 0.05)
+    if invert:
+        base = np.where(r < 7, 0.1, np.where(r < 9, 0.9, 0.4))
+    crops = base[None] * rng.uniform(0.8, 1.2, (n, 1, 1)) + rng.normal(0, 0.03, (n, 24, 24)) + shift
+    return crops[:, None].astype(np.float32)
+
+
+def clusters(n, rng, dim=32, shift=0.0, n_classes=4):
+    targets = rng.integers(0, n_classes, n)
+    centres = np.random.default_rng(99).normal(0, 3, (n_classes, dim))
+    return centres[targets] + rng.normal(0, 1, (n, dim)) + shift, targets
+
+
+@pytest.fixture(scope="module")
+def summary():
+    rng = np.random.default_rng(1)
+    f, t = clusters(600, rng)
+    hf, _ = clusters(300, rng)
+    return fit_summary(f, t, blobs(600, rng), 4, hf, blobs(300, rng), n_components=16)
+
+
+def test_scores_low_on_like_crops_high_on_shifted_ones(summary):
+    rng = np.random.default_rng(2)
+    like_f, _ = clusters(400, rng)
+    like = summary.score(like_f, blobs(400, rng))
+    # the thresholds are the 99th percentile of each of 3 distances on 300 held-out crops: a few % above
+    assert (like > 1).mean() < 0.1
+    assert 0.0 <= summary.heldout_outside <= 0.03 + 1e-9
+    # features far from every class (another kind of image through the network)
+    far_f, _ = clusters(400, rng, shift=4.0)
+    assert (summary.score(far_f, blobs(400, rng)) > 1).mean() > 0.9
+    # same features, crops of another contrast (phase contrast given as fluorescence)
+    assert (summary.score(like_f, blobs(400, rng, invert=True)) > 1).mean() > 0.9
+    # brighter by a quarter of the range (another normalisation)
+    assert (summary.score(like_f, blobs(400, rng, shift=0.25)) > 1).mean() > 0.9
+
+
+def test_intensity_stats_see_centre_and_rim():
+    rng = np.random.default_rng(0)
+    s_bright, s_phase = crop_intensity_stats(blobs(5, rng)), crop_intensity_stats(blobs(5, rng, invert=True))
+    assert (s_bright[:, -1] > 0.3).all() and (s_phase[:, -1] < 0).all()
+
+
+def test_summary_round_trips_through_a_checkpoint(summary, tmp_path):
+    torch.manual_seed(0)
+    clf = Classifier(YeastResNet(4).eval(), CLASS_NAMES[:4])
+    clf.ood = summary
+    save_checkpoint(tmp_path / "m.pt", clf)
+    back = load_classifier(tmp_path / "m.pt")
+    rng = np.random.default_rng(3)
+    f, _ = clusters(50, rng)
+    c = blobs(50, rng)
+    np.testing.assert_allclose(back.ood.score(f, c), summary.score(f, c), rtol=1e-4)
+    # a checkpoint whose summary was changed is refused in words
+    data = torch.load(tmp_path / "m.pt", weights_only=True)
+    data["ood"]["thresholds"] = torch.tensor([1.0, 2.0])
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="summary of the training data"):
+        load_classifier(tmp_path / "bad.pt")
+
+
+def test_movie_report_warns_only_when_many_cells_are_outside(summary):
+    rng = np.random.default_rng(4)
+    calm = movie_report(rng.uniform(0, 0.9, 200), summary=summary)
+    assert calm["warning"] is None and calm["share_outside"] == 0
+    loud = movie_report(np.r_[rng.uniform(0, 0.9, 100), rng.uniform(2, 9, 100)], np.repeat([1, 2], 100),
+                        summary=summary)
+    assert loud["share_outside"] == 0.5 > WARN_SHARE
+    assert "unlike the crops this model learnt from" in loud["warning"]
+    assert loud["tracks_mostly_outside"] == 1
+    assert movie_report(np.full(5, np.nan))["available"] is False
+
+
+# ---------------------------------------------------------------------------- through the pipeline
+
+@pytest.fixture(scope="module")
+def model_with_summary():
+    """An untrained network whose summary comes from one simulated movie's crops, thresholds from another's."""
+    torch.manual_seed(0)
+    model = YeastResNet(8).eval()
+    sets = []
+    for seed in (11, 12):
+        movie = simulate_movie(n_frames=6, size=128, n_cells=10, seed=seed)
+        table = build_cell_table(movie.labels, relink=False)
+        crops = movie_crops(movie.image, movie.labels, table, Classifier(model).crop_settings)
+        sets.append(CropSet(crops, np.zeros(len(crops), np.int64), CLASS_NAMES))
+    clf = Classifier(model)
+    clf.ood = summarise_training(model, sets[0], sets[1])
+    return clf
+
+
+def test_like_movie_no_warning_unlike_movie_warned(model_with_summary, tmp_path):
+    movie = simulate_movie(n_frames=6, size=128, n_cells=10, seed=13)
+    cfg = ClassifyConfig(relink="no", device="cpu", precision="fp32")
+    like = classify_movie(movie.image, movie.labels, model_with_summary, cfg, out=tmp_path / "like")
+    assert like.run["ood"]["available"] and like.run["ood"]["warning"] is None
+    assert like.run["ood"]["share_outside"] < WARN_SHARE
+    assert not any("unlike" in w for w in like.warnings)
+    csv = pd.read_csv(tmp_path / "like" / "cells.csv")
+    assert list(csv.columns) == cell_columns() and csv["ood_score"].notna().all()
+    # the same cells in phase-contrast-like contrast: dark inside, bright around
+    phase = (movie.image.max() - movie.image.astype(np.float32)).astype(np.uint16)
+    with pytest.warns(UserWarning, match="unlike the crops"):
+        unlike = classify_movie(phase, movie.labels, model_with_summary, cfg)
+    assert unlike.run["ood"]["share_outside"] > WARN_SHARE
+    assert unlike.warnings and "fluorescence channel" in unlike.warnings[-1]
+    # the queue offers those cells first, saying why
+    cells = unlike.result.cells
+    q = review_queue(cells)
+    n_out = int((cells["ood_score"] > 1).sum())
+    assert (q["kind"].iloc[:n_out] == KINDS.index("unlike the training data")).all()
+    assert (cells["ood_score"].to_numpy()[q["row"].iloc[:n_out]] > 1).all()
+    assert "unlike the training data" in reason(cells, q["row"].iloc[0], q["kind"].iloc[0])
+
+
+def test_scores_do_not_change_the_probabilities(model_with_summary, small_movie):
+    """The features come from the same forward pass: the probabilities are the very same numbers."""
+    bare = Classifier(model_with_summary.model)
+    for fast in (True, False):
+        cfg = ClassifyConfig(relink="no", device="cpu", precision="fp32", fast_path=fast)
+        with_ood = classify_movie(small_movie.image, small_movie.labels, model_with_summary, cfg).result.cells
+        without = classify_movie(small_movie.image, small_movie.labels, bare, cfg).result.cells
+        cols = prob_columns() + ["phenotype", "confidence"]
+        pd.testing.assert_frame_equal(with_ood[cols], without[cols], check_exact=True)
+        assert "ood_score" not in without
+        assert cells_for_export(without)["ood_score"].isna().all()  # an empty column in cells.csv
+
+
+def test_model_without_summary_says_so(small_movie, model_with_summary):
+    job = classify_movie(small_movie.image, small_movie.labels, Classifier(model_with_summary.model),
+                         ClassifyConfig(relink="no", device="cpu"))
+    assert job.run["ood"]["available"] is False and "no summary" in job.run["ood"]["why"]
+
+
+def test_summary_of_a_tiny_set_is_none():
+    crops = np.zeros((3, 1, 40, 40), np.float32)
+    assert summarise_training(YeastResNet(8).eval(), CropSet(crops, np.zeros(3, np.int64), CLASS_NAMES)) is None
+
+
+def test_summary_refuses_garbage():
+    with pytest.raises(InputError, match="not readable"):
+        OODSummary.from_state({"version": 1, "mean": torch.zeros(3)})
