@@ -27,7 +27,8 @@ def _python_names() -> list[str]:
 def test_manifest_is_found_through_the_entry_point_and_valid():
     manifest = npe2.PluginManifest.from_distribution(PLUGIN)  # validates the schema
     assert manifest.name == PLUGIN
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Classify phenotypes", "Annotate phenotypes"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Classify phenotypes", "Annotate phenotypes",
+                                                                           "Train phenotype model"}
     assert [s.key for s in manifest.contributions.sample_data] == ["yeast-timelapse"]
     assert manifest.contributions.writers[0].layer_types == ["labels"]
 

@@ -92,7 +92,7 @@ def draw_not_senescent(ax, cells, tracks):
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("frames since first seen")
     ax.set_ylabel("fraction not senescent")
-    ax.set_title("Cells not yet senescent (Kaplan-Meier)")
+    ax.set_title("Not yet senescent (Kaplan-Meier)")
 
 
 def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None):
