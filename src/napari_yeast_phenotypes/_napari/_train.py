@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 
 from ..core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TRAINABLE_PRESETS, TrainConfig
 from ..core.io import InputError
+from ._dock import StatusLine, dock_of
 from ._safe_torch import import_torch_core
 from ._settings import default_model, load_settings, remember_model, save_settings
 
@@ -124,7 +125,7 @@ def crossval_job(set_folder, config: TrainConfig, k: int, by: str):
     return res
 
 
-class TrainWidget(QWidget):
+class TrainWidget(StatusLine, QWidget):
     """The training dock (see the module docstring)."""
 
     def __init__(self, napari_viewer) -> None:
@@ -262,18 +263,13 @@ class TrainWidget(QWidget):
         if folder:
             self.set_edit.setText(folder)
 
-    def set_status(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-
-    def _error(self, message: str) -> None:
-        self.set_status(message, error=True)
-        show_error(message)
+    def _notify_error(self, message: str) -> None:
+        show_error(message)  # this module's, so that a test can watch this dock's messages
 
     # ------------------------------------------------------------------ config
     def previous_model(self) -> Path | None:
         """The model in use now (the Classify dock's, else the remembered one)."""
-        classify = self._dock_of("ClassifyWidget")
+        classify = dock_of(self.viewer, "ClassifyWidget")
         if classify is not None and classify.model_choice.value is not None:
             p = Path(str(classify.model_choice.value))
             if p.is_file():
@@ -457,21 +453,15 @@ class TrainWidget(QWidget):
         self._set_running(False)
 
     # ------------------------------------------------------------------ using the model
-    def _dock_of(self, class_name: str):
-        for w in self.viewer.window.dock_widgets.values():
-            if type(w).__name__ == class_name:
-                return w
-        return None
-
     def use_model(self, sync: bool = False):
         """Re-classify the open movie with the new checkpoint through the Classify dock."""
         if self.model_path is None or not self.model_path.is_file():
             self._error("no new model yet: press Train first")
             return None
-        classify = self._dock_of("ClassifyWidget")
+        classify = dock_of(self.viewer, "ClassifyWidget")
         if classify is None:
             _, classify = self.viewer.window.add_plugin_dock_widget("napari-yeast-phenotypes", "Classify phenotypes")
-        annotate = self._dock_of("AnnotateWidget")
+        annotate = dock_of(self.viewer, "AnnotateWidget")
         was_annotating = annotate is not None and annotate.session is not None
         classify.model_choice.value = self.model_path
         remember_model(self.model_path)

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..core.io import InputError, as_movie
 from ..core.jobs import RESULT_FILES, RUN_FILE
+from ._dock import StatusLine
 from ._layers import RESULT_KEY, SENESCENCE_LAYER, SenescenceLabels, movie_axis_labels, result_layers
 from ._legend import Legend
 from ._safe_torch import import_torch_core
@@ -80,7 +81,7 @@ def _layer_array(layer: Layer):
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
-class ClassifyWidget(QWidget):
+class ClassifyWidget(StatusLine, QWidget):
     """The classify dock.
 
     Parameters
@@ -173,13 +174,8 @@ class ClassifyWidget(QWidget):
         self.image_choice.reset_choices()
         self.labels_choice.reset_choices()
 
-    def set_status(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-
-    def _error(self, message: str) -> None:
-        self.set_status(message, error=True)
-        show_error(message)
+    def _notify_error(self, message: str) -> None:
+        show_error(message)  # this module's, so that a test can watch this dock's messages
 
     # ------------------------------------------------------------------ running
     def track_model(self) -> Path | None:

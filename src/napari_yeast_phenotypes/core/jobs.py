@@ -46,6 +46,7 @@ from .io import (
 from .locking import FileLock
 from .progress import run_to_end
 from .schema import Result
+from .track_model import MIN_LABELLED_TRACKS
 
 RESULT_FILES = ("cells.csv", "tracks.csv", "summary.png")
 RUN_FILE = "run.json"
@@ -524,9 +525,6 @@ def curate_movie(image, labels, annotations, out, *, experiment: str | None = No
 
 # ---------------------------------------------------------------------------- the track model of a result
 
-#: labelled tracks a fit needs: two to fit on and two to check on, the fewest whose figures say anything
-MIN_LABELLED_TRACKS = 4
-
 
 def read_result_folder(result_dir) -> tuple:
     """The cell table (``cells.csv``), ``run.json`` and class names of a complete result folder.
@@ -667,7 +665,7 @@ def fit_track_model_job(result_dir, out=None, *, curated=None, labels=None, em: 
         No labels of this movie, fewer than ``min_tracks`` labelled tracks, class names that are
         not the model's, a result folder that is not complete, or an unusable ``out``.
     """
-    from .track_model import TrackModelFit, fit_em, fit_track_model, save_track_model
+    from .track_model import TrackModelFit, fit_em, fit_track_model, require_labelled_tracks, save_track_model
 
     if sum((curated is not None, labels is not None, bool(em))) != 1:
         raise InputError("say where the labels come from: a curated set (--curated DIR), a CSV of frame, label, "
@@ -693,11 +691,7 @@ def fit_track_model_job(result_dir, out=None, *, curated=None, labels=None, em: 
         if known.empty:
             raise InputError(f"none of the {len(truth)} labels of {source} names a cell of this movie (frame, label): "
                              "are they the labels of another movie?")
-        n_tracks = int(known["track_id"].nunique())
-        if n_tracks < min_tracks:
-            raise InputError(f"only {n_tracks} track(s) of this movie have a labelled cell; the track model needs "
-                             f"labelled cells on at least {min_tracks} tracks (half to fit on, half to check the fit "
-                             "on). Label a few more tracks (e.g. with the Annotate dock)")
+        require_labelled_tracks(int(known["track_id"].nunique()), min_tracks)
         fit = fit_track_model(cells, known[["frame", "label", "phenotype"]], names,
                               validation_fraction=validation_fraction, seed=seed)
         fit.report["method"] = "labels"

@@ -54,6 +54,9 @@ PRIOR_CELLS = 4.0
 #: pseudo-transitions that pull fitted rates towards the defaults when few transitions are seen
 PRIOR_TRANSITIONS = 10.0
 MIN_RATE = 1e-4
+#: labelled tracks a fit from a person's labels needs: two to fit on and two to check on, the fewest
+#: whose figures say anything (the command line and the Annotate dock ask this many)
+MIN_LABELLED_TRACKS = 4
 
 
 # ---------------------------------------------------------------------------- tracks and truth
@@ -403,6 +406,14 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
     return TrackModelFit(settings, report, tuple(names))
 
 
+def require_labelled_tracks(n_tracks: int, min_tracks: int = MIN_LABELLED_TRACKS) -> None:
+    """Refuse, in plain words, a fit on fewer than ``min_tracks`` labelled tracks."""
+    if n_tracks < min_tracks:
+        raise InputError(f"only {n_tracks} track(s) of this movie have a labelled cell; the track model needs "
+                         f"labelled cells on at least {min_tracks} tracks (half to fit on, half to check the fit "
+                         "on). Label a few more tracks (e.g. with the Annotate dock)")
+
+
 def save_track_model(path: str | os.PathLike, fit: TrackModelFit) -> Path:
     """Write the fitted settings and their report as JSON, atomically."""
     path = Path(path)
@@ -491,6 +502,20 @@ def _plain(obj):
     return obj
 
 
-__all__ = ["TrackModelFit", "count_transitions", "evaluate_tracks", "fit_confusion", "fit_em", "fit_temperature",
-           "fit_track_model", "load_track_model", "prior_confusion", "report_lines", "save_track_model", "split_tracks",
-           "truth_codes"]
+__all__ = [
+    "MIN_LABELLED_TRACKS",
+    "TrackModelFit",
+    "count_transitions",
+    "evaluate_tracks",
+    "fit_confusion",
+    "fit_em",
+    "fit_temperature",
+    "fit_track_model",
+    "load_track_model",
+    "prior_confusion",
+    "report_lines",
+    "require_labelled_tracks",
+    "save_track_model",
+    "split_tracks",
+    "truth_codes",
+]
