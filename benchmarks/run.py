@@ -11,7 +11,8 @@ One module per section in ``benchmarks/sections/`` (what each figure means: benc
   movie lengths (time per crop must not grow with length);
 - ``crop_extraction``, ``inference`` (batch sizes, precisions, thread counts), ``training``;
 - ``memory``: peak RSS classifying a 100- and a 1,000-frame 512x512 movie streamed from disk;
-- ``stall``: the longest stall of a Qt event loop while a napari ``thread_worker`` classifies;
+- ``stall``: the longest stall of a Qt event loop while a napari ``thread_worker`` classifies, and
+  while the Train dock trains in its worker;
 - ``bf16``: bf16 against fp32 on a trained model;
 - ``viewer_memory``: peak RSS of a napari viewer showing the result of a 100- and a 1,000-frame
   movie while the time slider moves.
@@ -41,10 +42,12 @@ SIZES = {
     "full": {"movie": (48, 512, 200), "lengths": (12, 24, 48), "baseline_cells": 400, "crop_frames": 8,
              "loop_frames": 2, "infer_crops": 1024, "batch_sizes": (16, 32, 64, 128, 256), "train_steps": 5,
              "train_batch": 64, "memory": (100, 1000, 512, 10), "stall": (40, 256, 30), "peak_n": 2048,
+             "stall_train": (6, 192, 16, 2, 16),
              "bf16_frames": 40, "viewer_memory": (100, 1000, 512, 10, 8)},
     "quick": {"movie": (6, 128, 12), "lengths": (2, 3, 6), "baseline_cells": 10, "crop_frames": 2,
               "loop_frames": 1, "infer_crops": 64, "batch_sizes": (16, 32), "train_steps": 1, "train_batch": 8,
-              "memory": (4, 12, 128, 3), "stall": (4, 128, 6), "peak_n": 256, "bf16_frames": 2,
+              "memory": (4, 12, 128, 3), "stall": (4, 128, 6), "stall_train": (2, 128, 8, 1, 4), "peak_n": 256,
+              "bf16_frames": 2,
               "viewer_memory": (4, 12, 128, 3, 3)},
 }
 
@@ -171,6 +174,15 @@ def print_summary(res: dict) -> None:
         add("event loop: " + (st["skipped"] if "skipped" in st else
                               f"max stall {st['max_gap_ms']:.1f} ms, p99 {st['p99_gap_ms']:.1f} ms "
                               f"(idle max {st['idle_max_gap_ms']:.1f} ms)"))
+    if "event_loop_training" in res:
+        st = res["event_loop_training"]
+        add("event loop while the Train dock trains: " + (
+            st["skipped"] if "skipped" in st else st["error"] if st.get("error") else
+            f"max stall {st['max_gap_ms']:.1f} ms, p99 {st['p99_gap_ms']:.1f} ms (idle max "
+            f"{st['idle_max_gap_ms']:.1f} ms; {st['train_crops']} crops x {st['epochs']} epochs, "
+            f"{st['seconds']:.0f} s)"
+            + (f"; before the first batch, while the worker imports torch (once per session): max "
+               f"{st['import_phase']['max_gap_ms']:.0f} ms" if st.get("import_phase") else "")))
     if "bf16" in res:
         b = res["bf16"]
         add(f"bf16 vs fp32 ({b['model']}): top class agrees on {100 * b['agreement']:.2f}% of {b['crops']} crops, "

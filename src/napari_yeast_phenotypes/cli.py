@@ -1,4 +1,5 @@
-"""The ``yeast-phenotypes`` command: demo, simulate, classify, train, curate, crossval, learning-curve, info.
+"""The ``yeast-phenotypes`` command: demo, simulate, classify, fit-track-model, train, curate, crossval,
+learning-curve, info, classify-many, ageing.
 
 Every sub-command calls the same core functions as the napari plugin. User errors are printed as
 one plain message (what is wrong, what to do) with exit status 2, never as a traceback.
@@ -71,13 +72,31 @@ def _classify_config(args):
                           fast_path=not args.no_fast_path)
 
 
+def _with_track_model(config, args, clf):
+    """``config`` with the track model of ``--track-model`` (checked against the classifier's classes)."""
+    from dataclasses import replace
+
+    from .core.track_model import load_track_model
+
+    if not args.track_model:
+        return config
+    return replace(config, timeline=load_track_model(args.track_model, clf.class_names))
+
+
 def cmd_classify(args) -> int:
     from .core.config import parse_class_names
-    from .core.jobs import classify_movie
+    from .core.jobs import classify_movie, load_model
     from .core.progress import frames_bar
+    from .core.track_model import load_track_model
 
     class_names = parse_class_names(args.class_names) if args.class_names else None
-    job = classify_movie(args.image, args.labels, args.model, _classify_config(args), args.out,
+    config, model = _classify_config(args), args.model
+    if args.track_model:
+        load_track_model(args.track_model)  # a file that is no track model is said before the model is loaded
+        clf, path = load_model(args.model, class_names, args.trust_model_file)
+        clf.source_path = path  # run.json still records the model file
+        config, model = _with_track_model(config, args, clf), clf
+    job = classify_movie(args.image, args.labels, model, config, args.out,
                          overwrite=args.overwrite, progress=frames_bar("classifying"), class_names=class_names,
                          trust=args.trust_model_file, title=str(args.image))
     for w in job.warnings:
@@ -207,6 +226,19 @@ def cmd_learning_curve(args) -> int:
     return 0
 
 
+def cmd_fit_track_model(args) -> int:
+    from .core.jobs import fit_track_model_job
+    from .core.track_model import report_lines
+
+    fit = fit_track_model_job(args.result, args.out, curated=args.curated, labels=args.labels, em=args.em,
+                              overwrite=args.overwrite, validation_fraction=args.validation_fraction, seed=args.seed)
+    print(f"labels: {fit.report['fitted_on']['labels']}")
+    for line in report_lines(fit.report):
+        print(line)
+    print(f"wrote {args.out}; classify with it: yeast-phenotypes classify ... --track-model {args.out}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .core.model import load_classifier
 
@@ -258,9 +290,24 @@ def cmd_demo(args) -> int:
 
 def cmd_classify_many(args) -> int:
     from .core.experiment import classify_many, movies_bar
+    from .core.io import InputError
 
     class_names = args.class_names.split(",") if args.class_names else None
-    res = classify_many(args.spec, args.model, args.out, _classify_config(args), scheduler=args.scheduler,
+    config = _classify_config(args)
+    if args.track_model:
+        from pathlib import Path
+
+        from .core.experiment import cached_model
+        from .core.fingerprint import file_sha256
+        from .core.track_model import load_track_model
+
+        load_track_model(args.track_model)  # a file that is no track model is said before the model is loaded
+        if not Path(args.model).is_file():
+            raise InputError(f"model file not found: {args.model}")
+        # loaded once here; classify_many finds it in the same cache
+        clf = cached_model(args.model, file_sha256(args.model), class_names, args.trust_model_file)
+        config = _with_track_model(config, args, clf)
+    res = classify_many(args.spec, args.model, args.out, config, scheduler=args.scheduler,
                         workers=args.workers, torch_threads=args.torch_threads, overwrite=args.overwrite,
                         progress=movies_bar("classifying movies"), class_names=class_names,
                         trust=args.trust_model_file, labels_name=args.labels_name)
@@ -325,6 +372,8 @@ def _experiment_parsers(sub, c) -> None:
                    help="auto: bf16 on CPUs with native bf16 after a check against fp32, else fp32")
     p.add_argument("--no-fast-path", action="store_true", default=not c.fast_path,
                    help="run the plain model instead of the folded, oneDNN-packed CPU copy")
+    p.add_argument("--track-model", metavar="FILE",
+                   help="a track model fitted by fit-track-model (JSON); default: the built-in transition rates")
     p.add_argument("--overwrite", action="store_true",
                    help="classify again movies whose folders hold results of another config, model or input")
     p.set_defaults(func=cmd_classify_many)
@@ -353,6 +402,16 @@ def _fraction(text: str) -> float:
 
 
 _fraction.__name__ = "fraction"
+
+
+def _open_fraction(text: str) -> float:
+    value = _fraction(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be above 0 and below 1, not 0")
+    return value
+
+
+_open_fraction.__name__ = "fraction"
 
 
 def _common_model_args(p):
@@ -398,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="yeast-phenotypes",
         description="Phenotypes of budding-yeast cells along tracks: "
-                    "simulate, classify, curate, train, crossval, learning-curve, info, demo.")
+                    "simulate, classify, fit-track-model, curate, train, crossval, learning-curve, info, demo, "
+                    "classify-many, ageing.")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -444,8 +504,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default from NAPARI_YEAST_PHENOTYPES_PRECISION, else auto)")
     p.add_argument("--no-fast-path", action="store_true", default=not c.fast_path,
                    help="run the plain model instead of the folded, oneDNN-packed CPU copy")
+    p.add_argument("--track-model", metavar="FILE",
+                   help="a track model fitted by fit-track-model (JSON); default: the built-in transition rates")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("fit-track-model",
+                       help="fit the per-track model of a classified movie on a person's labels (or by EM)")
+    p.add_argument("result", help="a result folder of classify (cells.csv, run.json)")
+    p.add_argument("--out", required=True, help="track model file to write (JSON), for classify --track-model")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--curated", metavar="DIR",
+                     help="a curated set: its labels of this movie (found by the movie's content) are used")
+    src.add_argument("--labels", metavar="CSV", help="labels of this movie: CSV with frame, label, phenotype")
+    src.add_argument("--em", action="store_true",
+                     help="no labels: fit the transition rates on the movie by EM (no validation figures)")
+    p.add_argument("--validation-fraction", type=_open_fraction, default=0.5,
+                   help="share of the labelled tracks held out to check the fit on (default 0.5)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the draw of held-out tracks (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
+    p.set_defaults(func=cmd_fit_track_model)
 
     p = sub.add_parser("train", help="train the adapted ResNet50 on crops (ImageFolder layout)")
     p.add_argument("--train", required=True, help="folder of <class>/<crop>.tif|png (or a curated set's split)")

@@ -99,6 +99,32 @@ def test_phenotype_features_one_row_per_painted_value(result_movie):
     assert (feats["phenotype"].to_numpy() == res.cells["phenotype"].to_numpy()).all()
 
 
+def test_hovering_a_cell_unlike_the_training_data_says_so_beside_its_confidence(result_movie):
+    from napari.layers import Labels
+
+    movie, res = result_movie
+    cells = res.cells.copy()
+    score = np.where(cells["label"].to_numpy() % 2 == 1, 1.84, 0.47)  # odd cells unlike, even ones like
+    cells["ood_score"] = score
+    feats = phenotype_features(cells, res.class_names)
+    cols = list(feats.columns)
+    assert cols[cols.index("confidence") + 1] == "unlike training data"
+    unlike = feats["unlike training data"].to_numpy()
+    assert (np.isnan(unlike) == (score <= 1)).all()
+    np.testing.assert_allclose(unlike[score > 1], score[score > 1], atol=0.05)
+    # what napari's status bar shows when hovering: the score named only for cells above 1
+    layer = Labels(paint_cells(movie.labels, cells, res.class_names), features=feats)
+    first = np.flatnonzero(cells["frame"].to_numpy() == 0)  # a layer outside a viewer shows its frame 0
+    for row in (first[score[first] > 1][0], first[score[first] <= 1][0]):
+        r = cells.iloc[row]
+        ys, xs = np.nonzero(movie.labels[int(r["frame"])] == int(r["label"]))
+        status = layer.get_status((int(r["frame"]), ys[0], xs[0]))["coordinates"]
+        assert f"phenotype: {r['phenotype']}" in status
+        assert (f"unlike training data: {score[row]:.1f}" in status) == (score[row] > 1), status
+    # a model without a summary of its training data: no such column
+    assert "unlike training data" not in phenotype_features(res.cells, res.class_names)
+
+
 def test_tracks_data_sorted_and_coloured_by_class(result_movie):
     _, res = result_movie
     data, feats = tracks_data(res.cells, res.class_names)

@@ -40,7 +40,12 @@ def _tiny_set(folder, movie):
 
 
 def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small_movie, model_path, tmp_path,
-                                                 errors):
+                                                 errors, monkeypatch):
+    import threading
+
+    drawn_in = []  # the threads the figures were drawn in: matplotlib on the UI thread stalled napari
+    render = _train.render
+    monkeypatch.setattr(_train, "render", lambda fig: drawn_in.append(threading.current_thread()) or render(fig))
     cs = _tiny_set(tmp_path / "set", small_movie)
     viewer = make_napari_viewer()
     viewer.add_image(small_movie.image, name="image")
@@ -74,6 +79,10 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     assert len(widget._history) == 1 and widget.progress.value() == 1
     assert len(widget.curves.axes) == 2 and widget.curves.axes[0].lines  # live curves were drawn
     assert len(widget.report_fig.axes) == 4  # counts, row-normalised, F1 per class, reliability
+    # both drawn in the worker, and shown here as pictures
+    assert len(drawn_in) == 2 and threading.main_thread() not in drawn_in
+    for view in (widget.curves_view, widget.report_view):
+        assert view.pixmap() is not None and not view.pixmap().isNull()
     # the previous model (the Classify dock's) was judged on the same crops
     assert meta["report"]["previous"]["n"] == meta["report"]["n"]
     assert "Previous model on the same crops" in widget.summary.text()

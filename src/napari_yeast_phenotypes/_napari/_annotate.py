@@ -53,6 +53,7 @@ from ._annotate_views import (
     framed_pixmap,
     hex_colour,
 )
+from ._dock import ERROR_STYLE, StatusLine, dock_of
 from ._layers import RESULT_KEY, RUN_KEY
 from ._settings import load_settings, save_settings
 
@@ -67,7 +68,7 @@ def _layer_array(layer):
     return data[0] if getattr(layer, "multiscale", False) else data
 
 
-class AnnotateWidget(QWidget):
+class AnnotateWidget(StatusLine, QWidget):
     """The Annotate dock (see the module docstring)."""
 
     def __init__(self, napari_viewer) -> None:
@@ -120,10 +121,21 @@ class AnnotateWidget(QWidget):
         self.counts.setTextFormat(Qt.RichText)
         self.warnings = QLabel("")
         self.warnings.setWordWrap(True)
-        self.warnings.setStyleSheet("color: #ff6b6b;")
+        self.warnings.setStyleSheet(ERROR_STYLE)
         self.gallery_class = QComboBox()
         self.gallery_class.addItems(_class_names_default())
         self.gallery = Gallery()
+        self.fit_button = QPushButton("Fit track model from my labels")
+        self.fit_button.setToolTip("fit the per-track model (transition rates, calibration, how the network errs) on "
+                                   "this movie's labels; saved as track_model.json in the curated set")
+        self.resmooth_button = QPushButton("Re-smooth with it")
+        self.resmooth_button.setToolTip("smooth every track again with the fitted track model; the Classify dock "
+                                        "then classifies with it")
+        self.track_report = QLabel("")
+        self.track_report.setWordWrap(True)
+        self.track_report.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.fitted = None  # the last TrackModelFit, and where it was saved
+        self.track_model_path: Path | None = None
 
         self._build_layout()
         self.set_button.clicked.connect(self._choose_set)
@@ -137,6 +149,8 @@ class AnnotateWidget(QWidget):
         self.filmstrip.clicked.connect(lambda r: self.select(r, move=True))
         self.gallery.clicked.connect(lambda r: self.select(r, move=True))
         self.gallery_class.currentTextChanged.connect(lambda _: self.show_gallery())
+        self.fit_button.clicked.connect(lambda: self.fit_track_model())
+        self.resmooth_button.clicked.connect(lambda: self.use_track_model())
         for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(self._layers_changed)
         self._set_controls(False)
@@ -169,12 +183,20 @@ class AnnotateWidget(QWidget):
         g = QVBoxLayout(gallery_box)
         g.addWidget(self.gallery_class)
         g.addWidget(self.gallery)
+        track_box = QGroupBox("Track model")
+        t = QVBoxLayout(track_box)
+        fit_row = QHBoxLayout()
+        fit_row.addWidget(self.fit_button)
+        fit_row.addWidget(self.resmooth_button)
+        t.addLayout(fit_row)
+        t.addWidget(self.track_report)
 
         # everything below the counts scrolls, so the dock fits a laptop screen
         body = QWidget()
         inner = QVBoxLayout(body)
         inner.setContentsMargins(0, 0, 0, 0)
-        for item in (self.status, self.reason, cell, self.bars, self.filmstrip, self.buttons, nav, gallery_box):
+        for item in (self.status, self.reason, cell, self.bars, self.filmstrip, self.buttons, nav, gallery_box,
+                     track_box):
             (inner.addLayout if isinstance(item, QHBoxLayout) else inner.addWidget)(item)
         inner.addStretch(1)
         scroll = QScrollArea()
@@ -226,18 +248,14 @@ class AnnotateWidget(QWidget):
         if folder:
             self.set_edit.setText(folder)
 
-    def set_status(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-
-    def _error(self, message: str) -> None:
-        self.set_status(message, error=True)
-        show_error(message)
+    def _notify_error(self, message: str) -> None:
+        show_error(message)  # this module's, so that a test can watch this dock's messages
 
     def _set_controls(self, on: bool) -> None:
         for w in (self.buttons, self.undo_button, self.redo_button, self.prev_button, self.next_button,
-                  self.gallery_class, self.stop_button):
+                  self.gallery_class, self.stop_button, self.fit_button):
             w.setEnabled(on)
+        self.resmooth_button.setEnabled(on and self.fitted is not None)
         self.start_button.setEnabled(not on)
         self.settings_box.setVisible(not on)
 
@@ -523,6 +541,57 @@ class AnnotateWidget(QWidget):
         rows = every if have is None else every[np.asarray(have) != want]
         rows = np.union1d(rows, np.asarray(sorted(s.user), dtype=np.int64))
         self.repaint(rows)
+
+    # ------------------------------------------------------------------ the track model
+    def fit_track_model(self) -> bool:
+        """Fit the track model on this movie's cells and labels, save it in the curated set, show the report.
+
+        Refused with a message when too few tracks are labelled. ``False`` when refused.
+        """
+        from ..core.track_model import report_lines
+
+        s = self.session
+        if s is None:
+            self._error("press Start annotating first: the track model is fitted on the labels of this movie")
+            return False
+        try:
+            fit = s.fit_track_model()
+            path = s.save_track_model(fit)
+        except InputError as exc:
+            self.track_report.setText(str(exc))
+            self._error(str(exc))
+            return False
+        except OSError as exc:
+            self._error(f"could not save the track model in {s.curated.root}: {exc.strerror or exc}")
+            return False
+        self.fitted, self.track_model_path = fit, path
+        self.track_report.setText("\n".join([*report_lines(fit.report), f"saved as {path}"]))
+        self.resmooth_button.setEnabled(True)
+        self.set_status(f"track model fitted on {fit.report['fit_tracks'] + fit.report['validation_tracks']} "
+                        "labelled tracks and saved; press \"Re-smooth with it\" to use it")
+        return True
+
+    def use_track_model(self) -> None:
+        """Smooth every track again with the fitted track model; the Classify dock classifies with it from now on."""
+        s, fit = self.session, self.fitted
+        if s is None or fit is None:
+            return
+        changed = s.set_timeline(fit.settings)
+        self.repaint(np.arange(len(s.cells)))  # every confidence may have changed, not only the classes
+        run = self.layer.metadata.get(RUN_KEY)
+        if isinstance(run, dict):  # what an export of this result records (the Classify dock shares this dict)
+            config = run.get("config") if isinstance(run.get("config"), dict) else run.setdefault("config", {})
+            config["timeline"] = fit.settings.to_dict()
+        classify = dock_of(self.viewer, "ClassifyWidget")
+        if classify is not None:
+            classify.track_model_choice.value = self.track_model_path
+            if classify.result is s.result and classify.plots is not None and classify.overlays:
+                classify.plots.show_result(s.result, classify.overlays[0])
+        if self.row is not None:
+            self._show_cell()
+        self.show_gallery()
+        self.set_status(f"every track smoothed again with the fitted track model: {len(changed)} cell-frames changed "
+                        "class" + ("; the Classify dock now classifies with it" if classify is not None else ""))
 
     # ------------------------------------------------------------------ queue, gallery, counts
     def next_cell(self, back: bool = False) -> None:

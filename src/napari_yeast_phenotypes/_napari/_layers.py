@@ -34,6 +34,8 @@ MOVIE_AXES = ("t", "y", "x")
 
 # columns shown in the status bar when hovering a painted cell (the full table is in metadata)
 STATUS_COLUMNS = ["track_id", "phenotype", "confidence", "phenotype_raw", "frame", "label"]
+#: shown beside the confidence, only where the cell's ood_score is above 1 (napari skips NaN values)
+UNLIKE_COLUMN = "unlike training data"
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 _LUT_LIMIT = 1 << 24  # label ids above this are mapped by search, not by a lookup table
 
@@ -179,10 +181,23 @@ def phenotype_colormap(class_names):
 
 
 def phenotype_features(cells: pd.DataFrame, class_names) -> pd.DataFrame:
-    """One row per painted value: what the status bar shows when hovering a cell."""
+    """One row per painted value: what the status bar shows when hovering a cell.
+
+    With an ``ood_score`` column (a model that keeps a summary of its training data), the
+    column ``unlike training data`` beside the confidence holds the score where it is above 1
+    (empty elsewhere, so the status bar names it only for those cells: a confident call on such a
+    cell cannot be trusted), and ``ood_score`` itself comes last.
+    """
+    from ..core.schema import OOD_COLUMN
+
     feats = cells[STATUS_COLUMNS].copy()
     feats.insert(0, "index", cell_ids(cells, class_names))
     feats["confidence"] = feats["confidence"].round(3)
+    if OOD_COLUMN in cells:
+        score = cells[OOD_COLUMN].to_numpy(dtype=np.float64)
+        feats.insert(feats.columns.get_loc("confidence") + 1, UNLIKE_COLUMN,
+                     np.where(score > 1, np.round(score, 1), np.nan))
+        feats[OOD_COLUMN] = np.round(score, 2)
     for c in ("phenotype", "phenotype_raw"):
         feats[c] = feats[c].astype(object)
     return feats.reset_index(drop=True)

@@ -2,7 +2,10 @@
 
 The dock fills a :class:`~napari_yeast_phenotypes.core.config.TrainConfig` from its widgets and
 runs the core's :func:`~napari_yeast_phenotypes.core.train.train_iter` in a ``thread_worker``:
-per-batch progress goes to the progress bar, per-epoch figures to the live curves. Cancel asks
+per-batch progress goes to the progress bar, per-epoch figures to the live curves. The curves and
+the report are drawn (matplotlib, Agg) in the worker thread and only shown here as pictures: drawing
+them on the UI thread stalled napari's event loop for 0.7-0.9 s per epoch on a 2-core machine
+(``benchmarks/run.py --only stall``). Cancel asks
 the generator to stop after the batch it is on; the best epoch so far is calibrated, judged and
 saved as usual. At the end the report (per-class figures, confusion matrices, reliability
 diagram) is drawn beside the previous model's figures on the same crops. "Use this model"
@@ -17,10 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+import numpy as np
 from matplotlib.figure import Figure
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,6 +37,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -40,6 +45,7 @@ from qtpy.QtWidgets import (
 
 from ..core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TRAINABLE_PRESETS, TrainConfig
 from ..core.io import InputError
+from ._dock import StatusLine, dock_of
 from ._safe_torch import import_torch_core
 from ._settings import default_model, load_settings, remember_model, save_settings
 
@@ -78,8 +84,59 @@ def load_training_data(set_folder, val_folder: str = ""):
     return train, val, test, cs.crop_settings
 
 
-def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should_stop):
-    """Generator run by the worker; yields the core's progress dicts, returns a ``Classifier`` or :class:`Failed`."""
+def render(fig: Figure) -> np.ndarray:
+    """Draw ``fig`` with Agg (in whichever thread calls this) and return its (H, W, 4) RGBA picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def render_curves(fig: Figure, history: list[dict]) -> np.ndarray:
+    """The live curves (loss; validation accuracy and macro-F1 per epoch) drawn into ``fig``, as a picture."""
+    from ..core.evaluation import draw_history
+
+    fig.clear()
+    ax_loss, ax_score = fig.subplots(1, 2)
+    draw_history(ax_loss, ax_score, history)
+    for ax in (ax_loss, ax_score):
+        ax.tick_params(labelsize=7)
+    return render(fig)
+
+
+def render_report(fig: Figure, clf) -> np.ndarray:
+    """The end-of-training figure (confusion, F1 per class beside the previous model's, reliability), as a picture."""
+    from ..core.evaluation import report_figure
+
+    ev = clf.evaluation
+    rep = dict(ev["record"])
+    rep["reliability"] = {"before": ev["before"], "after": ev["after"], "targets": ev["targets"]}
+    report_figure(rep, clf.class_names, rep.get("previous"), fig=fig)
+    return render(fig)
+
+
+def _with_curves(gen, fig: Figure | None):
+    """Pass on a training generator's progress, adding to each epoch's the curves drawn so far (a picture)."""
+    history = []
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if fig is not None and p.get("done_epoch"):
+            history.append(p)
+            p = {**p, "curves_image": render_curves(fig, history)}
+        yield p
+
+
+def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should_stop, curves: Figure | None = None,
+              report: Figure | None = None):
+    """Generator run by the worker; yields the core's progress dicts, returns a ``Classifier`` or :class:`Failed`.
+
+    ``curves`` and ``report``: figures drawn here, in the worker, whose pictures go out with the
+    progress (``curves_image`` with each epoch, ``report_image`` at the end).
+    """
     yield {"status": "reading the curated set"}
     try:
         import_torch_core()
@@ -94,13 +151,16 @@ def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should
             except InputError:
                 prev = None  # a previous model that cannot be read is only not compared
         yield {"status": f"training on {len(train)} crops"}
-        clf = yield from train_iter(train, val, config, settings, out, should_stop, test=test, previous=prev)
+        clf = yield from _with_curves(train_iter(train, val, config, settings, out, should_stop, test=test,
+                                                 previous=prev), curves)
     except InputError as exc:
         return Failed(str(exc))
+    if report is not None:
+        yield {"status": "drawing the report", "report_image": render_report(report, clf)}
     return clf
 
 
-def crossval_job(set_folder, config: TrainConfig, k: int, by: str):
+def crossval_job(set_folder, config: TrainConfig, k: int, by: str, report: Figure | None = None):
     """Generator run by the worker: grouped cross-validation of the train (+ val) split, random split beside."""
     yield {"status": "reading the curated set"}
     try:
@@ -121,10 +181,48 @@ def crossval_job(set_folder, config: TrainConfig, k: int, by: str):
         res = crossval(data, k, config, settings, progress=progress.append, by=by)
     except InputError as exc:
         return Failed(str(exc))
+    if report is not None:
+        yield {"status": "drawing the figure", "report_image": render_crossval(report, res)}
     return res
 
 
-class TrainWidget(QWidget):
+def render_crossval(fig: Figure, res: dict) -> np.ndarray:
+    """Per-class F1 of the grouped folds beside the random split's, drawn into ``fig``, as a picture."""
+    from ..core.evaluation import draw_crossval
+
+    fig.clear()
+    ax = fig.subplots(1, 1)
+    draw_crossval(ax, res, res.get("random"), list(res["summary"]["f1"]))
+    return render(fig)
+
+
+class FigureView(QLabel):
+    """A figure's picture (drawn elsewhere, see :func:`render`), scaled to the space it has."""
+
+    def __init__(self, min_height: int) -> None:
+        super().__init__()
+        self._pixmap: QPixmap | None = None
+        self.setMinimumHeight(min_height)
+        self.setAlignment(Qt.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Ignored)  # the picture follows the dock, not the reverse
+
+    def set_image(self, rgba: np.ndarray) -> None:
+        rgba = np.ascontiguousarray(rgba)
+        h, w = rgba.shape[:2]
+        self._pixmap = QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy())
+        self._rescale()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self._pixmap is not None:
+            self.setPixmap(self._pixmap.scaled(self.width(), self.height(), Qt.KeepAspectRatio,
+                                               Qt.SmoothTransformation))
+
+
+class TrainWidget(StatusLine, QWidget):
     """The training dock (see the module docstring)."""
 
     def __init__(self, napari_viewer) -> None:
@@ -196,12 +294,11 @@ class TrainWidget(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextSelectableByMouse)
 
-        self.curves = Figure(figsize=(5, 2.2), layout="constrained")
-        self.curves_canvas = FigureCanvasQTAgg(self.curves)
-        self.curves_canvas.setMinimumHeight(170)
-        self.report_fig = Figure(figsize=(10, 2.8), layout="constrained")
-        self.report_canvas = FigureCanvasQTAgg(self.report_fig)
-        self.report_canvas.setMinimumHeight(230)
+        # drawn in the worker (only while it runs), shown here as pictures
+        self.curves = Figure(figsize=(5, 2.2), dpi=100, layout="constrained")
+        self.curves_view = FigureView(170)
+        self.report_fig = Figure(figsize=(10, 2.8), dpi=100, layout="constrained")
+        self.report_view = FigureView(230)
 
         self._build_layout()
         self.set_button.clicked.connect(self._choose_set)
@@ -252,9 +349,9 @@ class TrainWidget(QWidget):
         layout.addLayout(cv)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.curves_canvas)
+        layout.addWidget(self.curves_view)
         layout.addWidget(self.summary)
-        layout.addWidget(self.report_canvas)
+        layout.addWidget(self.report_view)
         layout.addStretch(1)
 
     def _choose_set(self) -> None:
@@ -262,18 +359,13 @@ class TrainWidget(QWidget):
         if folder:
             self.set_edit.setText(folder)
 
-    def set_status(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-
-    def _error(self, message: str) -> None:
-        self.set_status(message, error=True)
-        show_error(message)
+    def _notify_error(self, message: str) -> None:
+        show_error(message)  # this module's, so that a test can watch this dock's messages
 
     # ------------------------------------------------------------------ config
     def previous_model(self) -> Path | None:
         """The model in use now (the Classify dock's, else the remembered one)."""
-        classify = self._dock_of("ClassifyWidget")
+        classify = dock_of(self.viewer, "ClassifyWidget")
         if classify is not None and classify.model_choice.value is not None:
             p = Path(str(classify.model_choice.value))
             if p.is_file():
@@ -325,7 +417,7 @@ class TrainWidget(QWidget):
         self.model_path = out
         self.use_button.setEnabled(False)
         args = (self.set_edit.text().strip(), self.val_edit.text().strip(), config, out, self.previous_model(),
-                lambda: self._stop)
+                lambda: self._stop, self.curves, self.report_fig)
         self.progress.setMaximum(config.epochs)
         self.progress.setValue(0)
         return self._launch(train_job, args, self._on_trained, sync)
@@ -341,13 +433,22 @@ class TrainWidget(QWidget):
             return None
         self._stop = False
         self._history = []
-        args = (self.set_edit.text().strip(), config, self.folds_spin.value(), self.by_choice.currentText())
+        args = (self.set_edit.text().strip(), config, self.folds_spin.value(), self.by_choice.currentText(),
+                self.report_fig)
         self.progress.setMaximum(0)  # busy: folds report no per-epoch figures here
         worker = self._launch(crossval_job, args, self._on_crossval, sync)
         self.cancel_button.setEnabled(False)  # folds run to the end (each is a short training)
         return worker
 
+    def _fit_figures(self) -> None:
+        """Size the figures to their views now, in the UI thread: the worker then draws them at that size."""
+        for fig, view in ((self.curves, self.curves_view), (self.report_fig, self.report_view)):
+            w, h = view.width(), view.height()
+            if w > 100 and h > 50:  # laid out (a dock that was never shown keeps the default size)
+                fig.set_size_inches(w / fig.dpi, h / fig.dpi)
+
     def _launch(self, job, args, on_returned, sync: bool):
+        self._fit_figures()
         self._set_running(True)
         if sync:
             gen = job(*args)
@@ -382,6 +483,8 @@ class TrainWidget(QWidget):
         self.cancel_button.setEnabled(running)
 
     def _on_progress(self, p: dict) -> None:
+        if "report_image" in p:
+            self.report_view.set_image(p["report_image"])
         if "status" in p:
             self.set_status(p["status"])
             return
@@ -393,20 +496,11 @@ class TrainWidget(QWidget):
             if "val_macro_f1" in p:
                 msg += f", validation macro-F1 {p['val_macro_f1']:.3f} (best epoch {p['best_epoch']})"
             self.set_status(msg)
-            self.draw_curves()
+            if "curves_image" in p:
+                self.curves_view.set_image(p["curves_image"])
         elif "step" in p and time.perf_counter() - self._t_last > 0.5:  # repaint at most twice a second
             self._t_last = time.perf_counter()
             self.progress.setFormat(f"epoch {p['epoch']}/{p['epochs']}, batch {p['step']}/{p['steps']}")
-
-    def draw_curves(self) -> None:
-        from ..core.evaluation import draw_history
-
-        self.curves.clear()
-        ax_loss, ax_score = self.curves.subplots(1, 2)
-        draw_history(ax_loss, ax_score, self._history)
-        for ax in (ax_loss, ax_score):
-            ax.tick_params(labelsize=7)
-        self.curves_canvas.draw_idle()
 
     def _on_trained(self, value) -> None:
         if isinstance(value, Failed):
@@ -415,34 +509,16 @@ class TrainWidget(QWidget):
         self.classifier = value
         meta = value.metadata
         rep = meta["report"]
-        self.show_report(value)
         self.use_button.setEnabled(True)
         self.set_status(f"saved {self.model_path} (best epoch {meta['best_epoch']}; {meta['stopped']})")
         show_info(f"training done: {self.model_path}")
         self.summary.setText(report_text(rep, meta.get("calibration") or {}))
 
-    def show_report(self, clf) -> None:
-        """Draw the end-of-training figure (with the previous model's F1 per class beside)."""
-        from ..core.evaluation import report_figure
-
-        ev = clf.evaluation
-        rep = dict(ev["record"])
-        rep["reliability"] = {"before": ev["before"], "after": ev["after"], "targets": ev["targets"]}
-        report_figure(rep, clf.class_names, rep.get("previous"), fig=self.report_fig)
-        self.report_canvas.draw_idle()
-
     def _on_crossval(self, value) -> None:
         if isinstance(value, Failed):
             self._error(value.message)
             return
-        from ..core.evaluation import draw_crossval
-
-        self.crossval_result = value
-        self.report_fig.clear()
-        ax = self.report_fig.subplots(1, 1)
-        names = list(value["summary"]["f1"])
-        draw_crossval(ax, value, value.get("random"), names)
-        self.report_canvas.draw_idle()
+        self.crossval_result = value  # its figure came drawn from the worker
         g, r = value["summary"], (value.get("random") or {}).get("summary")
         text = (f"{value['k']}-fold cross-validation by {value['by']}: macro-F1 {g['macro_f1']['mean']:.3f} ± "
                 f"{g['macro_f1']['sd'] or 0:.3f}, accuracy {g['accuracy']['mean']:.3f}")
@@ -457,21 +533,15 @@ class TrainWidget(QWidget):
         self._set_running(False)
 
     # ------------------------------------------------------------------ using the model
-    def _dock_of(self, class_name: str):
-        for w in self.viewer.window.dock_widgets.values():
-            if type(w).__name__ == class_name:
-                return w
-        return None
-
     def use_model(self, sync: bool = False):
         """Re-classify the open movie with the new checkpoint through the Classify dock."""
         if self.model_path is None or not self.model_path.is_file():
             self._error("no new model yet: press Train first")
             return None
-        classify = self._dock_of("ClassifyWidget")
+        classify = dock_of(self.viewer, "ClassifyWidget")
         if classify is None:
             _, classify = self.viewer.window.add_plugin_dock_widget("napari-yeast-phenotypes", "Classify phenotypes")
-        annotate = self._dock_of("AnnotateWidget")
+        annotate = dock_of(self.viewer, "AnnotateWidget")
         was_annotating = annotate is not None and annotate.session is not None
         classify.model_choice.value = self.model_path
         remember_model(self.model_path)

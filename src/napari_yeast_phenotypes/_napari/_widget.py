@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from ..core.io import InputError, as_movie
 from ..core.jobs import RESULT_FILES, RUN_FILE
+from ._dock import StatusLine
 from ._layers import RESULT_KEY, SENESCENCE_LAYER, SenescenceLabels, movie_axis_labels, result_layers
 from ._legend import Legend
 from ._safe_torch import import_torch_core
@@ -46,20 +47,30 @@ class Failed:
     message: str
 
 
-def classify_job(image, labels, model_path, names: dict | None = None):
+def classify_job(image, labels, model_path, names: dict | None = None, track_model=None):
     """Generator run by the worker: the core's classification job; returns a ``ClassifyJob`` (or :class:`Failed`).
 
-    Yields ``(frames_done, n_frames)``. A user's mistake (a bad model file, labels that do not fit)
-    comes back as :class:`Failed` with the core's message, so it is shown as a message and not
-    as a traceback; anything else is a bug and propagates to ``worker.errored``.
+    Yields ``(frames_done, n_frames)``. ``track_model``: a track model file (``None``: the built-in
+    transition rates), checked against the model's classes and put into the job's
+    :class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`. A user's mistake (a bad model or
+    track model file, labels that do not fit) comes back as :class:`Failed` with the core's
+    message, so it is shown as a message and not as a traceback; anything else is a bug and
+    propagates to ``worker.errored``.
     """
     n_frames = 1 if labels.ndim == 2 else labels.shape[0]
     yield 0, n_frames
     try:
         import_torch_core()
-        from ..core.jobs import classify_movie_iter
+        from ..core.config import ClassifyConfig
+        from ..core.jobs import classify_movie_iter, load_model
+        from ..core.track_model import load_track_model
 
-        job = yield from classify_movie_iter(image, labels, model_path, names=names)
+        model, config = model_path, ClassifyConfig()
+        if track_model is not None:
+            clf, path = load_model(model_path)
+            clf.source_path = path  # run.json still records the model file
+            model, config = clf, ClassifyConfig(timeline=load_track_model(track_model, clf.class_names))
+        job = yield from classify_movie_iter(image, labels, model, config, names=names)
     except InputError as exc:
         return Failed(str(exc))
     return job
@@ -70,7 +81,7 @@ def _layer_array(layer: Layer):
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
-class ClassifyWidget(QWidget):
+class ClassifyWidget(StatusLine, QWidget):
     """The classify dock.
 
     Parameters
@@ -96,6 +107,10 @@ class ClassifyWidget(QWidget):
         model = default_model()
         if model is not None:
             self.model_choice.value = model
+        self.track_model_choice = FileEdit(mode="r", filter="Track models (*.json);;All files (*)")
+        self.track_model_choice.native.setToolTip(
+            "A track model fitted on your labels (yeast-phenotypes fit-track-model, or the Annotate dock's "
+            "\"Fit track model\"); empty: the built-in transition rates")
         self.image_choice.native.setToolTip("Single-channel fluorescence image: (T, Y, X) movie or one (Y, X) frame")
         self.labels_choice.native.setToolTip("Instance labels of that image (0 = background), same shape")
         self.model_choice.native.setToolTip("A checkpoint saved by yeast-phenotypes train/demo, or a bare "
@@ -132,6 +147,7 @@ class ClassifyWidget(QWidget):
         form.addRow("image", self.image_choice.native)
         form.addRow("labels", self.labels_choice.native)
         form.addRow("model", self.model_choice.native)
+        form.addRow("track model", self.track_model_choice.native)
         buttons = QHBoxLayout()
         for b in (self.run_button, self.cancel_button, self.export_button):
             buttons.addWidget(b)
@@ -158,15 +174,21 @@ class ClassifyWidget(QWidget):
         self.image_choice.reset_choices()
         self.labels_choice.reset_choices()
 
-    def set_status(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color: #ff6b6b;" if error else "")
-
-    def _error(self, message: str) -> None:
-        self.set_status(message, error=True)
-        show_error(message)
+    def _notify_error(self, message: str) -> None:
+        show_error(message)  # this module's, so that a test can watch this dock's messages
 
     # ------------------------------------------------------------------ running
+    def track_model(self) -> Path | None:
+        """The chosen track model file (checked to be one), or ``None`` for the built-in rates."""
+        from ..core.track_model import load_track_model
+
+        value = self.track_model_choice.value
+        if value is None or str(value) in ("", "."):
+            return None
+        path = Path(str(value))
+        load_track_model(path)  # a file that is no track model is said at once, not after loading the network
+        return path
+
     def checked_inputs(self):
         """The chosen (image, labels, model path), checked; raises :class:`InputError` with a message."""
         image_layer, labels_layer = self.image_choice.value, self.labels_choice.value
@@ -195,6 +217,7 @@ class ClassifyWidget(QWidget):
             return self._worker
         try:
             image, labels, model = self.checked_inputs()
+            track_model = self.track_model()
         except InputError as exc:
             self._error(str(exc))
             return None
@@ -202,9 +225,10 @@ class ClassifyWidget(QWidget):
         self._job = (labels, self.labels_choice.value)
         names = {"image": self.image_choice.value.name, "labels": self.labels_choice.value.name}
         self._set_running(True)
-        self.set_status(f"loading {model.name} and classifying…")
+        self.set_status(f"loading {model.name} and classifying"
+                        + (f" (track model {track_model.name})" if track_model else "") + "…")
         if sync:
-            gen = classify_job(image, labels, model, names)
+            gen = classify_job(image, labels, model, names, track_model)
             try:
                 while True:
                     self._on_progress(next(gen))
@@ -219,7 +243,8 @@ class ClassifyWidget(QWidget):
 
         from napari.qt.threading import create_worker
 
-        worker = create_worker(classify_job, image, labels, model, names, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(classify_job, image, labels, model, names, track_model, _start_thread=False,
+                               _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)

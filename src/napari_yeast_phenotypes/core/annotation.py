@@ -10,7 +10,10 @@ and labels, and how it was classified) and one :class:`~napari_yeast_phenotypes.
   written into the curated set with its provenance; the track is smoothed again with the labels
   as fixed evidence, and the rows whose class or confidence changed are returned for repainting;
 - :meth:`~AnnotationSession.clear`, :meth:`~AnnotationSession.undo`, :meth:`~AnnotationSession.redo`;
-- :meth:`~AnnotationSession.next_to_check`: the "next cell to check" queue (:mod:`.review`).
+- :meth:`~AnnotationSession.next_to_check`: the "next cell to check" queue (:mod:`.review`);
+- :meth:`~AnnotationSession.fit_track_model`, :meth:`~AnnotationSession.save_track_model`,
+  :meth:`~AnnotationSession.set_timeline`: the track model fitted on this movie's labels, kept in
+  the curated set's folder, and every track smoothed again with it.
 
 Labels persist in the curated set only (there is no second store to get out of step): opening a
 session on the same movie and set (by the movie's content, not its path) brings them back.
@@ -18,7 +21,9 @@ session on the same movie and set (by the movie's content, not its path) brings 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +36,8 @@ from .schema import MovieStats, prob_columns
 from .timeline import TimelineSettings, check_fixed, smooth_track_posterior, track_summary
 
 CLEAR = ""
+#: the track model fitted from the Annotate dock, in the curated set's folder
+TRACK_MODEL_FILE = "track_model.json"
 
 
 @dataclass
@@ -312,6 +319,64 @@ class AnnotationSession:
         cols = [c for c in new.columns if c in tracks.columns]
         tracks.iloc[at[0], [tracks.columns.get_loc(c) for c in cols]] = new[cols].iloc[0].tolist()
 
+    # ------------------------------------------------------------------ the track model
+    def labels_table(self) -> pd.DataFrame:
+        """This movie's class labels (``frame, label, track_id, phenotype``); marks are no class and are left out."""
+        rows = np.asarray(sorted(r for r, v in self.user.items() if v in self.class_names), dtype=np.int64)
+        return pd.DataFrame({"frame": self._frame[rows], "label": self._label[rows], "track_id": self._track[rows],
+                             "phenotype": [self.user[int(r)] for r in rows]})
+
+    def fit_track_model(self, *, min_tracks: int | None = None, seed: int = 0):
+        """The track model fitted on this movie's cells and labels (:func:`~.track_model.fit_track_model`).
+
+        Raises
+        ------
+        InputError
+            Fewer than ``min_tracks`` (default :data:`~.track_model.MIN_LABELLED_TRACKS`) labelled tracks.
+        """
+        from .track_model import MIN_LABELLED_TRACKS, fit_track_model, require_labelled_tracks
+
+        labels = self.labels_table()
+        require_labelled_tracks(int(labels["track_id"].nunique()), min_tracks or MIN_LABELLED_TRACKS)
+        fit = fit_track_model(self.cells, labels[["frame", "label", "phenotype"]], self.class_names, seed=seed)
+        fit.report["method"] = "labels"
+        fit.report["fitted_on"] = {"labels": f"curated set {self.curated.root} (movie id {self.movie_id})",
+                                   "movie": self.movie_path or self.experiment, "model": self.model}
+        return fit
+
+    def save_track_model(self, fit) -> Path:
+        """Write ``fit`` as the curated set's ``track_model.json``; an earlier one is kept beside it, renamed
+        ``track_model-<when it was saved>.json`` (nothing a user saved is lost)."""
+        from datetime import datetime
+
+        from .track_model import save_track_model
+
+        path = Path(self.curated.root) / TRACK_MODEL_FILE
+        if path.exists():
+            stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+            keep, i = path.with_name(f"track_model-{stamp}.json"), 1
+            while keep.exists():
+                keep, i = path.with_name(f"track_model-{stamp}-{i}.json"), i + 1
+            os.replace(path, keep)
+        return save_track_model(path, fit)
+
+    def set_timeline(self, settings: TimelineSettings) -> np.ndarray:
+        """Smooth every track again with ``settings`` (the labels stay fixed evidence); the rows whose class changed.
+
+        Confidences change on every row; a track whose labels disagree is smoothed without them, as
+        in :meth:`sync_from_set`.
+        """
+        settings.check_classes(self.n_classes)
+        self.timeline = settings
+        changed = [np.zeros(0, np.int64)]
+        for rows in self._track_rows.values():
+            try:
+                changed.append(self._resmooth(rows))
+            except InputError:
+                changed.append(self._resmooth(rows, use_labels=False))
+        self._queue = None
+        return np.sort(np.concatenate(changed))
+
     # ------------------------------------------------------------------ the queue
     def labelled_mask(self) -> np.ndarray:
         mask = np.zeros(len(self.cells), dtype=bool)
@@ -347,4 +412,4 @@ class AnnotationSession:
         return reason(self.cells, row, int(hit["kind"].iloc[0]), self.class_names) if len(hit) else "labelled"
 
 
-__all__ = ["AnnotationSession", "Outcome"]
+__all__ = ["TRACK_MODEL_FILE", "AnnotationSession", "Outcome"]

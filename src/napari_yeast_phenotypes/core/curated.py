@@ -130,8 +130,12 @@ def movie_identity(image, labels) -> str:
     """
     from .fingerprint import array_sha256
 
-    h = hashlib.sha256(f"{array_sha256(image)}|{array_sha256(labels)}".encode())
-    return h.hexdigest()[:32]
+    return identity_from_hashes(array_sha256(image), array_sha256(labels))
+
+
+def identity_from_hashes(image_sha256: str, labels_sha256: str) -> str:
+    """:func:`movie_identity` from the movie's (T, Y, X) arrays' SHA-256 (:func:`~.fingerprint.array_sha256`)."""
+    return hashlib.sha256(f"{image_sha256}|{labels_sha256}".encode()).hexdigest()[:32]
 
 
 def _write_tif(path: Path, crop: np.ndarray) -> None:

@@ -580,6 +580,7 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
         raise InputError(f"model file not found: {model_path}")
     # a bad model is said once, before any movie; the cache serves the movies run in this process
     clf = cached_model(model_path, file_sha256(model_path), class_names, trust)
+    config.timeline.check_classes(len(clf.class_names))  # a track model of other classes: said before any movie
     names = {"cells.csv": cell_columns(clf.class_names), "tracks.csv": track_columns(clf.class_names)}
     clash = sorted(set(meta_cols) & (set(names["cells.csv"]) | set(names["tracks.csv"])))
     if clash:

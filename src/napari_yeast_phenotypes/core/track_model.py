@@ -54,6 +54,9 @@ PRIOR_CELLS = 4.0
 #: pseudo-transitions that pull fitted rates towards the defaults when few transitions are seen
 PRIOR_TRANSITIONS = 10.0
 MIN_RATE = 1e-4
+#: labelled tracks a fit from a person's labels needs: two to fit on and two to check on, the fewest
+#: whose figures say anything (the command line and the Annotate dock ask this many)
+MIN_LABELLED_TRACKS = 4
 
 
 # ---------------------------------------------------------------------------- tracks and truth
@@ -403,6 +406,14 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
     return TrackModelFit(settings, report, tuple(names))
 
 
+def require_labelled_tracks(n_tracks: int, min_tracks: int = MIN_LABELLED_TRACKS) -> None:
+    """Refuse, in plain words, a fit on fewer than ``min_tracks`` labelled tracks."""
+    if n_tracks < min_tracks:
+        raise InputError(f"only {n_tracks} track(s) of this movie have a labelled cell; the track model needs "
+                         f"labelled cells on at least {min_tracks} tracks (half to fit on, half to check the fit "
+                         "on). Label a few more tracks (e.g. with the Annotate dock)")
+
+
 def save_track_model(path: str | os.PathLike, fit: TrackModelFit) -> Path:
     """Write the fitted settings and their report as JSON, atomically."""
     path = Path(path)
@@ -418,13 +429,65 @@ def load_track_model(path: str | os.PathLike, class_names=None) -> TimelineSetti
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"track model file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; give a track model file (written by yeast-phenotypes "
+                         "fit-track-model)") from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable track model file ({exc})") from exc
+        why = "not JSON text" if isinstance(exc, ValueError) else exc.strerror
+        raise InputError(f"{path} is not a track model file ({why}); give the JSON file written by yeast-phenotypes "
+                         "fit-track-model (or the Annotate dock's track_model.json)") from exc
     if not isinstance(data, dict) or data.get("format") != TRACK_MODEL_FORMAT:
-        raise InputError(f"{path} is not a track model file saved by napari-yeast-phenotypes")
+        raise InputError(f"{path} is not a track model file saved by napari-yeast-phenotypes; give the JSON file "
+                         "written by yeast-phenotypes fit-track-model (or the Annotate dock's track_model.json)")
     if class_names is not None and list(data.get("class_names", [])) != list(class_names):
-        raise InputError(f"{path} was fitted for the classes {data.get('class_names')}, not {list(class_names)}")
+        raise InputError(f"{path} was fitted for the classes {', '.join(map(str, data.get('class_names') or []))}, "
+                         f"but the model classifies into {', '.join(class_names)}; fit a track model on a movie "
+                         "classified by this model")
     return TimelineSettings.from_dict(data.get("timeline"))
+
+
+
+def _share(x) -> str:
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
+def _acc(x) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"
+
+
+def report_lines(report: dict) -> list[str]:
+    """A fit's report in words, one line each: what it was fitted and checked on, and the figures.
+
+    Works on :attr:`TrackModelFit.report` and on the ``report`` of a saved file alike.
+    """
+    lines = []
+    if report.get("method") == "em":
+        em = report.get("em") or {}
+        lines.append(f"fitted by EM on the movie, without labels ({em.get('iterations')} iterations, "
+                     f"{'converged' if em.get('converged') else 'not converged'}): switch rate "
+                     f"{em.get('switch_rate', float('nan')):.4f}, senescence rate "
+                     f"{em.get('senescence_rate', float('nan')):.4f} per frame")
+    else:
+        fitted = report.get("fitted") or {}
+        lines.append(f"fitted on {report.get('fit_tracks')} labelled tracks, checked on "
+                     f"{report.get('validation_tracks')} others ({report.get('annotated_cell_frames')} labelled "
+                     "cell-frames in all)")
+        lines.append(f"chosen: {report.get('chosen')} (the fit gave temperature {fitted.get('temperature', 1.0):.2f}, "
+                     f"switch rate {fitted.get('switch_rate', float('nan')):.4f}, senescence rate "
+                     f"{fitted.get('senescence_rate', float('nan')):.4f} per frame)")
+        v = report.get("validation") or {}
+        lines.append(f"on the {v.get('tracks')} validation tracks: accuracy {_acc(v.get('raw_accuracy'))} raw, "
+                     f"{_acc(v.get('smoothed_accuracy'))} smoothed ({v.get('cell_frames')} labelled cell-frames)")
+        if "live_tracks" in v:
+            lines.append(f"live tracks called senescent: {_share(v.get('raw_false_senescence_tracks'))} raw, "
+                         f"{_share(v.get('smoothed_false_senescence_tracks'))} smoothed (of {v['live_tracks']}); "
+                         f"truly live frames called senescent: {_share(v.get('raw_false_senescence_frames'))} raw, "
+                         f"{_share(v.get('smoothed_false_senescence_frames'))} smoothed")
+            if v.get("senescent_tracks"):
+                lines.append(f"senescent tracks whose senescence smoothing missed: "
+                             f"{_share(v.get('missed_senescence_tracks'))} (of {v['senescent_tracks']})")
+    lines.extend(f"note: {n}" for n in report.get("notes") or [])
+    return lines
 
 
 def _plain(obj):
@@ -439,6 +502,20 @@ def _plain(obj):
     return obj
 
 
-__all__ = ["TrackModelFit", "count_transitions", "evaluate_tracks", "fit_confusion", "fit_em", "fit_temperature",
-           "fit_track_model", "load_track_model", "prior_confusion", "save_track_model", "split_tracks",
-           "truth_codes"]
+__all__ = [
+    "MIN_LABELLED_TRACKS",
+    "TrackModelFit",
+    "count_transitions",
+    "evaluate_tracks",
+    "fit_confusion",
+    "fit_em",
+    "fit_temperature",
+    "fit_track_model",
+    "load_track_model",
+    "prior_confusion",
+    "report_lines",
+    "require_labelled_tracks",
+    "save_track_model",
+    "split_tracks",
+    "truth_codes",
+]
