@@ -10,7 +10,11 @@
    its phase-contrast channel given as if it were fluorescence) and a simulated movie; per movie
    the share of cells above the threshold and whether the warning is given.
 
-    python benchmarks/track_model_ood.py [--out benchmarks/results-track-model-ood.json] [--figures docs]
+The figures name the network they come from. The docs' figures: ``--model`` the cached demo model
+(``yeast-phenotypes demo`` writes it), ``--threads 1``: about 2 minutes on a shared 2-core machine.
+
+    python benchmarks/track_model_ood.py [--model M] [--threads 1]
+        [--out benchmarks/results-track-model-ood.json] [--figures docs]
 """
 
 from __future__ import annotations
