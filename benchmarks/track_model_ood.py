@@ -10,7 +10,11 @@
    its phase-contrast channel given as if it were fluorescence) and a simulated movie; per movie
    the share of cells above the threshold and whether the warning is given.
 
-    python benchmarks/track_model_ood.py [--out benchmarks/results-track-model-ood.json] [--figures docs]
+The figures name the network they come from. The docs' figures: ``--model`` the cached demo model
+(``yeast-phenotypes demo`` writes it), ``--threads 1``: about 2 minutes on a shared 2-core machine.
+
+    python benchmarks/track_model_ood.py [--model M] [--threads 1]
+        [--out benchmarks/results-track-model-ood.json] [--figures docs]
 """
 
 from __future__ import annotations
@@ -164,7 +168,8 @@ def ood_figures(clf) -> dict:
     return res, scores
 
 
-def figures(tm: dict, ood: dict, scores: dict, folder: Path) -> None:
+def figures(tm: dict, ood: dict, scores: dict, folder: Path, model: str = "") -> None:
+    """The two pictures; ``model`` (which checkpoint made the calls) goes into their titles."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,7 +192,7 @@ def figures(tm: dict, ood: dict, scores: dict, folder: Path) -> None:
         if metric == "smoothed_accuracy":
             ax.set_ylim(max(0.0, means.min() - 0.1), 1.0)
     fig.suptitle(f"Track model on held-out tracks of two simulated movies (mean ± sd over {len(tm['splits'])} "
-                 "splits)", fontsize=9)
+                 f"splits)\nnetwork: {model}", fontsize=9)
     fig.tight_layout()
     fig.savefig(folder / "track_model_validation.png", dpi=110)
     plt.close(fig)
@@ -204,9 +209,18 @@ def figures(tm: dict, ood: dict, scores: dict, folder: Path) -> None:
     ax.set_xlabel("ood_score (1 = threshold from held-out training-like crops)")
     ax.set_ylabel("cells")
     ax.legend(fontsize=7)
+    ax.set_title(f"network: {model}", fontsize=8)
     fig.tight_layout()
     fig.savefig(folder / "ood_scores.png", dpi=110)
     plt.close(fig)
+
+
+def model_label(path: Path, val_acc) -> str:
+    """Which network made the calls, in words, for the figures' titles."""
+    acc = f", accuracy {val_acc:.2f} on its validation experiment" if val_acc is not None else ""
+    kind = "the demo model" if path.name.startswith("demo-model-") else (
+        "the small simulated-data model" if path.name.startswith("trackood-model-") else "model")
+    return f"{kind} {path.name}{acc}"
 
 
 def main(argv=None) -> int:
@@ -214,8 +228,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="a checkpoint to use instead of the small simulated-data model")
     ap.add_argument("--out", default=str(HERE / "results-track-model-ood.json"))
     ap.add_argument("--figures", default=str(HERE.parent / "docs"))
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default; 1 is faster on a machine other jobs share)")
     args = ap.parse_args(argv)
+    import torch
+
     from napari_yeast_phenotypes.core.model import load_classifier
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,9 +251,10 @@ def main(argv=None) -> int:
         "accuracy"), "ood_summary": {"n_fit": clf.ood.n_fit, "n_heldout": clf.ood.n_heldout,
                                       "heldout_outside": clf.ood.heldout_outside,
                                       "thresholds": clf.ood.thresholds.tolist()},
-              "track_model": tm, "ood": ood, "seconds": round(time.perf_counter() - t0, 1)}
+              "track_model": tm, "ood": ood, "threads": torch.get_num_threads(),
+              "seconds": round(time.perf_counter() - t0, 1)}
     Path(args.out).write_text(json.dumps(result, indent=2, default=float))
-    figures(tm, ood, scores, Path(args.figures))
+    figures(tm, ood, scores, Path(args.figures), model_label(path, result["validation_accuracy_of_model"]))
     print(json.dumps(result, indent=2, default=float))
     return 0
 

@@ -20,6 +20,7 @@ from napari_yeast_phenotypes.core.evaluation import (
     group_folds,
     metrics,
     scale_probabilities,
+    summarise_folds,
 )
 from napari_yeast_phenotypes.core.io import InputError
 from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, load_classifier, save_checkpoint
@@ -275,3 +276,13 @@ def test_metrics_per_class_and_macro_f1():
     assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0) / 3)
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)  # c never predicted: F1 0, not left out
     assert m["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+def test_fold_summary_counts_a_class_never_predicted_as_f1_zero():
+    names = ["a", "b", "c"]
+    folds = [metrics(np.array([0, 1, 2]), np.array([0, 1, 2]), names),  # c right: F1 1
+             metrics(np.array([0, 1, 2]), np.array([0, 1, 0]), names),  # c never predicted: F1 0
+             metrics(np.array([0, 1]), np.array([0, 1]), names)]        # no c: left out
+    s = summarise_folds(folds, names)
+    assert s["f1"]["c"]["mean"] == pytest.approx(0.5) and s["f1"]["c"]["n_folds"] == 2
+    assert s["f1"]["a"]["n_folds"] == 3

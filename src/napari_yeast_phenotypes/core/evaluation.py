@@ -204,7 +204,15 @@ def fingerprint_ids(ids) -> str:
 
 
 def summarise_folds(folds: list[dict], class_names) -> dict:
-    """Mean and spread (sample standard deviation) of accuracy, macro-F1 and per-class F1 over folds."""
+    """Mean and spread (sample standard deviation) of accuracy, macro-F1 and per-class F1 over folds.
+
+    A class present in a fold but never predicted there has F1 0 in that fold (as in macro-F1);
+    only folds without the class are left out of its figures.
+    """
+    def f1_of(m: dict, c) -> float | None:
+        pc = m["per_class"][c]
+        return (pc["f1"] if pc["f1"] is not None else 0.0) if pc["support"] else None
+
     def ms(values) -> dict:
         v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
         return {"mean": _f(v.mean()) if len(v) else None, "sd": _f(v.std(ddof=1)) if len(v) > 1 else None,
@@ -213,7 +221,7 @@ def summarise_folds(folds: list[dict], class_names) -> dict:
     return {"accuracy": ms([m["accuracy"] for m in folds]),
             "balanced_accuracy": ms([m["balanced_accuracy"] for m in folds]),
             "macro_f1": ms([m["macro_f1"] for m in folds]),
-            "f1": {c: ms([m["per_class"][c]["f1"] if m["per_class"][c]["support"] else None for m in folds])
+            "f1": {c: ms([f1_of(m, c) for m in folds])
                    for c in class_names}}
 
 
