@@ -26,7 +26,8 @@ What it does (small enough for a laptop CPU: a few minutes):
 
 Writes ``annotate_learning_curve.png`` and ``.json`` into ``--out`` (default ``docs/``).
 
-    python benchmarks/annotate_learning_curve.py [--out docs] [--correct finetune|fc] [--budgets 0,20,40,80,160] [--seeds 2]
+    python benchmarks/annotate_learning_curve.py [--out docs] [--correct finetune|fc]
+        [--budgets 0,20,40,80,160] [--seeds 3] [--threads 0]
 """
 
 from __future__ import annotations
@@ -252,7 +253,13 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (AdamW)")
     ap.add_argument("--anchor", type=int, default=512, help="crops of A kept in every fine-tuning")
     ap.add_argument("--model", help="the base checkpoint (default: the demo's model)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default; 1 when other jobs share a 2-core machine)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
     _, table_a, crops_a, target_a = movie_set(EXP_A)
@@ -328,7 +335,7 @@ def plot(curves: dict, path: Path, summary: dict) -> None:
     axes[0].legend(loc="lower right", fontsize=8)
     how = ("every layer fine-tuned" if summary["correct"] == "finetune" else "fc refitted") + " after each round"
     fig.suptitle("Correcting the demo model for experiment B (another simulated experiment, seen through "
-                 f"another microscope): {how}", fontsize=10)
+                 f"another microscope)\n{how}; the simulation's truth as the labels", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
