@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_yeast_phenotypes.core.model import YeastResNet
-from napari_yeast_phenotypes.core.train import augment_batch
+from napari_yeast_phenotypes.core.train import augment_batch, make_optimizer
 
 from .common import Context, best_time, count_flops, log
 
@@ -26,7 +26,7 @@ def training(crops: np.ndarray, steps: int, batch: int, peak_gflops: float) -> d
             model = model.to(memory_format=torch.channels_last)
         x_in = x_all.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x_all
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4)
+        opt = make_optimizer(params, 1e-4)
         gen = torch.Generator().manual_seed(0)
 
         def step(model=model, opt=opt, gen=gen, x_in=x_in):

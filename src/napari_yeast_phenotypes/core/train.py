@@ -138,6 +138,21 @@ def training_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor |
     return F.cross_entropy(logits, y, weight=weights, label_smoothing=label_smoothing)
 
 
+def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """AdamW, fused where this torch has it for the parameters' device.
+
+    The fused update is one kernel over all parameters instead of a loop of small ones: with
+    every layer trained (25 M parameters) it took the optimiser step from 73 to 28 ms per batch of
+    64 on a 2-core CPU (benchmarks/README.md). Same arithmetic; torch before 2.4 has no fused CPU
+    AdamW, and then the plain one is used.
+    """
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     """Multiplier of the learning rate at ``step`` of ``total``: linear warm-up, then the schedule."""
     w = min(1.0, (step + 1) / warmup)
@@ -269,7 +284,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     model = build_model(n_classes, config.base_weights, config.trainable).to(device,
                                                                              memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = make_optimizer(params, config.lr, config.weight_decay)
     n = len(train)
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
