@@ -14,7 +14,8 @@ What it trains (a few minutes on a loaded 2-core CPU):
   "previous model", judged on the same report crops.
 - WITHOUT A CACHED DEMO MODEL the snippet does not fail: it says so on stderr and in the dock's
   status line and trains every layer from random weights for 2 epochs instead (a weaker model,
-  and slower; no previous model to compare with).
+  and slower: 12.8 minutes on a loaded 2-core machine, near the 900-second --timeout; no
+  previous model to compare with).
 
 The dock's settings go to a temporary folder (``NAPARI_YEAST_PHENOTYPES_CONFIG_DIR``), never to the
 user's own.
