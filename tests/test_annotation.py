@@ -64,6 +64,28 @@ def test_a_label_writes_the_models_crop_with_provenance(session, small_movie):
     assert session.cells.iloc[r]["phenotype"] == "Triple" and session.cells.iloc[r]["annotated"]
 
 
+def test_kept_crops_are_the_models_crops_in_any_order_and_mix(session, small_movie, monkeypatch):
+    import napari_yeast_phenotypes.core.annotation as annotation
+
+    rows = np.arange(len(session.cells))
+    expected = movie_crops(small_movie.image, small_movie.labels, session.cells)[:, 0]
+    some = rows[::3][::-1]  # out of frame order
+    np.testing.assert_array_equal(session.crops(some), expected[some])
+    # a mix of kept and new rows, one row twice; then all of them kept
+    mix = np.concatenate([rows[:7], some[:4], rows[:2]])
+    np.testing.assert_array_equal(session.crops(mix), expected[mix])
+    made = []
+    monkeypatch.setattr(annotation, "extract_crops", lambda *a, **k: made.append(1))
+    np.testing.assert_array_equal(session.crops(mix), expected[mix])
+    assert not made  # all kept: none made again
+    # at most CROP_CACHE are kept, each still its row's crop
+    monkeypatch.undo()
+    monkeypatch.setattr(annotation, "CROP_CACHE", 5)
+    np.testing.assert_array_equal(session.crops(rows), expected)
+    kept = session._crop_cache
+    assert len(kept) == 5 and all(np.array_equal(c, expected[r]) for r, c in kept.items())
+
+
 def test_fill_goes_to_the_next_label_and_senescent_to_the_end(session):
     rows = _longest_track(session)
     assert len(rows) >= 5

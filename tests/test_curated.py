@@ -287,6 +287,45 @@ def test_relabel_moves_the_crop_and_undo_restores(tmp_path, small_movie):
     assert cs.undo() is None
 
 
+def test_the_manifest_file_says_what_the_set_holds_after_every_kind_of_change(tmp_path, small_movie):
+    # adds write only the new rows' CSV after the text kept from the last write: the file must
+    # stay exactly what the whole manifest turned into CSV is, whatever came before
+    root = tmp_path / "set"
+    mine, theirs = CuratedSet(root), CuratedSet(root)
+    ann = small_movie.truth.iloc[:12].assign(split="train", experiment="e")
+    crops, rows = crops_for_annotations(small_movie.image, small_movie.labels, ann, mine.crop_settings, "m.tif")
+
+    def same():
+        text = (root / "manifest.csv").read_text()
+        assert text == mine.manifest.to_csv(index=False, lineterminator="\n")
+        fresh = CuratedSet(root).manifest
+        pd.testing.assert_frame_equal(fresh, mine.manifest.reset_index(drop=True), check_dtype=False)
+
+    for j in range(4):  # one label at a time, as in the viewer
+        mine.add(crops[j:j + 1], rows.iloc[j:j + 1])
+        same()
+    mine.add(crops[4:7], rows.iloc[4:7])  # a fill
+    same()
+    row = mine.manifest.iloc[1]
+    mine.relabel(row["crop_id"], "Triple" if row["phenotype"] != "Triple" else "Circular")  # changes a row
+    same()
+    mine.add(crops[7:8], rows.iloc[7:8])
+    same()
+    mine.remove(mine.manifest.iloc[0]["crop_id"])
+    same()
+    mine.add(crops[8:9], rows.iloc[8:9])
+    same()
+    theirs.add(crops[9:10], rows.iloc[9:10])  # another writer: read again, then appended to
+    mine.add(crops[10:11], rows.iloc[10:11])
+    same()
+    assert len(mine.manifest) == 10
+    assert mine.undo() == "add" and mine.undo() == "add"
+    same()
+    assert mine.redo() == "add"
+    mine.add(crops[11:12], rows.iloc[11:12])
+    same()
+
+
 def test_orphan_files_are_set_aside_not_deleted(tmp_path, small_movie):
     root = tmp_path / "set"
     cs = CuratedSet(root, CropSettings())

@@ -286,3 +286,18 @@ def test_fold_summary_counts_a_class_never_predicted_as_f1_zero():
     s = summarise_folds(folds, names)
     assert s["f1"]["c"]["mean"] == pytest.approx(0.5) and s["f1"]["c"]["n_folds"] == 2
     assert s["f1"]["a"]["n_folds"] == 3
+
+
+def test_the_report_figure_is_a_row_or_a_grid():
+    from napari_yeast_phenotypes.core.evaluation import report_figure
+
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 8, 60)
+    m = metrics(t, np.where(rng.random(60) < 0.8, t, 0), CLASS_NAMES)
+    probs = rng.dirichlet(np.ones(8), 60)
+    rep = {"metrics": m, "reliability": {"before": probs, "after": probs, "targets": t}}
+    for ncols, rows in ((4, 1), (2, 2)):
+        fig = report_figure(rep, CLASS_NAMES, m, ncols=ncols)
+        assert len(fig.axes) == 4 and len({round(ax.get_subplotspec().rowspan.start) for ax in fig.axes}) == rows
+    with pytest.raises(ValueError, match="ncols"):
+        report_figure(rep, CLASS_NAMES, ncols=3)

@@ -71,6 +71,11 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     widget.out_edit.setText(str(out))
     worker = widget.start()
     assert worker is not None and not widget.train_button.isEnabled()
+    assert widget.tabs.currentIndex() == 1  # the results tab shows the live curves
+    view = widget.report_view
+    assert view.width() > 100 and view.height() > 50  # laid out before the worker draws
+    w_in, h_in = widget.report_fig.get_size_inches()
+    assert abs(w_in * widget.report_fig.dpi - view.width()) < 2  # drawn at the size it is shown at
     qtbot.waitUntil(lambda: widget._worker is None, timeout=300_000)
     assert not errors, errors
     assert out.is_file() and widget.classifier is not None
@@ -79,6 +84,8 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     assert len(widget._history) == 1 and widget.progress.value() == 1
     assert len(widget.curves.axes) == 2 and widget.curves.axes[0].lines  # live curves were drawn
     assert len(widget.report_fig.axes) == 4  # counts, row-normalised, F1 per class, reliability
+    rows = {round(ax.get_position().y0, 2) for ax in widget.report_fig.axes}
+    assert len(rows) == (1 if w_in > 2.5 * h_in else 2)  # a narrow dock gets a 2 x 2 grid
     # both drawn in the worker, and shown here as pictures
     assert len(drawn_in) == 2 and threading.main_thread() not in drawn_in
     for view in (widget.curves_view, widget.report_view):

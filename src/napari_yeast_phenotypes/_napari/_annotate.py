@@ -352,6 +352,9 @@ class AnnotateWidget(StatusLine, QWidget):
                         "Shift-N": lambda _l=None: self.next_cell(back=True),
                         "Control-Z": lambda _l=None: self.undo(), "Control-Shift-Z": lambda _l=None: self.redo()})
         actions.update({k: partial(self._key, v, False) for k, v in MARK_KEYS.items()})
+        # napari's key handler reads every bound function's __name__ on each key press (a partial
+        # has none: every key on the canvas raised AttributeError there)
+        actions = {k: _named(f, f"annotate {k}") for k, f in actions.items()}
         for lay in (self.layer, self.marker):
             for key, func in actions.items():
                 previous = lay.keymap.get(key)
@@ -653,6 +656,16 @@ def _few(n: int) -> str:
     from ..core.curated import MIN_PER_CLASS
 
     return "color:#ff6b6b" if n < MIN_PER_CLASS else ""
+
+
+def _named(func, name: str):
+    """``func`` as a plain function called ``name`` (napari's key handler needs a ``__name__``)."""
+
+    def action(layer=None):
+        return func(layer)
+
+    action.__name__ = action.__qualname__ = name
+    return action
 
 
 def _camera(viewer):

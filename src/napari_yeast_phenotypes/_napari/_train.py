@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -106,13 +107,18 @@ def render_curves(fig: Figure, history: list[dict]) -> np.ndarray:
 
 
 def render_report(fig: Figure, clf) -> np.ndarray:
-    """The end-of-training figure (confusion, F1 per class beside the previous model's, reliability), as a picture."""
+    """The end-of-training figure (confusion, F1 per class beside the previous model's, reliability), as a picture.
+
+    Four panels in a row when ``fig`` is wide, else a 2 x 2 grid (a dock is narrow: in one row the
+    confusion matrices' numbers were too small to read).
+    """
     from ..core.evaluation import report_figure
 
     ev = clf.evaluation
     rep = dict(ev["record"])
     rep["reliability"] = {"before": ev["before"], "after": ev["after"], "targets": ev["targets"]}
-    report_figure(rep, clf.class_names, rep.get("previous"), fig=fig)
+    w, h = fig.get_size_inches()
+    report_figure(rep, clf.class_names, rep.get("previous"), fig=fig, ncols=4 if w > 2.5 * h else 2)
     return render(fig)
 
 
@@ -296,9 +302,10 @@ class TrainWidget(StatusLine, QWidget):
 
         # drawn in the worker (only while it runs), shown here as pictures
         self.curves = Figure(figsize=(5, 2.2), dpi=100, layout="constrained")
-        self.curves_view = FigureView(170)
-        self.report_fig = Figure(figsize=(10, 2.8), dpi=100, layout="constrained")
-        self.report_view = FigureView(230)
+        self.curves_view = FigureView(150)
+        self.report_fig = Figure(figsize=(6, 5), dpi=100, layout="constrained")
+        self.report_view = FigureView(300)
+        self.tabs = QTabWidget()
 
         self._build_layout()
         self.set_button.clicked.connect(self._choose_set)
@@ -324,11 +331,15 @@ class TrainWidget(StatusLine, QWidget):
         for box in self.augment_boxes.values():
             grid.addWidget(box)
         numbers = QHBoxLayout()
-        for label, w in (("epochs", self.epochs_spin), ("batch", self.batch_spin), ("lr", self.lr_spin)):
+        for label, w in (("epochs", self.epochs_spin), ("batch", self.batch_spin)):
             numbers.addWidget(QLabel(label))
-            numbers.addWidget(w)
+            numbers.addWidget(w, 1)
         form.addRow("", numbers)
-        form.addRow("lr schedule", self.schedule_choice)
+        rate = QHBoxLayout()
+        rate.addWidget(self.lr_spin, 1)
+        rate.addWidget(QLabel("schedule"))
+        rate.addWidget(self.schedule_choice, 1)
+        form.addRow("learning rate", rate)
         form.addRow("class weighting", self.weighting_choice)
         form.addRow("early stop after", self.patience_spin)
         form.addRow("calibration", self.calibrate_box)
@@ -342,17 +353,26 @@ class TrainWidget(StatusLine, QWidget):
         cv.addWidget(self.folds_spin)
         cv.addWidget(QLabel("by"))
         cv.addWidget(self.by_choice)
+        # settings and results take turns in the space below the buttons: in one column the
+        # report had too little height to be read on a 1000-pixel-high screen
+        settings = QWidget()
+        s_layout = QVBoxLayout(settings)
+        s_layout.addLayout(form)
+        s_layout.addWidget(aug)
+        s_layout.addStretch(1)
+        results = QWidget()
+        r_layout = QVBoxLayout(results)
+        r_layout.addWidget(self.curves_view, 1)
+        r_layout.addWidget(self.summary)
+        r_layout.addWidget(self.report_view, 3)
+        self.tabs.addTab(settings, "settings")
+        self.tabs.addTab(results, "results")
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(aug)
         layout.addLayout(buttons)
         layout.addLayout(cv)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.curves_view)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.report_view)
-        layout.addStretch(1)
+        layout.addWidget(self.tabs, 1)
 
     def _choose_set(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Curated set folder")
@@ -448,6 +468,8 @@ class TrainWidget(StatusLine, QWidget):
                 fig.set_size_inches(w / fig.dpi, h / fig.dpi)
 
     def _launch(self, job, args, on_returned, sync: bool):
+        self.tabs.setCurrentIndex(1)  # the results: live curves, then the report
+        self.tabs.currentWidget().layout().activate()  # its views get their size now, before the worker draws
         self._fit_figures()
         self._set_running(True)
         if sync:

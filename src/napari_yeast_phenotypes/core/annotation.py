@@ -22,6 +22,7 @@ session on the same movie and set (by the movie's content, not its path) brings 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .schema import MovieStats, prob_columns
 from .timeline import TimelineSettings, check_fixed, smooth_track_posterior, track_summary
 
 CLEAR = ""
+CROP_CACHE = 2048  # crops kept by AnnotationSession.crops (40 x 40 float32: 13 MB)
 #: the track model fitted from the Annotate dock, in the curated set's folder
 TRACK_MODEL_FILE = "track_model.json"
 
@@ -105,6 +107,7 @@ class AnnotationSession:
         order = np.lexsort((self._frame, self._track))
         bounds = np.flatnonzero(np.diff(self._track[order])) + 1
         self._track_rows = {int(self._track[g[0]]): g for g in np.split(order, bounds) if len(g)}
+        self._crop_cache: OrderedDict[int, np.ndarray] = OrderedDict()  # row -> crop, see crops()
         self._row_of = {(int(f), int(lab)): i for i, (f, lab) in enumerate(zip(self._frame, self._label))}
         #: row -> the person's label: a class name or a mark
         self.user: dict[int, str] = {}
@@ -131,14 +134,31 @@ class AnnotationSession:
         return self._track_rows[int(self._track[row])]
 
     def crops(self, rows) -> np.ndarray:
-        """(N, S, S) crops of ``rows``, exactly as the model saw them (same function, settings, statistics)."""
+        """(N, S, S) crops of ``rows``, exactly as the model saw them (same function, settings, statistics).
+
+        Crops made once are kept (at most ``CROP_CACHE`` of them): the image, the masks, the cells'
+        boxes and the settings do not change during a session, and the filmstrip asks for the same
+        track's crops again after every label (two thirds of a key press's work before).
+        """
         rows = np.asarray(rows, dtype=np.int64)
         out = np.zeros((len(rows), self.crop_settings.size, self.crop_settings.size), np.float32)
-        for t in np.unique(self._frame[rows]):
-            sel = np.flatnonzero(self._frame[rows] == t)
-            got = extract_crops(np.asarray(self.image[int(t)]), np.asarray(self.labels[int(t)]),
-                                self.cells.iloc[rows[sel]], self.crop_settings, self.stats)
-            out[sel] = got[:, 0]
+        cache = self._crop_cache
+        todo = np.array([k for k, r in enumerate(rows.tolist()) if r not in cache], dtype=np.int64)
+        for k, r in enumerate(rows.tolist()):
+            if r in cache:
+                out[k] = cache[r]
+                cache.move_to_end(r)
+        if todo.size:
+            need = rows[todo]
+            for t in np.unique(self._frame[need]):
+                sel = todo[self._frame[need] == t]
+                got = extract_crops(np.asarray(self.image[int(t)]), np.asarray(self.labels[int(t)]),
+                                    self.cells.iloc[rows[sel]], self.crop_settings, self.stats)
+                out[sel] = got[:, 0]
+                for k in sel.tolist():
+                    cache[int(rows[k])] = out[k].copy()
+            while len(cache) > CROP_CACHE:
+                cache.popitem(last=False)
         return out
 
     def probabilities(self, row: int) -> tuple[np.ndarray, np.ndarray]:

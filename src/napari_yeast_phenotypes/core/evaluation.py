@@ -264,7 +264,7 @@ def draw_reliability(ax, probs_before: np.ndarray, probs_after: np.ndarray | Non
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence", fontsize=8)
     ax.set_ylabel("accuracy", fontsize=8)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")  # the points of a useful model lie high
     ax.set_title(title, fontsize=9)
 
 
@@ -279,8 +279,9 @@ def draw_per_class(ax, m: dict, previous: dict | None = None, title: str = "F1 p
         pf = [(previous["per_class"].get(c) or {}).get("f1") or 0 for c in names]
         ax.bar(x + w / 2, pf, w, label=f"previous ({previous['macro_f1']:.2f})", color="0.6")
     ax.set_xticks(x, [c[:4] for c in names], rotation=90, fontsize=7)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.set_ylim(0, 1.4)  # the legend sits above the bars (F1 near 1 left no room inside)
+    ax.set_yticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", frameon=False)
     ax.set_title(title, fontsize=9)
 
 
@@ -298,15 +299,24 @@ def draw_history(ax_loss, ax_score, history: list[dict]) -> None:
         ax_score.set_ylim(0, 1.02)
         ax_score.legend(fontsize=7)
     ax_score.set_xlabel("epoch", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_score):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2 or 1.4
 
 
-def report_figure(report: dict, class_names, previous: dict | None = None, fig=None):
-    """The end-of-training picture: confusion (counts, row-normalised), F1 per class, reliability."""
+def report_figure(report: dict, class_names, previous: dict | None = None, fig=None, ncols: int = 4):
+    """The end-of-training picture: confusion (counts, row-normalised), F1 per class, reliability.
+
+    ``ncols``: 4 (one row, for a wide page) or 2 (a 2 x 2 grid, for a narrow dock).
+    """
     from matplotlib.figure import Figure
 
-    fig = fig or Figure(figsize=(12, 3.2), layout="constrained")
+    if ncols not in (2, 4):
+        raise ValueError(f"ncols must be 2 or 4, not {ncols}")
+    fig = fig or Figure(figsize=(12, 3.2) if ncols == 4 else (6.4, 5.6), layout="constrained")
     fig.clear()
-    axes = fig.subplots(1, 4)
+    axes = fig.subplots(4 // ncols, ncols).ravel()
     m = report["metrics"]
     draw_confusion(axes[0], m, class_names, title=f"counts (n={m['n']})")
     draw_confusion(axes[1], m, class_names, normalise=True)
