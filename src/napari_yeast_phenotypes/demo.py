@@ -93,6 +93,14 @@ def build_curated_set(root: Path, seed: int) -> Path:
     return root
 
 
+def cached_model_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> Path:
+    """Where the demo model of ``seed`` is cached (it may not be there yet: ``yeast-phenotypes demo`` makes it)."""
+    base, trainable, _ = choose_base_weights()
+    cfg = demo_config(seed, epochs, base, trainable)
+    key = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / f"demo-model-{key}.pt"
+
+
 def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     """Train the demo model (or copy the cached one) to ``out/model.pt``."""
     from .core.curated import CuratedSet
@@ -101,9 +109,7 @@ def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
 
     base, trainable, note = choose_base_weights()
     print(f"  {note}")
-    cfg = demo_config(seed, epochs, base, trainable)
-    key = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-    cached = cache_dir() / f"demo-model-{key}.pt"
+    cached = cached_model_path(seed, epochs)
     model_path = out / "model.pt"
     if cached.exists() and not retrain:
         shutil.copyfile(cached, model_path)
