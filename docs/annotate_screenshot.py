@@ -2,8 +2,8 @@
 
     napari-screenshot docs/annotate_screenshot.py docs/annotate_screenshot.png --size 1700x1050
 
-Model: ``$ANNOTATE_MODEL``, else the small model ``benchmarks/annotate_learning_curve.py`` trains
-(cached), else the newest demo model. The curated set goes to a temporary folder.
+Model: ``$ANNOTATE_MODEL``, else the newest demo model in the cache (``yeast-phenotypes demo``
+makes one). The curated set goes to a temporary folder.
 """
 
 import os
@@ -11,14 +11,12 @@ import tempfile
 from pathlib import Path
 
 from napari_yeast_phenotypes._napari._settings import newest_demo_model
-from napari_yeast_phenotypes.core.paths import cache_dir
 
 model = os.environ.get("ANNOTATE_MODEL")
 if not model:
-    found = sorted(cache_dir().glob("annotate-benchmark-model-*.pt")) or [newest_demo_model()]
-    model = found[0]
+    model = newest_demo_model()
 if model is None or not Path(model).exists():
-    raise SystemExit("no model: run `python benchmarks/annotate_learning_curve.py` (or `yeast-phenotypes demo`) first")
+    raise SystemExit("no model: run `yeast-phenotypes demo --out DIR` first, or set ANNOTATE_MODEL")
 
 viewer.open_sample("napari-yeast-phenotypes", "yeast-timelapse")
 _, classify = viewer.window.add_plugin_dock_widget("napari-yeast-phenotypes", "Classify phenotypes")
