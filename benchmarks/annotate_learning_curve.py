@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sections.common import add_threads_option, set_threads  # the sections package sits beside this script
 
 EXP_A = {"n_frames": 30, "size": 320, "n_cells": 45, "seed": 101}
 EXP_B = {"n_frames": 30, "size": 320, "n_cells": 45, "seed": 202, "p_switch": 0.08,
@@ -253,13 +254,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (AdamW)")
     ap.add_argument("--anchor", type=int, default=512, help="crops of A kept in every fine-tuning")
     ap.add_argument("--model", help="the base checkpoint (default: the demo's model)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: torch's default; 1 when other jobs share a 2-core machine)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     t_start = time.perf_counter()
 
     _, table_a, crops_a, target_a = movie_set(EXP_A)

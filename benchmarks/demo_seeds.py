@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sections.common import add_threads_option, set_threads  # the sections package sits beside this script
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,13 +30,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(HERE / "results-demo-seeds.json"))
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: torch's default; 1 when other jobs share a 2-core machine)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from napari_yeast_phenotypes.demo import run_demo
 
     runs = []

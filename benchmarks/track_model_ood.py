@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sections.common import add_threads_option, set_threads  # the sections package sits beside this script
 
 HERE = Path(__file__).resolve().parent
 REAL = Path(os.environ.get("YEAST_REAL_DATA", "/work/shared/data/real")) / "yeastvision-sample-movie"
@@ -228,15 +229,13 @@ def main(argv=None) -> int:
     ap.add_argument("--model", help="a checkpoint to use instead of the small simulated-data model")
     ap.add_argument("--out", default=str(HERE / "results-track-model-ood.json"))
     ap.add_argument("--figures", default=str(HERE.parent / "docs"))
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: torch's default; 1 is faster on a machine other jobs share)")
+    add_threads_option(ap)
     args = ap.parse_args(argv)
     import torch
 
     from napari_yeast_phenotypes.core.model import load_classifier
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

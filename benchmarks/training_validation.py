@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sections.common import add_threads_option, set_threads  # the sections package sits beside this script
 
 HERE = Path(__file__).resolve().parent
 EXPERIMENTS = ("exp1", "exp2", "exp3")
@@ -219,9 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="cv,lc,lc_steps",
                     help="cv (cross-validation), lc (learning curve), lc_steps (the same with equal steps)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: several times faster than 2 on a 2-core machine other jobs share; "
-                         "0: torch's default)")
+    add_threads_option(ap, default=1)
     ap.add_argument("--out", default=str(HERE / "results-training-validation.json"))
     ap.add_argument("--figures", default=str(HERE.parent / "docs"))
     ap.add_argument("--figures-only", action="store_true", help="redraw the figures from --out; no training")
@@ -233,8 +232,7 @@ def main(argv=None) -> int:
 
     from napari_yeast_phenotypes.demo import demo_train_config
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts or parts - ALL_PARTS:
         ap.error("--parts: any of cv, lc, lc_steps")

@@ -34,6 +34,21 @@ class Context:
     crops: object = None  # (N, 1, 40, 40) crops of the movie (inference section)
 
 
+def add_threads_option(ap, default: int = 0) -> None:
+    """The ``--threads`` option of the stand-alone benchmark scripts (apply it with :func:`set_threads`)."""
+    ap.add_argument("--threads", type=int, default=default,
+                    help="torch threads (0: torch's default; 1 is several times faster than 2 on a 2-core "
+                         f"machine other jobs share; default {default})")
+
+
+def set_threads(n: int | None) -> None:
+    """Pin torch's thread count to ``n`` (0 or ``None``: leave torch's default)."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def log(msg: str) -> None:
     print(f"[{time.perf_counter() - _T0[0]:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
