@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DEFAULT_AUGMENT, TrainConfig, parse_augment
+from .cpu_training import gemm_weight_grads
 from .cropfolder import load_image_folder
 from .crops import CropSettings
 from .cropset import CropSet
@@ -308,26 +309,29 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         model.train()
         perm = torch.randperm(n, generator=gen)
         losses = []
-        for step in range(steps_per_epoch):
-            idx = perm[step * bs:(step + 1) * bs]
-            x = x_all[idx]
-            if config.augmentations:
-                x = augment_batch(x, gen, config.augmentations)
-            x, y = x.to(device).contiguous(memory_format=torch.channels_last), y_all[idx].to(device)
-            loss = training_loss(model(x), y, weights, config.label_smoothing)
-            if not bool(torch.isfinite(loss)):
-                raise _diverged("the loss", epoch, step + 1, config, out, best_epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            seen += len(idx)
-            yield {"epoch": epoch, "epochs": config.epochs, "step": step + 1, "steps": steps_per_epoch,
-                   "loss": losses[-1]}
-            if should_stop is not None and should_stop():
-                stopped = "cancelled"
-                break
+        # on the CPU the convolutions' weight gradients are GEMMs in the training steps (core/cpu_training.py;
+        # evaluation and the checkpoint see plain convolutions)
+        with gemm_weight_grads(model, device):
+            for step in range(steps_per_epoch):
+                idx = perm[step * bs:(step + 1) * bs]
+                x = x_all[idx]
+                if config.augmentations:
+                    x = augment_batch(x, gen, config.augmentations)
+                x, y = x.to(device).contiguous(memory_format=torch.channels_last), y_all[idx].to(device)
+                loss = training_loss(model(x), y, weights, config.label_smoothing)
+                if not bool(torch.isfinite(loss)):
+                    raise _diverged("the loss", epoch, step + 1, config, out, best_epoch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                seen += len(idx)
+                yield {"epoch": epoch, "epochs": config.epochs, "step": step + 1, "steps": steps_per_epoch,
+                       "loss": losses[-1]}
+                if should_stop is not None and should_stop():
+                    stopped = "cancelled"
+                    break
         if stopped and step + 1 < steps_per_epoch and best_state is not None:
             break  # a part-epoch is not a model to judge: the best whole epoch is kept
         if not _weights_finite(model):  # the last step's update may have broken them
