@@ -40,7 +40,7 @@ from sections.common import Context  # noqa: E402
 # sizes: (full, quick)
 SIZES = {
     "full": {"movie": (48, 512, 200), "lengths": (12, 24, 48), "baseline_cells": 400, "crop_frames": 8,
-             "loop_frames": 2, "infer_crops": 1024, "batch_sizes": (16, 32, 64, 128, 256), "train_steps": 5,
+             "loop_frames": 2, "infer_crops": 1024, "batch_sizes": (16, 32, 64, 128, 256), "train_steps": 9,
              "train_batch": 64, "memory": (100, 1000, 512, 10), "stall": (40, 256, 30), "peak_n": 2048,
              "stall_train": (6, 192, 16, 2, 16),
              "bf16_frames": 40, "viewer_memory": (100, 1000, 512, 10, 8)},
@@ -156,8 +156,10 @@ def print_summary(res: dict) -> None:
         add("inference alone, fp32, by threads: "
             + ", ".join(f"{k}: {v:.0f}" for k, v in res["inference_threads_crops_per_s"].items()))
     if "training" in res:
-        add("training: " + ", ".join(f"{k}: {v['crops_per_s']:.0f} crops/s ({v['percent_of_ceiling']:.0f}% of its "
-                                     "ceiling)" for k, v in res["training"].items()))
+        peak = res.get("training_peak_gflops", {}).get("used")
+        add("training" + (f" (peak {peak:.0f} GFLOP/s)" if peak else "") + ": "
+            + ", ".join(f"{k}: {v['crops_per_s']:.0f} crops/s ({v['percent_of_ceiling']:.0f}% of its ceiling)"
+                        for k, v in res["training"].items()))
     if "memory" in res:
         mem = res["memory"]
         line = (f"peak RSS ({mem['frame_size']}x{mem['frame_size']}, {mem['cells_per_frame']} cells/frame): "
