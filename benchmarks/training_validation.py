@@ -25,7 +25,7 @@ on a 2-core machine other jobs share, at one thread (about 25 crops/s per traini
 (a) 17 minutes, ``lc`` 7, ``lc_steps`` about 9; a few minutes in all on a quiet machine or a GPU.
 
     python benchmarks/training_validation.py [--per-class 50] [--epochs 5] [--lc 10,20,50,100]
-        [--parts cv,lc,lc_steps] [--threads 1] [--out benchmarks/results-training-validation.json]
+        [--parts cv,lc,lc_steps] [--lc-steps 20,50] [--threads 1] [--out benchmarks/results-training-validation.json]
         [--figures docs]
 """
 
@@ -109,16 +109,21 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, n_train // min(batch_size, n_train))
 
 
-def run_lc_steps(root: Path, per_class: list[int], config, n_classes: int = 8) -> list[dict]:
+def run_lc_steps(root: Path, per_class: list[int], config, n_classes: int = 8, only: list[int] | None = None
+                 ) -> list[dict]:
     """The learning curve again, each subset trained for as many optimiser steps as the largest one
     gets in ``config.epochs`` epochs (more epochs for smaller subsets): labels, not steps, vary. The
-    largest subset is not trained again: it is the plain curve's point (the same training)."""
+    largest subset is not trained again: it is the plain curve's point (the same training).
+    ``only``: these subsets alone (every epoch ends with a pass over the validation crops, so the
+    smallest subsets, with hundreds of one-step epochs, cost the most)."""
     from dataclasses import replace
 
     largest = max(per_class)
     steps = steps_per_epoch(n_classes * largest, config.batch_size) * config.epochs
     points = []
     for n in sorted(per_class)[:-1]:
+        if only and n not in only:
+            continue
         epochs = -(-steps // steps_per_epoch(n_classes * n, config.batch_size))
         for p in run_lc(root, [n], replace(config, epochs=epochs)):
             points.append({**p, "epochs": epochs,
@@ -185,8 +190,7 @@ def lc_figure(curve: list[dict], s: dict, path: Path, steps: list[dict] | None =
     if steps:
         steps = [*steps, curve[-1]]  # the largest subset: the same training in both curves
         ax.plot([p["per_class"] for p in steps], [p["macro_f1"] for p in steps], "D-", color=RANDOM, lw=1.5,
-                zorder=3, label=f"macro-F1, {steps[0]['steps']} optimiser steps per subset (more epochs for fewer "
-                "crops)")
+                zorder=3, label=f"macro-F1, {steps[0]['steps']} optimiser steps each\n(more epochs for fewer crops)")
     ax.axhline(1 / 8, color="0.6", ls=":", lw=1, label="accuracy of always one class (1/8)")
     ax.set_xscale("log")
     ax.set_xticks(n, [f"{p['per_class']}\n({p['n_train']} crops)" for p in curve])
@@ -194,7 +198,7 @@ def lc_figure(curve: list[dict], s: dict, path: Path, steps: list[dict] | None =
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("labelled crops per class in training (nested subsets of exp1 + exp2)")
     ax.set_ylabel("on the validation experiment (exp3)")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(0.0, 0.45))  # clear of every curve
     ax.set_title("Learning curve on simulated crops, validation on another experiment\n"
                  f"ResNet50 from random weights, all layers, batch {s['train_config']['batch_size']}", fontsize=9)
     fig.tight_layout()
@@ -217,6 +221,7 @@ def main(argv=None) -> int:
     ap.add_argument("--per-class", type=int, default=50, help="crops per class drawn from each experiment")
     ap.add_argument("--epochs", type=int, default=5, help="epochs of every training")
     ap.add_argument("--lc", default="10,20,50,100", help="learning-curve subsets: crops per class")
+    ap.add_argument("--lc-steps", default="", help="lc_steps for these subsets only (default: all but the largest)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="cv,lc,lc_steps",
                     help="cv (cross-validation), lc (learning curve), lc_steps (the same with equal steps)")
@@ -270,9 +275,12 @@ def main(argv=None) -> int:
             for p in curve:
                 print(f"{p['per_class']:>4} per class ({p['n_train']} crops): macro-F1 {p['macro_f1']:.3f}, "
                       f"accuracy {p['accuracy']:.3f}", flush=True)
+            result.pop("learning_curve_equal_steps", None)  # an earlier run's: other subsets or training
+            out.write_text(json.dumps(result, indent=2))
         if "lc_steps" in parts:
             t = time.perf_counter()
-            points = run_lc_steps(root, settings["learning_curve_per_class"], config)
+            only = [int(v) for v in args.lc_steps.split(",") if v.strip()]
+            points = run_lc_steps(root, settings["learning_curve_per_class"], config, only=only)
             seconds["learning_curve_equal_steps"] = round(time.perf_counter() - t, 1)
             result["learning_curve_equal_steps"] = {"settings": settings,
                                                     "seconds": seconds["learning_curve_equal_steps"],
