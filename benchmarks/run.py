@@ -57,7 +57,7 @@ SIZES = {
 SECTIONS = ("machine", "end_to_end", "crop_extraction", "inference", "training", "memory", "stall", "bf16",
             "viewer_memory")
 NEEDS = {"end_to_end": {"machine"}, "crop_extraction": {"end_to_end"}, "inference": {"machine", "end_to_end"},
-         "training": {"machine", "inference"}}
+         "training": {"machine"}}
 OPTIONAL = ("memory", "stall", "bf16", "training", "viewer_memory")
 
 

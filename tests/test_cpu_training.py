@@ -111,11 +111,17 @@ def test_the_model_is_plain_again_afterwards_even_after_an_error_or_a_closed_gen
     model = YeastResNet(8, "all")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     state = model.state_dict()
-    with pytest.raises(RuntimeError, match="boom"), gemm_weight_grads(model) as switched:
-        assert switched == len(convs) == 53
-        assert all(type(m) is GemmGradConv2d for m in convs)
-        assert list(model.state_dict()) == list(state)  # same keys: checkpoints do not change
-        raise RuntimeError("boom")
+    seen = {}
+
+    def fail_inside():
+        with gemm_weight_grads(model) as switched:
+            seen.update(switched=switched, types={type(m) for m in convs}, keys=list(model.state_dict()))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert seen["switched"] == len(convs) == 53 and seen["types"] == {GemmGradConv2d}
+    assert seen["keys"] == list(state)  # same keys: checkpoints do not change
     assert all(type(m) is nn.Conv2d for m in convs)
 
     def steps():

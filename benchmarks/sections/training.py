@@ -76,8 +76,15 @@ def run(ctx: Context) -> dict:
     log("peak fp32 rate again ...")
     again = peak_rate(ctx.sizes["peak_n"])["peak_gflops"]
     peak = max(ctx.peak_gflops, again)
+    crops = ctx.crops
+    if crops is None:  # run on its own (--only training): crops of a small simulated movie
+        from napari_yeast_phenotypes.core.simulate import simulate_movie
+
+        from .inference import movie_crop_set
+
+        crops = movie_crop_set(simulate_movie(4, 256, 30, seed=0), ctx.sizes["train_batch"])
     log("training steps ...")
-    tr = training(ctx.crops, ctx.sizes["train_steps"], ctx.sizes["train_batch"], peak, 1 if ctx.quick else 3)
+    tr = training(crops, ctx.sizes["train_steps"], ctx.sizes["train_batch"], peak, 1 if ctx.quick else 3)
     # the headline figures are what train.py runs: channels-last, GEMM weight gradients on the CPU
     return {"training": tr, "training_peak_gflops": {"used": peak, "readings": [ctx.peak_gflops, again]},
             "training_percent_of_ceiling": tr[row_name("conv1,fc", "channels_last", "gemm")]["percent_of_ceiling"],

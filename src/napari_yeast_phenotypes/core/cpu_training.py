@@ -1,12 +1,13 @@
 """Faster training on the CPU: the convolutions' weight gradients as one matrix product each.
 
 On 40x40 crops, ResNet50's later layers work on 5x5, 3x3 and 2x2 pixels. oneDNN computes the
-weight gradient of such small convolutions slowly (20-65 GFLOP/s on a 2-core AVX2 EPYC whose
-peak is 187; 20 for layer4's 3x3 convolutions), while the same numbers as one GEMM run at 120-160:
-``grad_W = grad_out^T @ im2col(x)``, where, in the channels-last layout, ``grad_out`` is already an
-``(N*H*W, C_out)`` matrix and ``im2col(x)`` is ``x`` itself for 1x1 convolutions and ``k*k``
-shifted copies of it for the others. Training every layer went from about 72 to 100 crops/s
-(40% to 60% of the FLOP ceiling, ``benchmarks/README.md``); training conv1 and fc alone does not
+weight gradients of such small convolutions slowly: about 48 GFLOP/s over a training step of
+every layer (20 for layer4's 3x3 convolutions) on a 2-core AVX2 EPYC whose fp32 peak is 187,
+while the same numbers as one GEMM run at about 137: ``grad_W = grad_out^T @ im2col(x)``, where,
+in the channels-last layout, ``grad_out`` is already an ``(N*H*W, C_out)`` matrix and
+``im2col(x)`` is ``x`` itself for 1x1 convolutions and ``k*k`` shifted copies of it for the
+others. Training every layer went from 72 to 98 crops/s there (medians of seven benchmark runs;
+43% to 58% of the FLOP ceiling, ``benchmarks/README.md``); training conv1 and fc alone does not
 change (the frozen layers need no weight gradient).
 
 :func:`gemm_weight_grads` switches this on for a model while it trains on the CPU and off again
