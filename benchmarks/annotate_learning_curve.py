@@ -161,7 +161,7 @@ def finetune(ctx: dict, idx: np.ndarray) -> np.ndarray:
     import torch
 
     from napari_yeast_phenotypes.core.predict import predict_crops
-    from napari_yeast_phenotypes.core.train import augment_batch, training_loss
+    from napari_yeast_phenotypes.core.train import batch_loss
 
     if not len(idx):
         return ctx["probs0"]
@@ -179,8 +179,7 @@ def finetune(ctx: dict, idx: np.ndarray) -> np.ndarray:
         perm = torch.randperm(len(x), generator=gen)
         for s in range(0, len(x) - 63, 64):
             i = perm[s:s + 64]
-            xb = augment_batch(x[i], gen).contiguous(memory_format=torch.channels_last)
-            loss = training_loss(model(xb), y[i], None, 0.05)
+            loss = batch_loss(model, x[i], y[i], gen, label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -6,11 +6,10 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_yeast_phenotypes.core.cpu_training import gemm_weight_grads
 from napari_yeast_phenotypes.core.model import YeastResNet
-from napari_yeast_phenotypes.core.train import augment_batch, make_optimizer
+from napari_yeast_phenotypes.core.train import batch_loss, make_optimizer
 
 from .common import Context, best_time, count_flops, log
 from .machine import peak_rate
@@ -48,8 +47,7 @@ def training(crops: np.ndarray, steps: int, batch: int, peak_gflops: float, roun
 
         def step(model=model, opt=opt, gen=gen, fmt=fmt, grads=grads):
             with gemm_weight_grads(model) if grads == "gemm" else nullcontext():
-                x = augment_batch(x_all, gen).contiguous(memory_format=fmt)
-                loss = F.cross_entropy(model(x), y_all, label_smoothing=0.05)
+                loss = batch_loss(model, x_all, y_all, gen, label_smoothing=0.05, memory_format=fmt)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

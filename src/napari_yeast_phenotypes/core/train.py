@@ -139,6 +139,21 @@ def training_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor |
     return F.cross_entropy(logits, y, weight=weights, label_smoothing=label_smoothing)
 
 
+def batch_loss(model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, augmentations=DEFAULT_AUGMENT,
+               weights: torch.Tensor | None = None, label_smoothing: float = 0.0, device="cpu",
+               memory_format=torch.channels_last) -> torch.Tensor:
+    """The loss of one training batch as :func:`train_iter` computes it (the benchmark times the same).
+
+    ``x`` is augmented (training batches only; no ``augmentations``: as it is), moved to ``device``
+    in ``memory_format`` (channels-last: oneDNN's convolutions run without layout conversions,
+    13-19% faster training steps on CPU, benchmarks/README.md), then :func:`training_loss`.
+    """
+    if augmentations:
+        x = augment_batch(x, gen, augmentations)
+    x = x.to(device).contiguous(memory_format=memory_format)
+    return training_loss(model(x), y.to(device), weights, label_smoothing)
+
+
 def make_optimizer(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """AdamW, fused where this torch has it for the parameters' device.
 
@@ -314,11 +329,8 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         with gemm_weight_grads(model, device):
             for step in range(steps_per_epoch):
                 idx = perm[step * bs:(step + 1) * bs]
-                x = x_all[idx]
-                if config.augmentations:
-                    x = augment_batch(x, gen, config.augmentations)
-                x, y = x.to(device).contiguous(memory_format=torch.channels_last), y_all[idx].to(device)
-                loss = training_loss(model(x), y, weights, config.label_smoothing)
+                loss = batch_loss(model, x_all[idx], y_all[idx], gen, config.augmentations, weights,
+                                  config.label_smoothing, device)
                 if not bool(torch.isfinite(loss)):
                     raise _diverged("the loss", epoch, step + 1, config, out, best_epoch)
                 opt.zero_grad(set_to_none=True)
