@@ -48,9 +48,9 @@ def grid_movie(n_frames: int, side: int, per_row: int, seed: int = 0):
 
 
 def classified(image, labels, seed: int = 0):
-    from napari_yeast_phenotypes.core.schema import prob_columns
-    from napari_yeast_phenotypes.core.timeline import add_timeline, track_summary
-    from napari_yeast_phenotypes.core.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.results.schema import prob_columns
+    from napari_yeast_phenotypes.core.track.timeline import add_timeline, track_summary
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     rng = np.random.default_rng(seed)
@@ -74,8 +74,8 @@ def main(argv=None) -> int:
 
     from napari_yeast_phenotypes._napari._annotate import AnnotateWidget
     from napari_yeast_phenotypes._napari._layers import result_layers
-    from napari_yeast_phenotypes.core.crops import CropSettings, movie_stats
-    from napari_yeast_phenotypes.core.curated import CuratedSet, crops_for_annotations, movie_identity
+    from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_stats
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations, movie_identity
 
     image, labels = grid_movie(args.frames, 512, 10)
     result = classified(image, labels)

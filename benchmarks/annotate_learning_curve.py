@@ -15,7 +15,7 @@ What it does (small enough for a laptop CPU: a few minutes):
    is wrong on about one cell in six): classified by the base model. Its tracks are split in two halves:
    a pool a person labels from, and held-out tracks on which accuracy is measured.
 3. Rounds of ``--step`` labels, up to ``--budget``, two ways: the top of the "next cell to
-   check" queue (:func:`napari_yeast_phenotypes.core.review.review_queue`, on the pool,
+   check" queue (:func:`napari_yeast_phenotypes.core.track.review.review_queue`, on the pool,
    recomputed after every round with the labels as fixed evidence for the track model), or
    cell-frames of the pool drawn at random (``--seeds`` draws). The label is the simulation's
    truth: a perfect annotator.
@@ -62,9 +62,9 @@ def other_microscope(image: np.ndarray, blur: float, noise: float, seed: int) ->
 
 def movie_set(params: dict, microscope: dict | None = None):
     """A simulated movie's cell table, crops (through the one crop function) and true classes."""
-    from napari_yeast_phenotypes.core.crops import movie_crops, movie_stats
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
-    from napari_yeast_phenotypes.core.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.data.crops import movie_crops, movie_stats
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.tracking import build_cell_table
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     movie = simulate_movie(**params)
@@ -80,7 +80,7 @@ def movie_set(params: dict, microscope: dict | None = None):
 
 def demo_model(work: Path) -> tuple:
     """The demo's model (trained on the demo's simulated experiments; from its cache when there)."""
-    from napari_yeast_phenotypes.core.model import load_classifier
+    from napari_yeast_phenotypes.core.network.model import load_classifier
     from napari_yeast_phenotypes.demo import DEFAULT_EPOCHS, build_curated_set, get_model
 
     build_curated_set(work / "curated", 0)
@@ -105,9 +105,9 @@ def features(model, crops, batch: int = 256) -> np.ndarray:
 
 def cached_features(model_path: Path, model, crops_a, crops_b):
     """Features of both experiments' crops, cached beside the model (they depend on nothing else)."""
-    from napari_yeast_phenotypes.core.fingerprint import file_sha256
-    from napari_yeast_phenotypes.core.paths import cache_dir
-    from napari_yeast_phenotypes.core.simulate import SIMULATOR_VERSION
+    from napari_yeast_phenotypes.core.data.simulate import SIMULATOR_VERSION
+    from napari_yeast_phenotypes.core.files.fingerprint import file_sha256
+    from napari_yeast_phenotypes.core.files.paths import cache_dir
 
     key = hashlib.sha1(json.dumps([file_sha256(model_path), EXP_A, EXP_B, MICROSCOPE_B, SIMULATOR_VERSION],
                                   sort_keys=True).encode()).hexdigest()[:12]
@@ -160,8 +160,8 @@ def finetune(ctx: dict, idx: np.ndarray) -> np.ndarray:
 
     import torch
 
-    from napari_yeast_phenotypes.core.predict import predict_crops
-    from napari_yeast_phenotypes.core.train import batch_loss
+    from napari_yeast_phenotypes.core.network.predict import predict_crops
+    from napari_yeast_phenotypes.core.network.train import batch_loss
 
     if not len(idx):
         return ctx["probs0"]
@@ -188,9 +188,9 @@ def finetune(ctx: dict, idx: np.ndarray) -> np.ndarray:
 
 
 def run_curve(strategy: str, seed: int, ctx: dict, budgets: list[int]) -> list[dict]:
-    from napari_yeast_phenotypes.core.review import review_queue
-    from napari_yeast_phenotypes.core.schema import prob_columns
-    from napari_yeast_phenotypes.core.timeline import add_timeline
+    from napari_yeast_phenotypes.core.results.schema import prob_columns
+    from napari_yeast_phenotypes.core.track.review import review_queue
+    from napari_yeast_phenotypes.core.track.timeline import add_timeline
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     rng = np.random.default_rng(seed)
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     _, table_a, crops_a, target_a = movie_set(EXP_A)
     work = tempfile.TemporaryDirectory()
     if args.model:
-        from napari_yeast_phenotypes.core.model import load_classifier
+        from napari_yeast_phenotypes.core.network.model import load_classifier
 
         clf, model_path = load_classifier(args.model), Path(args.model)
     else:

@@ -37,7 +37,7 @@ def make_movies(folder: Path, n: int, frames: int, size: int, cells: int) -> Pat
     """``n`` simulated movies and a SPEC CSV naming them."""
     import pandas as pd
 
-    from napari_yeast_phenotypes.core.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
 
     rows = []
     for i in range(n):
@@ -50,7 +50,7 @@ def make_movies(folder: Path, n: int, frames: int, size: int, cells: int) -> Pat
 def make_model(path: Path) -> Path:
     import torch
 
-    from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
 
     torch.manual_seed(0)
     return save_checkpoint(path, Classifier(YeastResNet(8).eval()))
@@ -58,8 +58,8 @@ def make_model(path: Path) -> Path:
 
 def _warm() -> str:
     import napari_yeast_phenotypes.core.jobs  # imports torch, pandas and the pipeline
-    import napari_yeast_phenotypes.core.plots
-    import napari_yeast_phenotypes.core.survival  # noqa: F401 - and lifelines
+    import napari_yeast_phenotypes.core.results.plots
+    import napari_yeast_phenotypes.core.results.survival  # noqa: F401 - and lifelines
 
     return "ok"
 
@@ -67,7 +67,8 @@ def _warm() -> str:
 def on_cluster(spec: Path, model: Path, out: Path, workers: int, cpus: int) -> dict:
     """Movies/hour of one classify-many run on a warm local cluster of ``workers`` workers."""
     from napari_yeast_phenotypes.core.config import ClassifyConfig
-    from napari_yeast_phenotypes.core.experiment import classify_many, local_cluster, plan_local
+    from napari_yeast_phenotypes.core.experiment.cluster import local_cluster, plan_local
+    from napari_yeast_phenotypes.core.experiment.run import classify_many
 
     n = len(spec.read_text().strip().splitlines()) - 1
     workers, threads = plan_local(n, cpus=cpus, workers=workers)
@@ -96,9 +97,9 @@ def gpu_vs_cpu(spec: Path, model: Path) -> dict | None:
     if not torch.cuda.is_available():
         return None
     from napari_yeast_phenotypes.core.config import ClassifyConfig
-    from napari_yeast_phenotypes.core.experiment import read_spec
+    from napari_yeast_phenotypes.core.experiment.spec import read_spec
     from napari_yeast_phenotypes.core.jobs import classify_movie
-    from napari_yeast_phenotypes.core.model import load_classifier
+    from napari_yeast_phenotypes.core.network.model import load_classifier
 
     movies = read_spec(spec)
     res = {"gpu": torch.cuda.get_device_name(0)}
@@ -122,7 +123,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from napari_yeast_phenotypes.core.experiment import usable_cpus
+    from napari_yeast_phenotypes.core.experiment.cluster import usable_cpus
 
     size = dict(SIZES["quick" if args.quick else "full"])
     if args.movies:

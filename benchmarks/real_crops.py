@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from napari_yeast_phenotypes.core.model import load_classifier
-    from napari_yeast_phenotypes.core.predict import predict_crops
+    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.predict import predict_crops
 
     d = np.load(args.data)
     gfp, protein = d["gfp"].astype(np.float32), d["protein"].astype(str)

@@ -46,11 +46,11 @@ def small_model(work: Path) -> Path:
     """Train (or take from the cache) the small simulated-data model; returns its file."""
     from napari_yeast_phenotypes import __version__
     from napari_yeast_phenotypes.core.config import TrainConfig
-    from napari_yeast_phenotypes.core.crops import CropSettings
-    from napari_yeast_phenotypes.core.curated import CuratedSet, crops_for_annotations
-    from napari_yeast_phenotypes.core.paths import cache_dir
-    from napari_yeast_phenotypes.core.simulate import SIMULATOR_VERSION, simulate_movie
-    from napari_yeast_phenotypes.core.train import train
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations
+    from napari_yeast_phenotypes.core.data.simulate import SIMULATOR_VERSION, simulate_movie
+    from napari_yeast_phenotypes.core.files.paths import cache_dir
+    from napari_yeast_phenotypes.core.network.train import train
     from napari_yeast_phenotypes.demo import _balanced_annotations
 
     key = hashlib.sha1(json.dumps([__version__, SIMULATOR_VERSION, TRAIN_MOVIE, PER_CLASS, TRAIN,
@@ -89,9 +89,9 @@ def classify(image, labels, clf, **kw):
 
 
 def track_model_figures(clf, seeds=(0, 1, 2)) -> dict:
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
-    from napari_yeast_phenotypes.core.timeline import TimelineSettings
-    from napari_yeast_phenotypes.core.track_model import (
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.track.timeline import TimelineSettings
+    from napari_yeast_phenotypes.core.track.track_model import (
         _sorted_tracks,
         evaluate_tracks,
         fit_em,
@@ -137,15 +137,15 @@ def track_model_figures(clf, seeds=(0, 1, 2)) -> dict:
 
 
 def _val_ids(sorted_cells, codes, seed):
-    from napari_yeast_phenotypes.core.track_model import split_tracks
+    from napari_yeast_phenotypes.core.track.track_model import split_tracks
 
     annotated = np.unique(sorted_cells["track_id"].to_numpy()[codes >= 0])
     return split_tracks(annotated, 0.5, seed)
 
 
 def ood_figures(clf) -> dict:
-    from napari_yeast_phenotypes.core.io import read_array
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.movies import read_array
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     res, scores = {}, {}
     movie = simulate_movie(**EVAL_MOVIE, seed=9200)
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from napari_yeast_phenotypes.core.model import load_classifier
+    from napari_yeast_phenotypes.core.network.model import load_classifier
 
     set_threads(args.threads)
 

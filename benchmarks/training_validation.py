@@ -51,9 +51,9 @@ GROUPED, RANDOM = "#1b9e77", "#d95f02"
 
 def build_sets(root: Path, per_class: int, seed: int) -> dict:
     """Simulate the three experiments and curate the same crops into ``root/cv`` and ``root/lc``."""
-    from napari_yeast_phenotypes.core.crops import CropSettings
-    from napari_yeast_phenotypes.core.curated import CuratedSet, crops_for_annotations
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
     from napari_yeast_phenotypes.demo import TRAIN_MOVIES, _balanced_annotations
 
     rng = np.random.default_rng(seed)

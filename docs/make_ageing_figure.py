@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_yeast_phenotypes.core.simulate import simulate_movie
-from napari_yeast_phenotypes.core.survival import ageing_figure, senescence_survival
-from napari_yeast_phenotypes.core.timeline import track_summary
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+from napari_yeast_phenotypes.core.results.survival import ageing_figure, senescence_survival
+from napari_yeast_phenotypes.core.track.timeline import track_summary
 
 HERE = Path(__file__).resolve().parent
 CONDITIONS = {"wild type": (0.01, range(0, 6)), "wild type again": (0.01, range(10, 16)),

@@ -16,7 +16,7 @@ if sys.path[:1] != [_SRC]:
 
 @pytest.fixture(scope="session")
 def small_movie():
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     return simulate_movie(n_frames=6, size=128, n_cells=8, seed=3)
 
@@ -26,7 +26,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
     """A valid checkpoint with random weights: predictions are arbitrary, the pipeline runs."""
     import torch
 
-    from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "random.pt"

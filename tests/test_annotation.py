@@ -5,13 +5,13 @@ import types
 import numpy as np
 import pytest
 
-from napari_yeast_phenotypes.core.annotation import AnnotationSession
-from napari_yeast_phenotypes.core.crops import CropSettings, movie_crops, movie_stats
-from napari_yeast_phenotypes.core.curated import CuratedSet, movie_identity
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.schema import prob_columns
-from napari_yeast_phenotypes.core.timeline import add_timeline, track_summary
-from napari_yeast_phenotypes.core.tracking import build_cell_table
+from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_crops, movie_stats
+from napari_yeast_phenotypes.core.data.curated import CuratedSet, movie_identity
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.results.schema import prob_columns
+from napari_yeast_phenotypes.core.track.annotation import AnnotationSession
+from napari_yeast_phenotypes.core.track.timeline import add_timeline, track_summary
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 
@@ -65,7 +65,7 @@ def test_a_label_writes_the_models_crop_with_provenance(session, small_movie):
 
 
 def test_kept_crops_are_the_models_crops_in_any_order_and_mix(session, small_movie, monkeypatch):
-    import napari_yeast_phenotypes.core.annotation as annotation
+    import napari_yeast_phenotypes.core.track.annotation as annotation
 
     rows = np.arange(len(session.cells))
     expected = movie_crops(small_movie.image, small_movie.labels, session.cells)[:, 0]

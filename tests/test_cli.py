@@ -7,8 +7,8 @@ import tifffile
 import torch
 
 from napari_yeast_phenotypes.cli import main
-from napari_yeast_phenotypes.core.export import cell_columns
-from napari_yeast_phenotypes.core.model import load_classifier
+from napari_yeast_phenotypes.core.network.model import load_classifier
+from napari_yeast_phenotypes.core.results.export import cell_columns
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 
@@ -186,8 +186,8 @@ def test_crossval_groups_by_experiment(tmp_path, movie_dir):
 
 
 def test_training_on_a_curated_set_keeps_its_crop_settings(tmp_path, movie_dir):
-    from napari_yeast_phenotypes.core.crops import CropSettings
-    from napari_yeast_phenotypes.core.curated import CuratedSet
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet
 
     cur = tmp_path / "cur"
     CuratedSet(cur, CropSettings(margin=0.3, mask="outside"))  # a set made with other settings

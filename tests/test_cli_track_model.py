@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from napari_yeast_phenotypes.cli import main
-from napari_yeast_phenotypes.core.timeline import TimelineSettings, add_timeline
-from napari_yeast_phenotypes.core.track_model import load_track_model
+from napari_yeast_phenotypes.core.track.timeline import TimelineSettings, add_timeline
+from napari_yeast_phenotypes.core.track.track_model_file import load_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 PROBS = [f"p_{c}" for c in CLASS_NAMES]

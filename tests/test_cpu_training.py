@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from napari_yeast_phenotypes.core import cpu_training
-from napari_yeast_phenotypes.core.cpu_training import GemmGradConv2d, gemm_weight_grads
-from napari_yeast_phenotypes.core.model import YeastResNet
+from napari_yeast_phenotypes.core.network import cpu_training
+from napari_yeast_phenotypes.core.network.cpu_training import GemmGradConv2d, gemm_weight_grads
+from napari_yeast_phenotypes.core.network.model import YeastResNet
 
 
 def assert_close_to(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4) -> None:

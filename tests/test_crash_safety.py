@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_yeast_phenotypes.core.curated import CuratedSet
+from napari_yeast_phenotypes.core.data.curated import CuratedSet
 
 TRIALS = 50
 # the writer imports the package of this checkout, not the one the environment's install points at
@@ -20,8 +20,8 @@ ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH
 
 WRITER = textwrap.dedent('''
     import sys, numpy as np, pandas as pd
-    from napari_yeast_phenotypes.core.curated import CuratedSet
-    from napari_yeast_phenotypes.core.export import write_csv
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet
+    from napari_yeast_phenotypes.core.results.export import write_csv
     root, csv, trial = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cs = CuratedSet(root)
     rng = np.random.default_rng(trial)

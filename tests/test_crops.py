@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from realdata import real_data
 
-from napari_yeast_phenotypes.core.crops import CropSettings, MovieStats, extract_crops, movie_crops, movie_stats
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.tracking import build_cell_table, measure_frame
+from napari_yeast_phenotypes.core.data.crops import CropSettings, MovieStats, extract_crops, movie_crops, movie_stats
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table, measure_frame
+from napari_yeast_phenotypes.core.errors import InputError
 
 CELL = CropSettings(scale="cell", margin=0.25)
 

@@ -12,8 +12,9 @@ import pytest
 import tifffile
 
 from napari_yeast_phenotypes.cli import main
-from napari_yeast_phenotypes.core.crops import CropSettings, movie_crops
-from napari_yeast_phenotypes.core.curated import (
+from napari_yeast_phenotypes.core.data.cropfolder import load_image_folder
+from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_crops
+from napari_yeast_phenotypes.core.data.curated import (
     LEGACY_COLUMNS,
     CuratedSet,
     cell_key,
@@ -21,16 +22,15 @@ from napari_yeast_phenotypes.core.curated import (
     movie_identity,
     read_annotations,
 )
-from napari_yeast_phenotypes.core.io import InputError
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.jobs import curate_movie
-from napari_yeast_phenotypes.core.tracking import build_cell_table
-from napari_yeast_phenotypes.core.train import load_image_folder
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 
 @pytest.fixture
 def movie_files(tmp_path, small_movie):
-    from napari_yeast_phenotypes.core.simulate import write_movie
+    from napari_yeast_phenotypes.core.data.simulate import write_movie
 
     return write_movie(small_movie, tmp_path / "exp_a")
 
@@ -91,7 +91,7 @@ def test_second_import_adds_and_skips_duplicates(tmp_path, movie_files, small_mo
 
 def test_a_movie_is_known_by_its_content_not_its_name(tmp_path, small_movie):
     """Issue 12.2: day2/exp_a/image.tif after exp_a/image.tif is another movie; a copy elsewhere is the same."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
 
     other = simulate_movie(n_frames=6, size=128, n_cells=8, seed=4)
     a = write_movie(small_movie, tmp_path / "exp_a")
@@ -116,7 +116,7 @@ def _csv(path, df):
 
 def test_crop_ids_are_unique_by_construction(tmp_path, small_movie):
     """Issue 12.3: experiments 'a b' and 'a-b' used to give one file name for two cells."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     other = simulate_movie(n_frames=6, size=128, n_cells=8, seed=4)
     cs = CuratedSet(tmp_path / "set")
@@ -176,7 +176,7 @@ def test_a_hand_edited_manifest_that_points_outside_is_refused(tmp_path, small_m
 
 def test_conflicting_annotations_are_reported(tmp_path, small_movie, capsys):
     """Issue 12.9: two classes for one cell-frame are a conflict, in the file and against the set."""
-    from napari_yeast_phenotypes.core.simulate import write_movie
+    from napari_yeast_phenotypes.core.data.simulate import write_movie
 
     files = write_movie(small_movie, tmp_path / "exp")
     t = small_movie.truth.iloc[:6].reset_index(drop=True)
@@ -397,7 +397,7 @@ def test_image_folder_checks(tmp_path):
 
 WRITER = textwrap.dedent('''
     import sys, time, numpy as np, pandas as pd
-    from napari_yeast_phenotypes.core.curated import CuratedSet
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet
     root, movie, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cs = CuratedSet(root)
     print("ready", flush=True)
@@ -431,7 +431,7 @@ def _check_whole(root):
 
 def test_two_curate_commands_into_one_set_at_once_keep_both(tmp_path, movie_files, small_movie):
     """Issue 12.1: two `curate` runs into one set at once both keep their rows."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
 
     other = simulate_movie(n_frames=6, size=128, n_cells=8, seed=4)
     files_b = write_movie(other, tmp_path / "day2" / "exp_a")

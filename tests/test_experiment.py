@@ -16,16 +16,13 @@ import pytest
 
 from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.experiment import (
-    MovieSpec,
-    classify_many,
-    model_loads,
-    plan_local,
-    read_combined,
-    read_spec,
-)
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.jobs import classify_movie, result_complete
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.experiment.cluster import plan_local
+from napari_yeast_phenotypes.core.experiment.combine import read_combined
+from napari_yeast_phenotypes.core.experiment.run import classify_many, model_loads
+from napari_yeast_phenotypes.core.experiment.spec import MovieSpec, read_spec
+from napari_yeast_phenotypes.core.jobs import classify_movie
+from napari_yeast_phenotypes.core.results.folder import result_complete
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 CONFIG = ClassifyConfig(device="cpu", precision="fp32")
@@ -37,7 +34,7 @@ N_MOVIES = 4
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     """Six small simulated movies in two conditions, one corrupt movie, and their SPEC."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
 
     root = tmp_path_factory.mktemp("experiment")
     rows = []
@@ -59,7 +56,7 @@ def experiment(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client():
     """A local cluster of 2 worker processes that import this checkout's package."""
-    from napari_yeast_phenotypes.core.experiment import local_cluster
+    from napari_yeast_phenotypes.core.experiment.cluster import local_cluster
 
     c = local_cluster(2, 1)
     yield c

@@ -6,9 +6,10 @@ import pytest
 import tifffile
 
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.crops import CropSettings
-from napari_yeast_phenotypes.core.io import InputError, as_movie, read_array
-from napari_yeast_phenotypes.core.model import Classifier, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.data.crops import CropSettings
+from napari_yeast_phenotypes.core.data.movies import as_movie, read_array
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.network.model import Classifier, load_classifier, save_checkpoint
 from napari_yeast_phenotypes.core.pipeline import analyse
 
 

@@ -15,23 +15,21 @@ import tifffile
 from napari_yeast_phenotypes import __version__
 from napari_yeast_phenotypes.cli import build_parser
 from napari_yeast_phenotypes.core.config import ClassifyConfig, TrainConfig
-from napari_yeast_phenotypes.core.fingerprint import array_sha256, file_sha256
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.jobs import (
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.files.fingerprint import array_sha256, file_sha256
+from napari_yeast_phenotypes.core.files.locking import FileLock, LockHeld
+from napari_yeast_phenotypes.core.jobs import ClassifyJob, classify_movie, load_crop_folder
+from napari_yeast_phenotypes.core.network.model import load_classifier
+from napari_yeast_phenotypes.core.pipeline import analyse
+from napari_yeast_phenotypes.core.results.folder import (
     RESULT_FILES,
     RUN_FILE,
     WRITING_MARK,
-    ClassifyJob,
     ResultFolder,
-    classify_movie,
-    load_crop_folder,
     result_complete,
 )
-from napari_yeast_phenotypes.core.locking import FileLock, LockHeld
-from napari_yeast_phenotypes.core.model import load_classifier
-from napari_yeast_phenotypes.core.pipeline import analyse
-from napari_yeast_phenotypes.core.schema import MovieStats
-from napari_yeast_phenotypes.core.timeline import TimelineSettings
+from napari_yeast_phenotypes.core.results.schema import MovieStats
+from napari_yeast_phenotypes.core.track.timeline import TimelineSettings
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +186,7 @@ def test_a_second_writer_is_refused(movie_files, random_checkpoint, tmp_path):
 
 def test_lock_is_held_across_processes_and_freed_by_death(tmp_path):
     lock = tmp_path / "x.lock"
-    code = ("import sys, time; from napari_yeast_phenotypes.core.locking import FileLock\n"
+    code = ("import sys, time; from napari_yeast_phenotypes.core.files.locking import FileLock\n"
             f"l = FileLock({str(lock)!r}, what='test holder').acquire(); print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -242,7 +240,7 @@ def test_external_crops_are_recorded_and_warned_about(tmp_path, small_movie, ran
 
 
 def test_a_whole_curated_set_is_not_a_split(tmp_path):
-    from napari_yeast_phenotypes.core.curated import CuratedSet
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet
 
     CuratedSet(tmp_path / "set")
     (tmp_path / "set" / "manifest.csv").write_text("crop_id,split,phenotype,path,experiment,source,frame,label,"

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torchvision
 
-from napari_yeast_phenotypes.core import model as model_mod
-from napari_yeast_phenotypes.core.fingerprint import file_sha256
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.model import (
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.files.fingerprint import file_sha256
+from napari_yeast_phenotypes.core.network import model as model_mod
+from napari_yeast_phenotypes.core.network.model import (
     Classifier,
     WeightsUnavailable,
     YeastResNet,
@@ -17,7 +17,7 @@ from napari_yeast_phenotypes.core.model import (
     load_classifier,
     save_checkpoint,
 )
-from napari_yeast_phenotypes.core.predict import predict_crops
+from napari_yeast_phenotypes.core.network.predict import predict_crops
 
 
 @pytest.fixture(scope="module")

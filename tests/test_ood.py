@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.crops import movie_crops
-from napari_yeast_phenotypes.core.cropset import CropSet
-from napari_yeast_phenotypes.core.export import cells_for_export
-from napari_yeast_phenotypes.core.io import InputError
+from napari_yeast_phenotypes.core.data.crops import movie_crops
+from napari_yeast_phenotypes.core.data.cropset import CropSet
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.jobs import classify_movie
-from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, load_classifier, save_checkpoint
-from napari_yeast_phenotypes.core.ood import (
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.ood import (
     WARN_SHARE,
     OODSummary,
     crop_intensity_stats,
@@ -20,10 +21,9 @@ from napari_yeast_phenotypes.core.ood import (
     movie_report,
     summarise_training,
 )
-from napari_yeast_phenotypes.core.review import KINDS, reason, review_queue
-from napari_yeast_phenotypes.core.schema import cell_columns, prob_columns
-from napari_yeast_phenotypes.core.simulate import simulate_movie
-from napari_yeast_phenotypes.core.tracking import build_cell_table
+from napari_yeast_phenotypes.core.results.export import cells_for_export
+from napari_yeast_phenotypes.core.results.schema import cell_columns, prob_columns
+from napari_yeast_phenotypes.core.track.review import KINDS, reason, review_queue
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 

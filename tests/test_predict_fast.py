@@ -7,18 +7,24 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_yeast_phenotypes.core import cpu_inference, predict
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.cpu_inference import FAST_LOGIT_TOLERANCE, FAST_TOLERANCE, inference_forward
-from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_crops, movie_stats, window_geometry
-from napari_yeast_phenotypes.core.device import cpu_has_native_bf16, resolve_precision
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.model import Classifier, YeastResNet
+from napari_yeast_phenotypes.core.data.crops import (
+    CropSettings,
+    extract_crops,
+    movie_crops,
+    movie_stats,
+    window_geometry,
+)
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table, measure_frame
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.network import cpu_inference, predict
+from napari_yeast_phenotypes.core.network.cpu_inference import FAST_LOGIT_TOLERANCE, FAST_TOLERANCE, inference_forward
+from napari_yeast_phenotypes.core.network.device import cpu_has_native_bf16, resolve_precision
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
+from napari_yeast_phenotypes.core.network.predict import predict_crops
 from napari_yeast_phenotypes.core.pipeline import classify_iter
-from napari_yeast_phenotypes.core.predict import predict_crops
 from napari_yeast_phenotypes.core.progress import run_to_end
-from napari_yeast_phenotypes.core.simulate import simulate_movie
-from napari_yeast_phenotypes.core.tracking import build_cell_table, measure_frame
 
 
 @pytest.fixture(scope="module")

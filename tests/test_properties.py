@@ -5,10 +5,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_yeast_phenotypes.core.crops import CropSettings, MovieStats, extract_crops
-from napari_yeast_phenotypes.core.export import write_tables
-from napari_yeast_phenotypes.core.timeline import add_timeline, smooth_track, track_summary
-from napari_yeast_phenotypes.core.tracking import build_cell_table, measure_frame
+from napari_yeast_phenotypes.core.data.crops import CropSettings, MovieStats, extract_crops
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table, measure_frame
+from napari_yeast_phenotypes.core.results.export import write_tables
+from napari_yeast_phenotypes.core.track.timeline import add_timeline, smooth_track, track_summary
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,9 +6,9 @@ import pytest
 import tifffile
 from realdata import real_data
 
-from napari_yeast_phenotypes.core.model import load_classifier
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table, labels_look_tracked
+from napari_yeast_phenotypes.core.network.model import load_classifier
 from napari_yeast_phenotypes.core.pipeline import analyse
-from napari_yeast_phenotypes.core.tracking import build_cell_table, labels_look_tracked
 
 
 def test_baby_trap_sequences_keep_ids_and_empty_traps_work():
@@ -48,7 +48,7 @@ def test_real_movie_end_to_end(random_checkpoint):
 
 @pytest.mark.parametrize("dtype, mean_tol, max_tol", [(np.uint8, 0.025, 0.6), (np.float32, 1e-4, 1e-3)])
 def test_real_movie_dtype_does_not_change_crops(dtype, mean_tol, max_tol):
-    from napari_yeast_phenotypes.core.crops import movie_crops
+    from napari_yeast_phenotypes.core.data.crops import movie_crops
 
     img = tifffile.imread(real_data("yeastvision-sample-movie", "cdc_fluorescence.tif"))[:2]
     lab = tifffile.imread(real_data("yeastvision-sample-movie", "masks.tif"))[:2]

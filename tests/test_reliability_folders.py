@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.jobs import (
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.files.locking import LockHeld
+from napari_yeast_phenotypes.core.results.folder import (
     LOCK_FILE,
     RESULT_FILES,
     RUN_FILE,
@@ -29,7 +30,6 @@ from napari_yeast_phenotypes.core.jobs import (
     ResultFolder,
     result_complete,
 )
-from napari_yeast_phenotypes.core.locking import LockHeld
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -48,7 +48,7 @@ KILL_AFTER = textwrap.dedent('''
 ''')
 
 FOLDER_WRITER = KILL_AFTER + textwrap.dedent('''
-    from napari_yeast_phenotypes.core.jobs import ResultFolder
+    from napari_yeast_phenotypes.core.results.folder import ResultFolder
     out, KILL_AT, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     with ResultFolder(out, overwrite=True) as folder:
         for name in ("cells.csv", "tracks.csv", "summary.png"):
@@ -160,8 +160,8 @@ def test_a_mark_cannot_name_files_outside_the_folder(tmp_path):
 HOLDER = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    from napari_yeast_phenotypes.core.jobs import ResultFolder
-    from napari_yeast_phenotypes.core.io import InputError
+    from napari_yeast_phenotypes.core.results.folder import ResultFolder
+    from napari_yeast_phenotypes.core.data.movies import InputError
     out, start, tag = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     while not start.exists():
         time.sleep(0.01)
@@ -199,7 +199,7 @@ CLASSIFY_HOLDING = textwrap.dedent('''
     import sys, time
     from pathlib import Path
     from napari_yeast_phenotypes import cli
-    from napari_yeast_phenotypes.core import jobs
+    from napari_yeast_phenotypes.core.jobs import classify as jobs
     holding, go = Path(sys.argv[1]), Path(sys.argv[2])
     real = jobs._write_into
     def write_when_allowed(folder, *a, **kw):
@@ -214,7 +214,7 @@ CLASSIFY_HOLDING = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def tiny_movie(tmp_path_factory):
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     d = tmp_path_factory.mktemp("tiny")
     m = simulate_movie(n_frames=4, size=64, n_cells=3, seed=5, births=False)
@@ -301,7 +301,7 @@ def test_classify_killed_between_cells_and_tracks_with_overwrite(tmp_path, tiny_
 def test_a_classify_failing_after_cells_csv_leaves_nothing_half_done(tmp_path, tiny_movie, random_checkpoint,
                                                                      monkeypatch):
     from napari_yeast_phenotypes.cli import main
-    from napari_yeast_phenotypes.core import plots
+    from napari_yeast_phenotypes.core.results import plots
 
     def broken_summary(*a, **kw):
         raise InputError("summary failed")  # cells.csv and tracks.csv are already written
@@ -318,7 +318,7 @@ def test_a_classify_failing_after_cells_csv_leaves_nothing_half_done(tmp_path, t
 # ------------------------------------------------------------------------------ simulate (item 6)
 
 SIMULATE_KILLED = KILL_AFTER + textwrap.dedent('''
-    from napari_yeast_phenotypes.core.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
     out, KILL_AT, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     movie = simulate_movie(n_frames=2, size=64, n_cells=2, seed=seed, births=False)
     os.replace = replace_then_maybe_die
@@ -328,7 +328,7 @@ SIMULATE_KILLED = KILL_AFTER + textwrap.dedent('''
 
 
 def test_simulate_killed_between_files_leaves_a_whole_movie(tmp_path):
-    from napari_yeast_phenotypes.core.simulate import MOVIE_FILES, MOVIE_RUN_FILE, simulate_movie, write_movie
+    from napari_yeast_phenotypes.core.data.simulate import MOVIE_FILES, MOVIE_RUN_FILE, simulate_movie, write_movie
 
     out = tmp_path / "movie"
     movies = {seed: simulate_movie(n_frames=2, size=64, n_cells=2, seed=seed, births=False) for seed in (1, 2)}

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from realdata import real_data
 
-from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_stats
-from napari_yeast_phenotypes.core.io import InputError, as_movie, atomic_write
-from napari_yeast_phenotypes.core.schema import MovieStats
-from napari_yeast_phenotypes.core.tracking import Tracker, labels_look_tracked, measure_frame
+from napari_yeast_phenotypes.core.data.crops import CropSettings, extract_crops, movie_stats
+from napari_yeast_phenotypes.core.data.movies import as_movie
+from napari_yeast_phenotypes.core.data.tracking import Tracker, labels_look_tracked, measure_frame
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.files.atomic import atomic_write
+from napari_yeast_phenotypes.core.results.schema import MovieStats
 
 
 def diagnose(image, labels, channel=None):
@@ -196,7 +198,7 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
 
 
 def test_result_folder_files_follow_the_umask(tmp_path):
-    from napari_yeast_phenotypes.core.jobs import RUN_FILE, ResultFolder
+    from napari_yeast_phenotypes.core.results.folder import RUN_FILE, ResultFolder
 
     old = os.umask(0o022)
     try:
@@ -229,7 +231,7 @@ def test_a_destination_that_fails_mid_write_is_one_plain_message(tmp_path, monke
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write into read-only folders")
 def test_a_read_only_folder_is_refused_before_work(tmp_path):
-    from napari_yeast_phenotypes.core.jobs import check_writable_dir
+    from napari_yeast_phenotypes.core.files.atomic import check_writable_dir
 
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -242,7 +244,7 @@ def test_a_read_only_folder_is_refused_before_work(tmp_path):
 
 
 def test_a_full_disk_is_found_by_the_folder_check(tmp_path, monkeypatch):
-    from napari_yeast_phenotypes.core.jobs import check_writable_dir
+    from napari_yeast_phenotypes.core.files.atomic import check_writable_dir
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -12,11 +12,11 @@ import torch
 
 from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.config import ClassifyConfig, TrainConfig, parse_class_names
-from napari_yeast_phenotypes.core.crops import CropSettings
-from napari_yeast_phenotypes.core.cropset import CropSet
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.model import build_model, load_classifier
-from napari_yeast_phenotypes.core.train import TrainingDiverged, train
+from napari_yeast_phenotypes.core.data.crops import CropSettings
+from napari_yeast_phenotypes.core.data.cropset import CropSet
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.network.model import build_model, load_classifier
+from napari_yeast_phenotypes.core.network.train import TrainingDiverged, train
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 
@@ -41,7 +41,7 @@ def test_a_huge_learning_rate_stops_training_without_a_checkpoint(tmp_path):
 
 def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """Epoch 1 is good and saved; the loss turns NaN in epoch 2: training stops, epoch 1 stays."""
-    import napari_yeast_phenotypes.core.train as train_mod
+    import napari_yeast_phenotypes.core.network.train as train_mod
 
     real = train_mod.F.cross_entropy
     calls = []
@@ -123,7 +123,7 @@ def test_duplicate_class_names_given_for_a_bare_state_dict(tmp_path, checkpoint)
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from napari_yeast_phenotypes.core.model import imagenet_weights_path
+    from napari_yeast_phenotypes.core.network.model import imagenet_weights_path
 
     path = imagenet_weights_path()
     path.parent.mkdir(parents=True)
@@ -235,7 +235,7 @@ def test_class_names_parsing():
 
 
 def test_unknown_devices_are_refused():
-    from napari_yeast_phenotypes.core.device import select_device
+    from napari_yeast_phenotypes.core.network.device import select_device
 
     assert select_device(" CPU ").type == "cpu"
     for name in ("gpu", "meta", "xla", "cuda:x", "cpu:0", "", None):
@@ -258,7 +258,7 @@ def test_training_checks_out_before_the_first_epoch(tmp_path):
 
 def test_a_disk_full_at_the_checkpoint_is_one_plain_message(tmp_path, monkeypatch, capsys):
     """The folder check passed, then the disk filled up: the error names the file; nothing half-written."""
-    import napari_yeast_phenotypes.core.io as io_mod
+    import napari_yeast_phenotypes.core.files.atomic as io_mod
 
     real_fdopen = os.fdopen
 

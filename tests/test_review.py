@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_yeast_phenotypes.core.review import KINDS, reason, review_queue, uncertainty
-from napari_yeast_phenotypes.core.timeline import add_timeline
+from napari_yeast_phenotypes.core.track.review import KINDS, reason, review_queue, uncertainty
+from napari_yeast_phenotypes.core.track.timeline import add_timeline
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
 

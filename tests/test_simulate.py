@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from napari_yeast_phenotypes.core.simulate import (
+from napari_yeast_phenotypes.core.data.simulate import (
     SyntheticMovie,
     render_cell_examples,
     simulate_movie,

@@ -9,15 +9,15 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
 from napari_yeast_phenotypes.cli import main
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.plots import draw_not_senescent
-from napari_yeast_phenotypes.core.survival import (
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.results.plots import draw_not_senescent
+from napari_yeast_phenotypes.core.results.survival import (
     kaplan_meier,
     parse_transitions,
     senescence_survival,
     time_to_senescence,
 )
-from napari_yeast_phenotypes.core.timeline import track_summary
+from napari_yeast_phenotypes.core.track.timeline import track_summary
 
 
 def hand_tracks() -> pd.DataFrame:
@@ -110,7 +110,7 @@ def _simulated_tracks(condition: str, p_senesce: float, seeds, washout: float = 
     """Tracks of simulated movies, their phenotypes the simulator's ground truth (no model is
     trained here; the truth stands in for a perfect classification). Cells are washed out of the
     field at random (``washout`` per frame), so tracks also end before the movie does."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     out = []
     for seed in seeds:

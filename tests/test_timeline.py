@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.timeline import (
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.track.timeline import (
     TimelineSettings,
     add_timeline,
     smooth_track,

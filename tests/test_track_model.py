@@ -5,18 +5,17 @@ import pandas as pd
 import pytest
 
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.timeline import TimelineSettings, add_timeline, smooth_track
-from napari_yeast_phenotypes.core.track_model import (
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.track.timeline import TimelineSettings, add_timeline, smooth_track
+from napari_yeast_phenotypes.core.track.track_model import (
     count_transitions,
     evaluate_tracks,
     fit_confusion,
     fit_em,
     fit_temperature,
     fit_track_model,
-    load_track_model,
-    save_track_model,
 )
+from napari_yeast_phenotypes.core.track.track_model_file import load_track_model, save_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
 FRAG = CLASS_NAMES.index("Fragmented")
@@ -200,7 +199,7 @@ def test_evaluate_counts_false_senescence(rng):
     # track 2's network says Senescent from frame 5 although the cell stays Fragmented
     cells.loc[(cells["track_id"] == 2) & (cells["frame"] >= 5), [f"p_{c}" for c in CLASS_NAMES]] = \
         np.eye(N)[SENESCENT] * 0.98 + 0.02 / N
-    from napari_yeast_phenotypes.core.track_model import truth_codes
+    from napari_yeast_phenotypes.core.track.track_model import truth_codes
 
     m = evaluate_tracks(cells, truth_codes(cells, truth), TimelineSettings())
     assert m["live_tracks"] == 2

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from realdata import real_data
 
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.tracking import build_cell_table, labels_look_tracked, measure_frame
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table, labels_look_tracked, measure_frame
+from napari_yeast_phenotypes.core.errors import InputError
 
 
 def test_measure_frame_matches_per_label_reference(small_movie):

@@ -12,8 +12,10 @@ import torch
 
 from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.config import TrainConfig
-from napari_yeast_phenotypes.core.cropset import CropSet
-from napari_yeast_phenotypes.core.evaluation import (
+from napari_yeast_phenotypes.core.data.cropset import CropSet
+from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.network.crossval import crossval_folds
+from napari_yeast_phenotypes.core.network.evaluation import (
     expected_calibration_error,
     fingerprint_ids,
     fit_temperature,
@@ -22,12 +24,10 @@ from napari_yeast_phenotypes.core.evaluation import (
     scale_probabilities,
     summarise_folds,
 )
-from napari_yeast_phenotypes.core.io import InputError
-from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, load_classifier, save_checkpoint
-from napari_yeast_phenotypes.core.train import (
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.train import (
     augment_batch,
     class_weights,
-    crossval_folds,
     plan_splits,
     train,
     train_iter,
@@ -200,7 +200,7 @@ def test_frozen_layers_keep_their_weights_and_batchnorm_statistics(tmp_path, tin
 
 
 def test_augmentation_touches_training_batches_only(tiny, monkeypatch):
-    from napari_yeast_phenotypes.core import train as train_mod
+    from napari_yeast_phenotypes.core.network import train as train_mod
 
     val = crop_set(8, seed=9, prefix="v")
     augmented, predicted = [], []
@@ -231,7 +231,7 @@ def test_cancel_keeps_a_calibrated_checkpoint_with_its_record(tmp_path, tiny):
     assert meta["training_set"]["ids_sha256"] == fingerprint_ids([f"c{i}" for i in range(16)])
     assert meta["training"] == CFG.to_dict()
     # the temperature is in the weights: the saved model gives the calibrated probabilities
-    from napari_yeast_phenotypes.core.predict import predict_crops
+    from napari_yeast_phenotypes.core.network.predict import predict_crops
 
     saved = predict_crops(clf.model, val.crops)
     assert meta["report"]["ece_after"] == pytest.approx(expected_calibration_error(saved, val.targets), abs=1e-3)
@@ -289,7 +289,7 @@ def test_fold_summary_counts_a_class_never_predicted_as_f1_zero():
 
 
 def test_the_report_figure_is_a_row_or_a_grid():
-    from napari_yeast_phenotypes.core.evaluation import report_figure
+    from napari_yeast_phenotypes.core.network.evaluation import report_figure
 
     rng = np.random.default_rng(0)
     t = rng.integers(0, 8, 60)

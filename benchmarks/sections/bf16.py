@@ -7,14 +7,14 @@ import time
 import numpy as np
 import torch
 
-from napari_yeast_phenotypes.core.cpu_inference import inference_forward
-from napari_yeast_phenotypes.core.crops import movie_crops
-from napari_yeast_phenotypes.core.device import cpu_has_native_bf16, resolve_precision
-from napari_yeast_phenotypes.core.model import load_classifier
-from napari_yeast_phenotypes.core.paths import demo_models
-from napari_yeast_phenotypes.core.predict import predict_batches
-from napari_yeast_phenotypes.core.simulate import simulate_movie
-from napari_yeast_phenotypes.core.tracking import build_cell_table
+from napari_yeast_phenotypes.core.data.crops import movie_crops
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+from napari_yeast_phenotypes.core.files.paths import demo_models
+from napari_yeast_phenotypes.core.network.cpu_inference import inference_forward
+from napari_yeast_phenotypes.core.network.device import cpu_has_native_bf16, resolve_precision
+from napari_yeast_phenotypes.core.network.model import load_classifier
+from napari_yeast_phenotypes.core.network.predict import predict_batches
 
 from .common import Context, log, random_classifier
 

@@ -78,7 +78,7 @@ def random_classifier():
     """A randomly initialised ``YeastResNet(8)`` in eval mode (speed and memory do not depend on weights)."""
     import torch
 
-    from napari_yeast_phenotypes.core.model import Classifier, YeastResNet
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     torch.manual_seed(0)
     return Classifier(YeastResNet(8).eval())

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_stats
-from napari_yeast_phenotypes.core.tracking import measure_frame
+from napari_yeast_phenotypes.core.data.crops import CropSettings, extract_crops, movie_stats
+from napari_yeast_phenotypes.core.data.tracking import measure_frame
 
 from .common import Context, best_time, log
 from .end_to_end import notebook_crop

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_yeast_phenotypes.core.simulate import simulate_movie
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
 REPEAT = 24  # a long movie repeats the first REPEAT frames of one simulation
 

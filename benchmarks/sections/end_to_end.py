@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.crops import CropSettings, movie_stats
+from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_stats
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 from napari_yeast_phenotypes.core.pipeline import analyse
-from napari_yeast_phenotypes.core.simulate import simulate_movie
 
 from .common import Context, log, random_classifier
 

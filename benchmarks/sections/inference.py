@@ -7,11 +7,11 @@ import os
 import numpy as np
 import torch
 
-from napari_yeast_phenotypes.core.cpu_inference import inference_forward
-from napari_yeast_phenotypes.core.crops import CropSettings, extract_crops, movie_stats
-from napari_yeast_phenotypes.core.device import resolve_precision
-from napari_yeast_phenotypes.core.predict import predict_batches
-from napari_yeast_phenotypes.core.tracking import measure_frame
+from napari_yeast_phenotypes.core.data.crops import CropSettings, extract_crops, movie_stats
+from napari_yeast_phenotypes.core.data.tracking import measure_frame
+from napari_yeast_phenotypes.core.network.cpu_inference import inference_forward
+from napari_yeast_phenotypes.core.network.device import resolve_precision
+from napari_yeast_phenotypes.core.network.predict import predict_batches
 
 from .common import Context, best_time, log
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_yeast_phenotypes.core.model import YeastResNet
+from napari_yeast_phenotypes.core.network.model import YeastResNet
 
 from .common import Context, best_time, count_flops, log
 

@@ -23,7 +23,7 @@ def child(args: dict) -> dict:
     if source == "dask":
         image, labels = lazy_stack(f"{folder}/image.tif"), lazy_stack(f"{folder}/labels.tif")
     else:
-        from napari_yeast_phenotypes.core.io import read_array
+        from napari_yeast_phenotypes.core.data.movies import read_array
 
         image, labels = read_array(f"{folder}/image.tif", lazy=True), read_array(f"{folder}/labels.tif", lazy=True)
     image, labels = image[:n_frames], labels[:n_frames]

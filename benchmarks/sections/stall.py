@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from napari_yeast_phenotypes.core.simulate import simulate_movie
+from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
 from .common import Context, log, random_classifier, run_child
 
@@ -67,8 +67,8 @@ def train_child(args: dict) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="stall-train-"))
     os.environ["NAPARI_YEAST_PHENOTYPES_CONFIG_DIR"] = str(tmp / "config")  # the user's settings are not touched
     from napari_yeast_phenotypes._napari._train import TrainWidget
-    from napari_yeast_phenotypes.core.crops import CropSettings
-    from napari_yeast_phenotypes.core.curated import CuratedSet, crops_for_annotations
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations
 
     n_frames, size, cells, epochs, batch = (args[k] for k in ("frames", "size", "cells", "epochs", "batch"))
     app = QApplication.instance() or QApplication([])

@@ -7,9 +7,9 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from napari_yeast_phenotypes.core.cpu_training import gemm_weight_grads
-from napari_yeast_phenotypes.core.model import YeastResNet
-from napari_yeast_phenotypes.core.train import batch_loss, make_optimizer
+from napari_yeast_phenotypes.core.network.cpu_training import gemm_weight_grads
+from napari_yeast_phenotypes.core.network.model import YeastResNet
+from napari_yeast_phenotypes.core.network.train import batch_loss, make_optimizer
 
 from .common import Context, best_time, count_flops, log
 from .machine import peak_rate
@@ -76,7 +76,7 @@ def run(ctx: Context) -> dict:
     peak = max(ctx.peak_gflops, again)
     crops = ctx.crops
     if crops is None:  # run on its own (--only training): crops of a small simulated movie
-        from napari_yeast_phenotypes.core.simulate import simulate_movie
+        from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
         from .inference import movie_crop_set
 

@@ -138,9 +138,9 @@ def repeated_result(first, labels):
     would (classifying 1,000 frames again would only cost time on a shared machine).
     """
     from napari_yeast_phenotypes.core.config import ClassifyConfig
-    from napari_yeast_phenotypes.core.schema import Result, prob_columns
-    from napari_yeast_phenotypes.core.timeline import add_timeline, track_summary
-    from napari_yeast_phenotypes.core.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.results.schema import Result, prob_columns
+    from napari_yeast_phenotypes.core.track.timeline import add_timeline, track_summary
 
     names = first.class_names
     probs = first.cells[["frame", "label", *prob_columns(names)]].rename(columns={"frame": "repeat"})

@@ -48,8 +48,8 @@ SEED = _whole(0, 2**32 - 1)
 
 
 def cmd_simulate(args) -> int:
-    from .core.jobs import ResultFolder
-    from .core.simulate import MOVIE_FILES, MOVIE_RUN_FILE, simulate_movie, write_movie
+    from .core.data.simulate import MOVIE_FILES, MOVIE_RUN_FILE, simulate_movie, write_movie
+    from .core.results.folder import ResultFolder
 
     # the destination is checked (writable, not in use, no movie unless --overwrite) before simulating
     with ResultFolder(args.out, args.overwrite, what="simulate", files=MOVIE_FILES, run_file=MOVIE_RUN_FILE):
@@ -76,7 +76,7 @@ def _with_track_model(config, args, clf):
     """``config`` with the track model of ``--track-model`` (checked against the classifier's classes)."""
     from dataclasses import replace
 
-    from .core.track_model import load_track_model
+    from .core.track.track_model_file import load_track_model
 
     if not args.track_model:
         return config
@@ -85,9 +85,9 @@ def _with_track_model(config, args, clf):
 
 def cmd_classify(args) -> int:
     from .core.config import parse_class_names
-    from .core.jobs import classify_movie, load_model
+    from .core.jobs.classify import classify_movie, load_model
     from .core.progress import frames_bar
-    from .core.track_model import load_track_model
+    from .core.track.track_model_file import load_track_model
 
     class_names = parse_class_names(args.class_names) if args.class_names else None
     config, model = _classify_config(args), args.model
@@ -169,7 +169,7 @@ def print_report(meta: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from .core.jobs import train_model
+    from .core.jobs.training import train_model
     from .core.progress import training_bar
 
     clf = train_model(args.train, args.val, _train_config(args), args.out, class_names=_class_names(args),
@@ -188,7 +188,7 @@ def _summary_line(name: str, res: dict) -> str:
 
 
 def cmd_crossval(args) -> int:
-    from .core.jobs import crossvalidate
+    from .core.jobs.training import crossvalidate
     from .core.progress import training_bar
 
     res = crossvalidate(args.data, args.folds, _train_config(args), class_names=_class_names(args), out=args.out,
@@ -212,7 +212,7 @@ def cmd_crossval(args) -> int:
 
 
 def cmd_learning_curve(args) -> int:
-    from .core.jobs import learning_curve_job
+    from .core.jobs.training import learning_curve_job
     from .core.progress import training_bar
 
     per_class = [int(v) for v in args.per_class.split(",") if v.strip()]
@@ -227,8 +227,8 @@ def cmd_learning_curve(args) -> int:
 
 
 def cmd_fit_track_model(args) -> int:
-    from .core.jobs import fit_track_model_job
-    from .core.track_model import report_lines
+    from .core.jobs.track_fit import fit_track_model_job
+    from .core.track.track_model_file import report_lines
 
     fit = fit_track_model_job(args.result, args.out, curated=args.curated, labels=args.labels, em=args.em,
                               overwrite=args.overwrite, validation_fraction=args.validation_fraction, seed=args.seed)
@@ -240,7 +240,7 @@ def cmd_fit_track_model(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .core.model import load_classifier
+    from .core.network.model import load_classifier
 
     clf = load_classifier(args.model, trust=False)
     meta = clf.metadata
@@ -267,7 +267,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_curate(args) -> int:
-    from .core.jobs import check_writable_dir, curate_movie
+    from .core.files.atomic import check_writable_dir
+    from .core.jobs.curate import curate_movie
 
     check_writable_dir(args.out)  # before the movie is read and cropped
     cs, report = curate_movie(args.image, args.labels, args.annotations, args.out,
@@ -278,7 +279,7 @@ def cmd_curate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .core.jobs import check_writable_dir
+    from .core.files.atomic import check_writable_dir
     from .demo import run_demo
 
     check_writable_dir(args.out)
@@ -289,17 +290,17 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------------------- an ageing experiment
 
 def cmd_classify_many(args) -> int:
-    from .core.experiment import classify_many, movies_bar
-    from .core.io import InputError
+    from .core.errors import InputError
+    from .core.experiment.run import classify_many, movies_bar
 
     class_names = args.class_names.split(",") if args.class_names else None
     config = _classify_config(args)
     if args.track_model:
         from pathlib import Path
 
-        from .core.experiment import cached_model
-        from .core.fingerprint import file_sha256
-        from .core.track_model import load_track_model
+        from .core.experiment.run import cached_model
+        from .core.files.fingerprint import file_sha256
+        from .core.track.track_model_file import load_track_model
 
         load_track_model(args.track_model)  # a file that is no track model is said before the model is loaded
         if not Path(args.model).is_file():
@@ -326,7 +327,7 @@ def cmd_classify_many(args) -> int:
 
 
 def cmd_ageing(args) -> int:
-    from .core.experiment import run_ageing
+    from .core.experiment.ageing import run_ageing
 
     res, written = run_ageing(args.dir, by=args.by, out=args.out, frame_interval=args.frame_interval,
                               time_unit=args.time_unit, alpha=args.alpha, overwrite=args.overwrite)
@@ -575,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .core.io import InputError
+    from .core.errors import InputError
 
     try:
         args = build_parser().parse_args(argv)
@@ -584,7 +585,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        from .core.io import WRITE_ERRNOS, write_error
+        from .core.errors import WRITE_ERRNOS, write_error
 
         if exc.errno not in WRITE_ERRNOS:
             raise

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .core.paths import cache_dir
+from .core.files.paths import cache_dir
 from .phenotypes import CLASS_NAMES, SENESCENT
 
 DEMO_MOVIE = {"n_frames": 40, "size": 256, "n_cells": 30}
@@ -49,9 +49,9 @@ def demo_train_config(seed: int, epochs: int, base_weights: str, trainable: str)
 
 def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> dict:
     """Everything the demo model depends on: its cache key (a change of any of it trains anew)."""
-    from .core.crops import CropSettings
-    from .core.model import CHECKPOINT_VERSION
-    from .core.simulate import SIMULATOR_VERSION
+    from .core.data.crops import CropSettings
+    from .core.data.simulate import SIMULATOR_VERSION
+    from .core.network.model import CHECKPOINT_VERSION
 
     return {"version": __version__, "simulator": SIMULATOR_VERSION, "crop_settings": CropSettings().to_dict(),
             "checkpoint": CHECKPOINT_VERSION, "seed": seed, "epochs": epochs, "base_weights": base_weights,
@@ -61,7 +61,7 @@ def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> di
 
 def choose_base_weights() -> tuple[str, str, str]:
     """ImageNet weights with the study's freeze policy when cached here; otherwise train from scratch."""
-    from .core.model import imagenet_weights_path
+    from .core.network.model import imagenet_weights_path
 
     path = imagenet_weights_path()
     if path.exists() or path.with_name("resnet50-0676ba61.pth").exists():
@@ -75,9 +75,10 @@ def choose_base_weights() -> tuple[str, str, str]:
 
 def build_curated_set(root: Path, seed: int) -> Path:
     """Simulate the training/validation movies and curate their ground truth into ``root``."""
-    from .core.crops import CropSettings
-    from .core.curated import CuratedSet, crops_for_annotations
-    from .core.simulate import simulate_movie, write_movie
+    from .core.data.crops import CropSettings
+    from .core.data.curated.annotations import crops_for_annotations
+    from .core.data.curated.store import CuratedSet
+    from .core.data.simulate import simulate_movie, write_movie
 
     rng = np.random.default_rng(seed)
     cs = CuratedSet(root, CropSettings())
@@ -103,9 +104,9 @@ def cached_model_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> Path:
 
 def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     """Train the demo model (or copy the cached one) to ``out/model.pt``."""
-    from .core.curated import CuratedSet
+    from .core.data.curated.store import CuratedSet
+    from .core.network.train import train
     from .core.progress import training_bar
-    from .core.train import train
 
     base, trainable, note = choose_base_weights()
     print(f"  {note}")
@@ -150,10 +151,10 @@ def score(cells: pd.DataFrame, tracks: pd.DataFrame, truth: pd.DataFrame) -> dic
 
 def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0, epochs: int | None = None) -> int:
     """Run the demo into ``out``; returns an exit status."""
-    from .core.io import atomic_write, prepare_output_dir
-    from .core.jobs import classify_movie
+    from .core.data.simulate import simulate_movie, write_movie
+    from .core.files.atomic import atomic_write, prepare_output_dir
+    from .core.jobs.classify import classify_movie
     from .core.progress import frames_bar
-    from .core.simulate import simulate_movie, write_movie
 
     t0 = time.perf_counter()
     epochs = epochs or DEFAULT_EPOCHS

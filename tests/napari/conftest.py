@@ -32,7 +32,7 @@ def _isolated_settings(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def small_movie():
     """A 5-frame 128x128 synthetic movie with tracked labels (classifies in a second or two)."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     return simulate_movie(**SMALL_MOVIE)
 
@@ -45,7 +45,7 @@ def model_path(tmp_path_factory):
     import_torch_core()  # a viewer may already have loaded Mesa's LLVM: see _safe_torch
     import torch
 
-    from napari_yeast_phenotypes.core.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "random.pt"
@@ -58,8 +58,8 @@ def truth_result(movie, confidence: float = 0.9):
 
     Goes through the core's own tracking and timeline code, so it has every column a real result has.
     """
-    from napari_yeast_phenotypes.core.timeline import add_timeline, prob_columns, track_summary
-    from napari_yeast_phenotypes.core.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.track.timeline import add_timeline, prob_columns, track_summary
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     table = build_cell_table(movie.labels)
@@ -75,7 +75,7 @@ def truth_result(movie, confidence: float = 0.9):
 @pytest.fixture(scope="session")
 def result_movie():
     """A 12-frame movie in which some cells become senescent, and its truth-based result."""
-    from napari_yeast_phenotypes.core.simulate import simulate_movie
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 
     movie = simulate_movie(n_frames=12, size=128, n_cells=10, seed=5, p_senesce=0.15)
     return movie, truth_result(movie)

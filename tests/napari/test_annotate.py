@@ -17,9 +17,9 @@ from napari_yeast_phenotypes._napari import _annotate
 from napari_yeast_phenotypes._napari._annotate import SELECTION_LAYER, AnnotateWidget
 from napari_yeast_phenotypes._napari._layers import PHENOTYPES_LAYER
 from napari_yeast_phenotypes._napari._widget import ClassifyWidget
-from napari_yeast_phenotypes.core.crops import CropSettings, movie_crops, movie_stats
-from napari_yeast_phenotypes.core.curated import CuratedSet, movie_identity
-from napari_yeast_phenotypes.core.export import cells_for_export
+from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_crops, movie_stats
+from napari_yeast_phenotypes.core.data.curated import CuratedSet, movie_identity
+from napari_yeast_phenotypes.core.results.export import cells_for_export
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 pytestmark = pytest.mark.gui

@@ -16,10 +16,10 @@ pytest.importorskip("pytestqt")
 from napari_yeast_phenotypes._napari import _annotate, _widget
 from napari_yeast_phenotypes._napari._layers import PHENOTYPES_LAYER, RUN_KEY
 from napari_yeast_phenotypes._napari._widget import ClassifyWidget
-from napari_yeast_phenotypes.core.annotation import TRACK_MODEL_FILE
-from napari_yeast_phenotypes.core.crops import CropSettings, movie_stats
-from napari_yeast_phenotypes.core.timeline import TimelineSettings, add_timeline, prob_columns
-from napari_yeast_phenotypes.core.track_model import load_track_model
+from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_stats
+from napari_yeast_phenotypes.core.track.annotation import TRACK_MODEL_FILE
+from napari_yeast_phenotypes.core.track.timeline import TimelineSettings, add_timeline, prob_columns
+from napari_yeast_phenotypes.core.track.track_model_file import load_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 pytestmark = pytest.mark.gui
@@ -115,7 +115,8 @@ def test_fit_save_report_and_resmooth_then_the_classify_dock_uses_it(make_napari
 
 
 def test_classify_dock_track_model_field(make_napari_viewer, small_movie, model_path, tmp_path, errors):
-    from napari_yeast_phenotypes.core.track_model import TrackModelFit, save_track_model
+    from napari_yeast_phenotypes.core.track.track_model import TrackModelFit
+    from napari_yeast_phenotypes.core.track.track_model_file import save_track_model
 
     viewer = make_napari_viewer()
     viewer.add_image(small_movie.image, name="image")

@@ -27,8 +27,8 @@ def errors(monkeypatch):
 
 def _tiny_set(folder, movie):
     """A curated set of the movie's first two frames: odd tracks train, even tracks validate."""
-    from napari_yeast_phenotypes.core.crops import CropSettings
-    from napari_yeast_phenotypes.core.curated import CuratedSet, crops_for_annotations
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations
 
     truth = movie.truth[movie.truth["frame"] < 2].copy()
     truth["split"] = np.where(truth["label"] % 2 == 1, "train", "val")

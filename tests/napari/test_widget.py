@@ -341,7 +341,7 @@ def test_senescence_text_only_for_hovered_or_selected_tracks(make_napari_viewer,
 
 
 def test_plot_raster_rows_show_track_ids(make_napari_viewer, result_movie):
-    from napari_yeast_phenotypes.core.plots import raster_matrix
+    from napari_yeast_phenotypes.core.results.plots import raster_matrix
 
     movie, res = result_movie
     viewer, widget = _viewer_with(make_napari_viewer, movie)

@@ -1,7 +1,7 @@
 """Plugins > Annotate phenotypes: correct the model cell by cell along tracks, and grow the curated set.
 
 The dock translates clicks and keys into calls of
-:class:`~napari_yeast_phenotypes.core.annotation.AnnotationSession` (which writes the curated set
+:class:`~napari_yeast_phenotypes.core.track.annotation.AnnotationSession` (which writes the curated set
 and smooths the track again with the labels as fixed evidence) and repaints only the cell-frames
 whose class changed.
 
@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.io import InputError
+from ..core.errors import InputError
 from ._annotate_views import (
     MARK_COLOURS,
     ClassButtons,
@@ -262,9 +262,9 @@ class AnnotateWidget(StatusLine, QWidget):
     # ------------------------------------------------------------------ starting and stopping
     def start(self) -> bool:
         """Open the curated set, attach to the phenotypes layer, bind the keys; ``False`` if refused."""
-        from ..core.annotation import AnnotationSession
-        from ..core.crops import CropSettings
-        from ..core.curated import CuratedSet
+        from ..core.data.crops import CropSettings
+        from ..core.data.curated.store import CuratedSet
+        from ..core.track.annotation import AnnotationSession
 
         self.reset_choices()
         layer, image_layer = self.layer_choice.value, self.image_choice.value
@@ -551,7 +551,7 @@ class AnnotateWidget(StatusLine, QWidget):
 
         Refused with a message when too few tracks are labelled. ``False`` when refused.
         """
-        from ..core.track_model import report_lines
+        from ..core.track.track_model_file import report_lines
 
         s = self.session
         if s is None:
@@ -653,7 +653,7 @@ class AnnotateWidget(StatusLine, QWidget):
 
 
 def _few(n: int) -> str:
-    from ..core.curated import MIN_PER_CLASS
+    from ..core.data.curated.manifest import MIN_PER_CLASS
 
     return "color:#ff6b6b" if n < MIN_PER_CLASS else ""
 
@@ -674,7 +674,7 @@ def _camera(viewer):
 
 
 def _colours(names):
-    from ..core.plots import class_colours
+    from ..core.results.plots import class_colours
 
     return class_colours(names)
 

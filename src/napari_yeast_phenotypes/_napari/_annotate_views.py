@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.plots import class_colours
+from ..core.results.plots import class_colours
 
 MARK_COLOURS = {"unsure": "#ffffff", "bad_segmentation": "#000000"}
 MARK_TEXT = {"unsure": "?", "bad_segmentation": "✗"}

@@ -188,7 +188,7 @@ def phenotype_features(cells: pd.DataFrame, class_names) -> pd.DataFrame:
     (empty elsewhere, so the status bar names it only for those cells: a confident call on such a
     cell cannot be trusted), and ``ood_score`` itself comes last.
     """
-    from ..core.schema import OOD_COLUMN
+    from ..core.results.schema import OOD_COLUMN
 
     feats = cells[STATUS_COLUMNS].copy()
     feats.insert(0, "index", cell_ids(cells, class_names))

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from ..core.plots import draw_fractions, draw_not_senescent, draw_raster
+from ..core.results.plots import draw_fractions, draw_not_senescent, draw_raster
 
 
 class PhenotypePlots(QWidget):

@@ -49,4 +49,6 @@ def import_torch_core() -> None:
     with triton_kept_out():
         import torch  # noqa: F401
 
-        from ..core import model, pipeline  # noqa: F401
+        from ..core import pipeline  # noqa: F401
+        from ..core.network import model  # noqa: F401 - imports torchvision, which imports torch._dynamo
+

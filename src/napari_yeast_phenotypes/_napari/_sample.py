@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core.simulate import simulate_movie
+from ..core.data.simulate import simulate_movie
 
 SAMPLE_MOVIE = {"n_frames": 40, "size": 256, "n_cells": 30, "seed": 0}
 

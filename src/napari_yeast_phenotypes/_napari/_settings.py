@@ -1,7 +1,7 @@
 """The remembered model file, and the demo model offered when none is remembered.
 
 Settings live in a small JSON file under the user's config folder
-(:func:`napari_yeast_phenotypes.core.paths.config_dir`; ``NAPARI_YEAST_PHENOTYPES_CONFIG_DIR``
+(:func:`napari_yeast_phenotypes.core.files.paths.config_dir`; ``NAPARI_YEAST_PHENOTYPES_CONFIG_DIR``
 overrides it, tests use that).
 """
 
@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from ..core.paths import config_dir, demo_models
+from ..core.files.paths import config_dir, demo_models
 
 SETTINGS_FILE = "napari-settings.json"
 NO_MODEL_HINT = (
@@ -36,7 +36,7 @@ def load_settings() -> dict:
 
 def save_settings(**values) -> None:
     """Merge ``values`` into the saved settings. A failure to write is not worth an error."""
-    from ..core.io import atomic_write
+    from ..core.files.atomic import atomic_write
 
     data = {**load_settings(), **values}
     try:

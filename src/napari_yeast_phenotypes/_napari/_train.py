@@ -1,7 +1,7 @@
 """Plugins > Train phenotype model: retrain on the curated set, see honest figures, use the new model.
 
 The dock fills a :class:`~napari_yeast_phenotypes.core.config.TrainConfig` from its widgets and
-runs the core's :func:`~napari_yeast_phenotypes.core.train.train_iter` in a ``thread_worker``:
+runs the core's :func:`~napari_yeast_phenotypes.core.network.train.train_iter` in a ``thread_worker``:
 per-batch progress goes to the progress bar, per-epoch figures to the live curves. The curves and
 the report are drawn (matplotlib, Agg) in the worker thread and only shown here as pictures: drawing
 them on the UI thread stalled napari's event loop for 0.7-0.9 s per epoch on a 2-core machine
@@ -45,7 +45,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TRAINABLE_PRESETS, TrainConfig
-from ..core.io import InputError
+from ..core.errors import InputError
 from ._dock import StatusLine, dock_of
 from ._safe_torch import import_torch_core
 from ._settings import default_model, load_settings, remember_model, save_settings
@@ -65,8 +65,8 @@ class Failed:
 def load_training_data(set_folder, val_folder: str = ""):
     """The curated set's train split, validation data (another folder, or the set's val split) and
     test split (if any), and the crop settings; raises :class:`InputError` in plain words."""
-    from ..core.curated import CuratedSet
-    from ..core.jobs import load_crop_folder
+    from ..core.data.curated.store import CuratedSet
+    from ..core.jobs.training import load_crop_folder
 
     folder = Path(str(set_folder))
     if not str(set_folder).strip() or not (folder / "settings.json").exists():
@@ -96,7 +96,7 @@ def render(fig: Figure) -> np.ndarray:
 
 def render_curves(fig: Figure, history: list[dict]) -> np.ndarray:
     """The live curves (loss; validation accuracy and macro-F1 per epoch) drawn into ``fig``, as a picture."""
-    from ..core.evaluation import draw_history
+    from ..core.network.evaluation import draw_history
 
     fig.clear()
     ax_loss, ax_score = fig.subplots(1, 2)
@@ -112,7 +112,7 @@ def render_report(fig: Figure, clf) -> np.ndarray:
     Four panels in a row when ``fig`` is wide, else a 2 x 2 grid (a dock is narrow: in one row the
     confusion matrices' numbers were too small to read).
     """
-    from ..core.evaluation import report_figure
+    from ..core.network.evaluation import report_figure
 
     ev = clf.evaluation
     rep = dict(ev["record"])
@@ -146,8 +146,8 @@ def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should
     yield {"status": "reading the curated set"}
     try:
         import_torch_core()
-        from ..core.jobs import load_model
-        from ..core.train import train_iter
+        from ..core.jobs.classify import load_model
+        from ..core.network.train import train_iter
 
         train, val, test, settings = load_training_data(set_folder, val_folder)
         prev = None
@@ -173,8 +173,8 @@ def crossval_job(set_folder, config: TrainConfig, k: int, by: str, report: Figur
         import_torch_core()
         import numpy as np
 
-        from ..core.cropset import CropSet
-        from ..core.train import crossval
+        from ..core.data.cropset import CropSet
+        from ..core.network.crossval import crossval
 
         train, val, _test, settings = load_training_data(set_folder)
         data = train
@@ -194,7 +194,7 @@ def crossval_job(set_folder, config: TrainConfig, k: int, by: str, report: Figur
 
 def render_crossval(fig: Figure, res: dict) -> np.ndarray:
     """Per-class F1 of the grouped folds beside the random split's, drawn into ``fig``, as a picture."""
-    from ..core.evaluation import draw_crossval
+    from ..core.network.evaluation import draw_crossval
 
     fig.clear()
     ax = fig.subplots(1, 1)

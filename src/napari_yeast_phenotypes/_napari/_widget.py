@@ -28,8 +28,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.io import InputError, as_movie
-from ..core.jobs import RESULT_FILES, RUN_FILE
+from ..core.data.movies import as_movie
+from ..core.errors import InputError
+from ..core.results.folder import RESULT_FILES, RUN_FILE
 from ._dock import StatusLine
 from ._layers import RESULT_KEY, SENESCENCE_LAYER, SenescenceLabels, movie_axis_labels, result_layers
 from ._legend import Legend
@@ -62,8 +63,8 @@ def classify_job(image, labels, model_path, names: dict | None = None, track_mod
     try:
         import_torch_core()
         from ..core.config import ClassifyConfig
-        from ..core.jobs import classify_movie_iter, load_model
-        from ..core.track_model import load_track_model
+        from ..core.jobs.classify import classify_movie_iter, load_model
+        from ..core.track.track_model_file import load_track_model
 
         model, config = model_path, ClassifyConfig()
         if track_model is not None:
@@ -180,7 +181,7 @@ class ClassifyWidget(StatusLine, QWidget):
     # ------------------------------------------------------------------ running
     def track_model(self) -> Path | None:
         """The chosen track model file (checked to be one), or ``None`` for the built-in rates."""
-        from ..core.track_model import load_track_model
+        from ..core.track.track_model_file import load_track_model
 
         value = self.track_model_choice.value
         if value is None or str(value) in ("", "."):

@@ -1,7 +1,7 @@
 """npe2 writer: a phenotypes layer -> a result folder, as the CLI writes it.
 
 ``cells.csv``, ``tracks.csv``, ``summary.png`` and ``run.json`` (how the result was made), through
-the core's :func:`~napari_yeast_phenotypes.core.jobs.write_result`: all together or none.
+the core's :func:`~napari_yeast_phenotypes.core.jobs.classify.write_result`: all together or none.
 
 In napari: select the "phenotypes" layer, File > Save Selected Layers..., choose this plugin's
 "cells.csv + tracks.csv (folder)" writer and type a folder name without an extension.
@@ -22,8 +22,9 @@ def result_from_meta(meta: dict):
 
 def export_result(result, out_dir: str | os.PathLike, run: dict | None = None) -> list[str]:
     """Write the result folder into ``out_dir`` (created if needed; earlier results there are replaced)."""
-    from ..core.io import InputError
-    from ..core.jobs import RESULT_FILES, RUN_FILE, write_result
+    from ..core.errors import InputError
+    from ..core.jobs.classify import write_result
+    from ..core.results.folder import RESULT_FILES, RUN_FILE
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

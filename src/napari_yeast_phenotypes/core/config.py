@@ -15,8 +15,8 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from .io import InputError
-from .timeline import TimelineSettings
+from .errors import InputError
+from .track.timeline import TimelineSettings
 
 PRECISIONS = ("auto", "fp32", "bf16")
 RELINK_CHOICES = ("auto", "yes", "no")
@@ -53,7 +53,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 def check_device_name(device) -> None:
     """Refuse a device name that is none of ``auto, cpu, cuda, cuda:N, mps`` (before any work).
 
-    Whether the device is there is :func:`~napari_yeast_phenotypes.core.device.select_device`'s to say.
+    Whether the device is there is :func:`~napari_yeast_phenotypes.core.network.device.select_device`'s to say.
     """
     if not isinstance(device, str) or not DEVICE_PATTERN.match(device.strip().lower()):
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps")

@@ -16,15 +16,16 @@ import numpy as np
 import pandas as pd
 
 from .config import ClassifyConfig
-from .crops import extract_crops, movie_stats
-from .device import select_device
-from .io import InputError, as_movie
-from .model import Classifier
-from .predict import BatchStream
+from .data.crops import extract_crops, movie_stats
+from .data.movies import as_movie
+from .data.tracking import Tracker, labels_look_tracked
+from .errors import InputError
+from .network.device import select_device
+from .network.model import Classifier
+from .network.predict import BatchStream
 from .progress import run_to_end
-from .schema import Result, prob_columns
-from .timeline import add_timeline, track_summary
-from .tracking import Tracker, labels_look_tracked
+from .results.schema import Result, prob_columns
+from .track.timeline import add_timeline, track_summary
 
 
 def iter_chunks(n_frames: int, chunk_frames: int) -> Iterator[range]:
@@ -60,9 +61,9 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
 
     The returned table is the cell table (``frame, label, track_id, y, x, area, bbox_*``) with
     one ``p_<class>`` column per class of ``clf`` and, when the checkpoint has a summary of its
-    training data, ``ood_score`` (:mod:`~napari_yeast_phenotypes.core.ood`); ``table.attrs["inference"]`` says which
-    inference path and precision were used. Use it with ``yield from`` or :func:`run_to_end`; a
-    napari ``thread_worker`` passes the yields to a progress bar.
+    training data, ``ood_score`` (:mod:`~napari_yeast_phenotypes.core.network.ood`);
+    ``table.attrs["inference"]`` says which inference path and precision were used. Use it with ``yield from`` or
+    :func:`run_to_end`; a napari ``thread_worker`` passes the yields to a progress bar.
 
     ``config`` (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`) says how: its
     ``batch_size`` is the network's batch (128 is measured best or within noise of it on CPUs in
@@ -161,7 +162,7 @@ def analyse(image, labels, clf: Classifier, config: ClassifyConfig | None = None
     image, labels
         (T, Y, X) or (Y, X) arrays; numpy, dask or memory-mapped.
     clf
-        A loaded classifier (:func:`napari_yeast_phenotypes.core.model.load_classifier`).
+        A loaded classifier (:func:`napari_yeast_phenotypes.core.network.model.load_classifier`).
     config
         How to classify (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`).
     progress

@@ -44,7 +44,7 @@ def frames_bar(desc: str, unit: str = "frame") -> Callable[[int, int], None]:
 
 
 def training_bar(desc: str = "training") -> Callable[[dict], None]:
-    """A tqdm bar driven by the progress dicts of :func:`napari_yeast_phenotypes.core.train.train_iter`."""
+    """A tqdm bar driven by the progress dicts of :func:`napari_yeast_phenotypes.core.network.train.train_iter`."""
     from tqdm import tqdm
 
     state = {}

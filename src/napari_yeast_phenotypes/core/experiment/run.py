@@ -1,0 +1,417 @@
+"""The classify-many job: every movie of a SPEC classified (on Dask or in this process) into its own result
+folder, resumably; see the package's docstring for the folder it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ... import __version__
+from ..config import ClassifyConfig
+from ..errors import InputError
+from ..files.atomic import atomic_write, check_writable_dir
+from ..files.fingerprint import file_sha256, model_fingerprint
+from ..files.locking import FileLock, LockHeld
+from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, result_complete
+from ..results.schema import cell_columns, track_columns
+from .cluster import _torch_threads_here, _wants_gpu, connect, local_cluster, plan_local, threads_per_worker
+from .combine import COMBINED, FAILURES_FILE, MOVIES_FILE, _write_table, combine_tables, read_combined
+from .spec import MOVIES_DIR, MovieSpec, read_spec
+
+EXPERIMENT_FILE = "experiment.json"
+
+
+EXPERIMENT_LOCK = ".yeast-phenotypes-experiment.lock"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_round(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
+
+
+def _same_input(recorded: dict, path: Path) -> bool:
+    """Whether ``run.json``'s record of an input is this file: same path and size, or, when the
+    folder was moved, same size and content."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if recorded.get("bytes") != size:
+        return False
+    if recorded.get("path") == str(path.resolve()):
+        return True
+    return recorded.get("sha256") == file_sha256(path)
+
+
+def movie_state(folder, config: dict, model_fp: str, movie: MovieSpec) -> tuple[str, str]:
+    """``("complete", "")``, ``("stale", why)`` or ``("todo", "")`` for one movie's result folder.
+
+    Complete: :func:`~napari_yeast_phenotypes.core.results.folder.result_complete` holds and its
+    ``run.json`` records this run's config (``to_dict``), model fingerprint and input files.
+    """
+    folder = Path(folder)
+    if not result_complete(folder):
+        return "todo", ""
+    try:
+        run = json.loads((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return "todo", ""
+    if _json_round(run.get("config") or {}) != _json_round(config):
+        return "stale", "made with other classify settings"
+    if (run.get("model") or {}).get("fingerprint") != model_fp:
+        return "stale", "made with another model"
+    inputs = run.get("inputs") or {}
+    for key, path in (("image", movie.image), ("labels", movie.labels)):
+        if not _same_input(inputs.get(key) or {}, Path(path)):
+            return "stale", f"made from another {key} file"
+    return "complete", ""
+
+
+def clean_leftovers(folder: Path) -> None:
+    """Remove what a killed writer of this package left in ``folder``: staging folders and the
+    temporary files of atomic writes (``.<name>.<random>.tmp``) of the files it writes.
+
+    Only call it while holding the folder's lock: then no live writer owns them.
+    """
+    if not folder.is_dir():
+        return
+    ours = (*RESULT_FILES, RUN_FILE, WRITING_MARK, *COMBINED, FAILURES_FILE, MOVIES_FILE, EXPERIMENT_FILE)
+    prefixes = tuple(f".{name}." for name in ours)
+    for p in folder.iterdir():
+        if p.name.startswith(".staging-") and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(prefixes) and p.name.endswith(".tmp") and p.is_file():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+_models: dict[tuple, object] = {}
+
+
+_models_lock = threading.Lock()
+
+
+_loads = [0]
+
+
+def model_loads() -> int:
+    """How many times this process has loaded a model for :func:`classify_many` (once per model)."""
+    return _loads[0]
+
+
+def cached_model(path, sha256: str, class_names=None, trust: bool = False):
+    """The classifier in ``path``, loaded once per process and model (keyed by the file's SHA-256).
+
+    The file is checked against ``sha256`` when it is loaded, so a model replaced while the
+    experiment runs is refused instead of mixing two models in one experiment.
+    """
+    from ..network.model import load_classifier
+
+    key = (sha256, tuple(class_names) if class_names else None, bool(trust))
+    with _models_lock:
+        clf = _models.get(key)
+        if clf is None:
+            if file_sha256(path) != sha256:
+                raise InputError(f"the model file {path} changed while the experiment ran; restart it")
+            clf = load_classifier(path, class_names, trust=trust)
+            clf.source_path = Path(path)  # so that run.json records the file (see jobs.load_model)
+            _models.clear()  # one model per experiment: an earlier one would only hold memory
+            _models[key] = clf
+            _loads[0] += 1
+        return clf
+
+
+def _wait_and_tidy(folder: Path, wait_s: float) -> None:
+    """Wait until no one writes into ``folder`` (e.g. a killed run's task still running on a
+    cluster), then remove what a killed writer left there."""
+    if not folder.exists():
+        return
+    with FileLock(folder / LOCK_FILE, timeout=wait_s, what="yeast-phenotypes classify-many"):
+        clean_leftovers(folder)
+
+
+def run_movie(task: dict) -> dict:
+    """Classify one movie of an experiment into its folder (the unit a Dask worker runs).
+
+    ``task`` holds plain values only (it travels to the worker): ``movie``, ``image``,
+    ``labels``, ``folder``, ``model``, ``model_sha256``, ``class_names``, ``trust``, ``config``
+    (``ClassifyConfig.to_dict()``), ``model_fingerprint``, ``overwrite``, ``torch_threads``,
+    ``lock_wait_s``. Returns ``{"movie", "status": done|skipped|failed, "reason", "seconds", ...}``;
+    a movie's error is returned as its reason, never raised, so one bad movie stops no other.
+    """
+    import torch
+
+    from ..jobs.classify import classify_movie
+
+    t0 = time.perf_counter()
+    out = {"movie": task["movie"], "status": "failed", "reason": "", "seconds": 0.0,
+           "pid": os.getpid(), "torch_threads": None}
+    threads = task.get("torch_threads") or _torch_threads_here(task.get("threads_per_worker"))
+    if threads:
+        torch.set_num_threads(int(threads))
+    out["torch_threads"] = torch.get_num_threads()
+    folder = Path(task["folder"])
+    movie = MovieSpec(task["movie"], Path(task["image"]), Path(task["labels"]))
+    try:
+        config = ClassifyConfig.from_dict(task["config"])
+        for _ in range(5):  # a killed run's task may still hold the folder: wait, then look again
+            _wait_and_tidy(folder, task.get("lock_wait_s", 3600.0))
+            state, why = movie_state(folder, task["config"], task["model_fingerprint"], movie)
+            if state == "complete":
+                out["status"] = "skipped"
+                break
+            if state == "stale" and not task["overwrite"]:
+                raise InputError(f"{folder} holds results {why}; pass --overwrite to replace them")
+            clf = cached_model(task["model"], task["model_sha256"], task.get("class_names"), task.get("trust", False))
+            try:
+                job = classify_movie(movie.image, movie.labels, clf, config, folder, overwrite=task["overwrite"],
+                                     title=movie.movie)
+            except LockHeld:
+                continue
+            out.update(status="done", warnings=list(job.warnings))
+            break
+        else:
+            raise InputError(f"{folder} stayed in use by another writer; run again when it has finished")
+    except InputError as exc:
+        out["reason"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - any error of one movie is that movie's failure, said in its row
+        out["reason"] = f"{type(exc).__name__}: {exc}"
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`classify_many` returns.
+
+    Attributes
+    ----------
+    out
+        The experiment folder.
+    movies
+        One row per movie of the SPEC: ``movie``, the SPEC's columns, ``image``, ``labels``,
+        ``status`` (``done``, ``skipped``: complete from an earlier run, ``failed``), ``reason``,
+        ``seconds``, ``folder``.
+    tracks
+        The combined tracks table (``OUT/tracks.csv``).
+    failures
+        ``movie, image, labels, reason`` of the movies that could not be classified.
+    """
+
+    out: Path
+    movies: pd.DataFrame
+    tracks: pd.DataFrame
+    failures: pd.DataFrame
+    run: dict = field(default_factory=dict)
+    _cells: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """The combined cells table (``OUT/cells.csv``), read on first use: it can be large."""
+        if self._cells is None:
+            self._cells = read_combined(self.out / "cells.csv")
+        return self._cells
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.movies["status"] == s).sum()) for s in ("done", "skipped", "failed")}
+
+
+def _experiment_lock(out: Path):
+    return FileLock(out / EXPERIMENT_LOCK, timeout=0, what="yeast-phenotypes classify-many")
+
+
+def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, scheduler: str | None = None,
+                  client=None, workers: int | None = None, torch_threads: int | None = None,
+                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                  class_names=None, trust: bool = False, labels_name: str | None = None,
+                  lock_wait_s: float = 3600.0) -> ExperimentResult:
+    """Classify every movie of a SPEC, each into ``out/movies/<movie>``, and combine the tables.
+
+    Parameters
+    ----------
+    spec
+        A CSV, a table, a glob or a list of :class:`MovieSpec` (see :func:`read_spec`).
+    model
+        The checkpoint file (every worker loads it once).
+    out
+        The experiment folder (see the module's notes for what it holds).
+    config
+        How each movie is classified (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`).
+    scheduler
+        Address of a running ``dask.distributed`` scheduler (or its scheduler file); ``None``
+        starts a local cluster of ``workers`` x ``torch_threads`` (see :func:`plan_local`).
+    client
+        An existing ``dask.distributed.Client`` to use (a notebook's); it is left open.
+    workers
+        Workers of the local cluster; ``0`` runs every movie in this process, without Dask.
+    torch_threads
+        Torch threads per worker (default: the worker's CPUs shared among its task slots).
+    overwrite
+        Redo movies whose folders hold results made with another config, model or input.
+    progress
+        ``callback(movies_finished, n_movies)``, skipped movies included.
+    labels_name
+        For a glob SPEC: the labels' file name beside each image (see :func:`find_labels`).
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    config = config or ClassifyConfig()
+    movies = read_spec(spec, labels_name)
+    meta_cols = list(dict.fromkeys(c for m in movies for c in m.meta))
+    out = check_writable_dir(out)
+    model_path = Path(model)
+    if not model_path.is_file():
+        raise InputError(f"model file not found: {model_path}")
+    # a bad model is said once, before any movie; the cache serves the movies run in this process
+    clf = cached_model(model_path, file_sha256(model_path), class_names, trust)
+    config.timeline.check_classes(len(clf.class_names))  # a track model of other classes: said before any movie
+    names = {"cells.csv": cell_columns(clf.class_names), "tracks.csv": track_columns(clf.class_names)}
+    clash = sorted(set(meta_cols) & (set(names["cells.csv"]) | set(names["tracks.csv"])))
+    if clash:
+        raise InputError(f"the SPEC's column(s) {', '.join(clash)} have the names of result columns; rename them")
+    fp = model_fingerprint(model_path, clf.class_names)
+    del clf
+    cfg = _json_round(config.to_dict())
+    started, t0 = _now(), time.perf_counter()
+    with _experiment_lock(out):
+        clean_leftovers(out)
+        if not (out / EXPERIMENT_FILE).exists() and not overwrite:
+            foreign = [n for n in (*COMBINED, RUN_FILE) if (out / n).exists()]
+            if foreign:
+                raise InputError(f"{out} holds results that classify-many did not write ({', '.join(foreign)}); "
+                                 "choose another --out, or pass --overwrite to replace them")
+        states = {m.movie: movie_state(out / MOVIES_DIR / m.movie, cfg, fp["fingerprint"], m) for m in movies}
+        stale = [(m, why) for m, (s, why) in states.items() if s == "stale"]
+        if stale and not overwrite:
+            first, why = stale[0]
+            raise InputError(f"{len(stale)} movie folder(s) in {out / MOVIES_DIR} hold results {why} "
+                             f"(e.g. {first}); choose another --out, or pass --overwrite to classify them again")
+        todo = [m for m in movies if states[m.movie][0] != "complete"]
+        with atomic_write(out / EXPERIMENT_FILE) as fh:  # marks the folder as this command's, from the start
+            json.dump({"package": "napari-yeast-phenotypes", "version": __version__, "job": "classify-many",
+                       "config": cfg, "model": fp, "movies": len(movies), "started": started, "finished": None},
+                      fh, indent=2, default=str)
+        results = {m.movie: {"movie": m.movie, "status": "skipped", "reason": "", "seconds": 0.0}
+                   for m in movies if states[m.movie][0] == "complete"}
+        how = _run_all(todo, len(movies), len(results), out, model_path, fp, cfg, class_names, trust, overwrite,
+                       scheduler, client, workers, torch_threads, progress, lock_wait_s, config.device, results)
+        return _finish(out, movies, meta_cols, names, results, fp, cfg, how, started, t0)
+
+
+def _task(m: MovieSpec, out: Path, model_path: Path, fp: dict, cfg: dict, class_names, trust: bool,
+          overwrite: bool, torch_threads: int | None, lock_wait_s: float) -> dict:
+    return {"movie": m.movie, "image": str(m.image), "labels": str(m.labels),
+            "folder": str(out / MOVIES_DIR / m.movie), "model": str(model_path.resolve()),
+            "model_sha256": fp["sha256"], "model_fingerprint": fp["fingerprint"],
+            "class_names": list(class_names) if class_names else None, "trust": trust, "config": cfg,
+            "overwrite": overwrite, "torch_threads": torch_threads, "lock_wait_s": lock_wait_s}
+
+
+def _run_all(todo, n_total, n_done, out, model_path, fp, cfg, class_names, trust, overwrite, scheduler, client,
+             workers, torch_threads, progress, lock_wait_s, device, results) -> dict:
+    """Run the movies still to do (in this process, on a local cluster or on a given scheduler)."""
+    def tick():
+        if progress is not None:
+            progress(len(results), n_total)
+
+    tick()
+    how: dict = {"movies_to_do": len(todo)}
+    if not todo:
+        return how
+    if workers == 0 and scheduler is None and client is None:
+        how.update(scheduler="in-process", workers=1, torch_threads=torch_threads)
+        for m in todo:
+            results[m.movie] = run_movie(_task(m, out, model_path, fp, cfg, class_names, trust, overwrite,
+                                               torch_threads, lock_wait_s))
+            tick()
+        return how
+    own = client is None
+    if client is None and scheduler is not None:
+        client = connect(scheduler)
+        how["scheduler"] = str(scheduler)
+    elif client is None:
+        workers, torch_threads = plan_local(len(todo), gpu=_wants_gpu(device), workers=workers,
+                                            torch_threads=torch_threads)
+        client = local_cluster(workers, torch_threads)
+        how.update(scheduler="local", workers=workers, torch_threads=torch_threads)
+    else:
+        how["scheduler"] = str(getattr(client, "scheduler", "client"))
+    try:
+        from dask.distributed import as_completed
+
+        per_worker = threads_per_worker(client) if torch_threads is None else None
+        futures = {}
+        for m in todo:
+            task = _task(m, out, model_path, fp, cfg, class_names, trust, overwrite, torch_threads, lock_wait_s)
+            task["threads_per_worker"] = per_worker
+            fut = client.submit(run_movie, task, key=f"classify-movie-{m.movie}-{os.getpid()}-{time.monotonic_ns()}",
+                                retries=0)
+            futures[fut] = m.movie
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                results[name] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails its movie, not the run
+                results[name] = {"movie": name, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                                 "seconds": 0.0}
+            tick()
+        how.setdefault("workers", len(client.scheduler_info().get("workers", {})))
+    finally:
+        if own:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and how.get("scheduler") == "local":
+                cluster.close()
+    return how
+
+
+def _finish(out: Path, movies: list[MovieSpec], meta_cols, names, results, fp, cfg, how, started, t0
+            ) -> ExperimentResult:
+    rows = []
+    for m in movies:
+        r = results.get(m.movie, {})
+        rows.append({"movie": m.movie, **{c: m.meta.get(c, "") for c in meta_cols}, "image": str(m.image),
+                     "labels": str(m.labels), "status": r.get("status", "failed"), "reason": r.get("reason", ""),
+                     "seconds": r.get("seconds", 0.0), "folder": str(Path(MOVIES_DIR) / m.movie)})
+    table = pd.DataFrame(rows, columns=["movie", *meta_cols, "image", "labels", "status", "reason", "seconds",
+                                        "folder"])
+    complete = [m for m in movies if results.get(m.movie, {}).get("status") in ("done", "skipped")]
+    combine_tables(out, complete, meta_cols, names)
+    failures = table.loc[table["status"] == "failed", ["movie", "image", "labels", "reason"]].reset_index(drop=True)
+    _write_table(failures, out / FAILURES_FILE)
+    _write_table(table, out / MOVIES_FILE)
+    run = {"package": "napari-yeast-phenotypes", "version": __version__, "job": "classify-many",
+           "config": cfg, "model": fp, "movies": len(movies),
+           "done": int((table["status"] == "done").sum()), "skipped": int((table["status"] == "skipped").sum()),
+           "failed": int(len(failures)), "started": started, "finished": _now(),
+           "seconds": round(time.perf_counter() - t0, 3), "run": how, "spec_columns": meta_cols}
+    with atomic_write(out / EXPERIMENT_FILE) as fh:
+        json.dump(run, fh, indent=2, default=str)
+    return ExperimentResult(out, table, read_combined(out / "tracks.csv"), failures, run)
+
+
+def movies_bar(desc: str = "movies") -> Callable[[int, int], None]:
+    """A tqdm bar over movies, driven by ``(finished, total)`` callbacks (skipped movies count)."""
+    from ..progress import frames_bar
+
+    return frames_bar(desc, unit="movie")
+
+
+__all__ = ["ExperimentResult", "classify_many", "clean_leftovers", "model_loads", "movie_state", "movies_bar",
+           "run_movie"]

@@ -1,0 +1,189 @@
+"""The classify job: one movie (arrays or files) + a model + a
+:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig` -> a
+:class:`~napari_yeast_phenotypes.core.results.schema.Result`, and, given ``out``, a result folder with
+``run.json``."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Generator
+
+from ... import __version__
+from ..config import ClassifyConfig
+from ..errors import WRITE_ERRNOS, write_error
+from ..files.fingerprint import model_fingerprint
+from ..progress import run_to_end
+from ..results.folder import ResultFolder, _now
+from ..results.schema import Result
+from .record import _as_input, _describe_array
+
+EXTERNAL_CROPS_WARNING = (
+    "this model learnt from crops made elsewhere ({how}), not by this package's crop function: the "
+    "crops of this movie may not look like the ones it was trained on (scale, margin, intensity range), "
+    "so its calls may be off. Train it on a curated set made by `yeast-phenotypes curate` or the "
+    "viewer's Annotate dock to be sure."
+)
+
+
+@dataclass
+class ClassifyJob:
+    """What :func:`classify_movie` returns: the result, the folder written, how it was made."""
+
+    result: Result
+    out: Path | None
+    run: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_model(model, class_names=None, trust: bool = False):
+    """A :class:`~napari_yeast_phenotypes.core.network.model.Classifier` from a file (or as given) and its file.
+
+    A loaded classifier names its file by a ``source_path`` attribute where it has one (a cluster
+    worker loads the model once and reuses it), so ``run.json`` still records the file's hash.
+    """
+    from ..network.model import Classifier, load_classifier
+
+    if isinstance(model, Classifier):
+        return model, getattr(model, "source_path", None)
+    return load_classifier(model, class_names, trust=trust), Path(model)
+
+
+def external_crops_warning(clf) -> str | None:
+    """The plain-words warning for a model trained on crops made elsewhere, or ``None``."""
+    if not clf.external_crops:
+        return None
+    how = (clf.metadata.get("crop_origin") or {}).get("normalisation", "unknown normalisation")
+    return EXTERNAL_CROPS_WARNING.format(how=how)
+
+
+def ood_report(result: Result, clf) -> dict:
+    """How unlike the model's training data this movie is
+    (:func:`~napari_yeast_phenotypes.core.network.ood.movie_report`), with a plain-words ``warning`` when a large
+    share of its cells is outside; for ``run.json``."""
+    from ..network.ood import movie_report
+
+    cells = result.cells
+    if getattr(clf, "ood", None) is None or "ood_score" not in cells:
+        return {"available": False, "warning": None,
+                "why": "the model keeps no summary of its training data (trained before this version, or a bare "
+                       "state dict), so whether this movie is like it cannot be said"}
+    return movie_report(cells["ood_score"].to_numpy(), cells["track_id"].to_numpy(), summary=clf.ood)
+
+
+def classify_movie(image, labels, model, config: ClassifyConfig | None = None, out=None, *,
+                   overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                   class_names=None, trust: bool = False, title: str | None = None,
+                   names: dict | None = None) -> ClassifyJob:
+    """Classify one movie; with ``out``, write its result folder (see :func:`write_result`).
+
+    Parameters
+    ----------
+    image, labels
+        Arrays ((T, Y, X), (Y, X), or (T, C, Y, X) with ``config.channel``; numpy, dask, memory
+        maps) or file names (TIFF or .npy, read lazily).
+    model
+        A checkpoint file or a loaded ``Classifier``.
+    config
+        How to classify (:class:`ClassifyConfig`; the defaults when ``None``).
+    out
+        Result folder, or ``None`` to only return the result. It is checked (writable, not in
+        use, no earlier results unless ``overwrite``) before the movie is read.
+    progress
+        ``callback(frames_done, n_frames)``.
+    names
+        Names of array inputs for ``run.json`` (e.g. the napari layers'): ``{"image": ..., "labels": ...}``.
+    """
+    return run_to_end(classify_movie_iter(image, labels, model, config, out, overwrite=overwrite,
+                                          class_names=class_names, trust=trust, title=title, names=names),
+                      progress)
+
+
+def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = None, out=None, *,
+                        overwrite: bool = False, class_names=None, trust: bool = False, title: str | None = None,
+                        names: dict | None = None) -> Generator[tuple[int, int], None, ClassifyJob]:
+    """:func:`classify_movie` as a generator of ``(frames_done, n_frames)`` (for a napari ``thread_worker``)."""
+    from ..pipeline import analyse_iter
+
+    config = config or ClassifyConfig()
+    started, t0 = _now(), time.perf_counter()
+    inputs: dict = {}
+    image = _as_input(image, "image", inputs)  # opened lazily: quick, and a missing file is said at once
+    labels = _as_input(labels, "labels", inputs)
+    clf, model_path = load_model(model, class_names, trust)
+    config.timeline.check_classes(len(clf.class_names))  # a track model fitted for other classes: said at once
+    folder = ResultFolder(out, overwrite) if out is not None else None
+    if folder is not None:
+        folder.__enter__()  # before the long work: an unusable --out is said at once
+    try:
+        notes = []
+        warning = external_crops_warning(clf)
+        if warning:
+            notes.append(warning)
+            warnings.warn(warning, UserWarning, stacklevel=2)
+        result = yield from analyse_iter(image, labels, clf, config)
+        ood = ood_report(result, clf)
+        if ood.get("warning"):
+            notes.append(ood["warning"])
+            warnings.warn(ood["warning"], UserWarning, stacklevel=2)
+        for key, arr in (("image", image), ("labels", labels)):
+            if key not in inputs:
+                inputs[key] = _describe_array(arr, (names or {}).get(key, key))
+        attrs = result.cells.attrs
+        run = {
+            "package": "napari-yeast-phenotypes",
+            "version": __version__,
+            "job": "classify",
+            "config": config.to_dict(),
+            "model": model_fingerprint(model_path, clf.class_names),
+            "inputs": inputs,
+            "started": started,
+            "finished": _now(),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "inference": attrs.get("inference", {}),
+            "relinked": bool(attrs.get("relinked", False)),
+            "movie_stats": attrs.get("movie_stats"),
+            "crop_settings": clf.crop_settings.to_dict(),
+            "ood": ood,
+            "warnings": notes,
+        }
+        if folder is not None:
+            _write_into(folder, result, run, title or str(inputs["image"].get("name", "")))
+        return ClassifyJob(result, folder.out if folder else None, run, notes)
+    finally:
+        if folder is not None:
+            folder.__exit__(*sys.exc_info())
+
+
+def _write_into(folder: ResultFolder, result: Result, run: dict, title: str) -> None:
+    from ..results.export import write_tables
+    from ..results.plots import save_summary
+
+    try:
+        write_tables(result.cells, result.tracks, folder.staging, result.class_names)
+        save_summary(result.cells, result.tracks, folder.staging / "summary.png", result.class_names, title=title)
+    except OSError as exc:  # a full disk, mostly: said in plain words; the earlier result stays
+        if exc.errno in WRITE_ERRNOS:
+            raise write_error(folder.out, exc) from exc
+        raise
+    folder.commit(run)
+
+
+def write_result(result: Result, out, run: dict | None = None, *, overwrite: bool = False, title: str = "") -> Path:
+    """Write a result folder whole: ``cells.csv``, ``tracks.csv``, ``summary.png``, then ``run.json``.
+
+    ``run`` is what :func:`classify_movie` records (the viewer passes what it knows); the
+    package version, the end time and the outputs' hashes are added here.
+    """
+    run = {"package": "napari-yeast-phenotypes", "version": __version__, "job": "classify",
+           **(run or {}), "finished": _now()}
+    with ResultFolder(out, overwrite) as folder:
+        _write_into(folder, result, run, title)
+    return Path(out)
+
+
+__all__ = ["ClassifyJob", "classify_movie", "classify_movie_iter", "external_crops_warning", "load_model", "ood_report",
+           "write_result"]

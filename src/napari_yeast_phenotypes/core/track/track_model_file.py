@@ -1,0 +1,105 @@
+"""Track model files (JSON, never code): written whole, read back checked against the model's classes,
+and their report in words."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..files.atomic import atomic_write
+from .timeline import TimelineSettings
+from .track_model import TRACK_MODEL_FORMAT, TrackModelFit
+
+
+def save_track_model(path: str | os.PathLike, fit: TrackModelFit) -> Path:
+    """Write the fitted settings and their report as JSON, atomically."""
+    path = Path(path)
+    with atomic_write(path) as fh:
+        json.dump(_plain(fit.to_dict()), fh, indent=2)
+    return path
+
+
+def load_track_model(path: str | os.PathLike, class_names=None) -> TimelineSettings:
+    """The :class:`TimelineSettings` saved by :func:`save_track_model` (checked against ``class_names``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"track model file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; give a track model file (written by yeast-phenotypes "
+                         "fit-track-model)") from None
+    except (OSError, ValueError) as exc:
+        why = "not JSON text" if isinstance(exc, ValueError) else exc.strerror
+        raise InputError(f"{path} is not a track model file ({why}); give the JSON file written by yeast-phenotypes "
+                         "fit-track-model (or the Annotate dock's track_model.json)") from exc
+    if not isinstance(data, dict) or data.get("format") != TRACK_MODEL_FORMAT:
+        raise InputError(f"{path} is not a track model file saved by napari-yeast-phenotypes; give the JSON file "
+                         "written by yeast-phenotypes fit-track-model (or the Annotate dock's track_model.json)")
+    if class_names is not None and list(data.get("class_names", [])) != list(class_names):
+        raise InputError(f"{path} was fitted for the classes {', '.join(map(str, data.get('class_names') or []))}, "
+                         f"but the model classifies into {', '.join(class_names)}; fit a track model on a movie "
+                         "classified by this model")
+    return TimelineSettings.from_dict(data.get("timeline"))
+
+
+def _share(x) -> str:
+    return "-" if x is None or x != x else f"{x:.0%}"
+
+
+def _acc(x) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"
+
+
+def report_lines(report: dict) -> list[str]:
+    """A fit's report in words, one line each: what it was fitted and checked on, and the figures.
+
+    Works on :attr:`TrackModelFit.report` and on the ``report`` of a saved file alike.
+    """
+    lines = []
+    if report.get("method") == "em":
+        em = report.get("em") or {}
+        lines.append(f"fitted by EM on the movie, without labels ({em.get('iterations')} iterations, "
+                     f"{'converged' if em.get('converged') else 'not converged'}): switch rate "
+                     f"{em.get('switch_rate', float('nan')):.4f}, senescence rate "
+                     f"{em.get('senescence_rate', float('nan')):.4f} per frame")
+    else:
+        fitted = report.get("fitted") or {}
+        lines.append(f"fitted on {report.get('fit_tracks')} labelled tracks, checked on "
+                     f"{report.get('validation_tracks')} others ({report.get('annotated_cell_frames')} labelled "
+                     "cell-frames in all)")
+        lines.append(f"chosen: {report.get('chosen')} (the fit gave temperature {fitted.get('temperature', 1.0):.2f}, "
+                     f"switch rate {fitted.get('switch_rate', float('nan')):.4f}, senescence rate "
+                     f"{fitted.get('senescence_rate', float('nan')):.4f} per frame)")
+        v = report.get("validation") or {}
+        lines.append(f"on the {v.get('tracks')} validation tracks: accuracy {_acc(v.get('raw_accuracy'))} raw, "
+                     f"{_acc(v.get('smoothed_accuracy'))} smoothed ({v.get('cell_frames')} labelled cell-frames)")
+        if "live_tracks" in v:
+            lines.append(f"live tracks called senescent: {_share(v.get('raw_false_senescence_tracks'))} raw, "
+                         f"{_share(v.get('smoothed_false_senescence_tracks'))} smoothed (of {v['live_tracks']}); "
+                         f"truly live frames called senescent: {_share(v.get('raw_false_senescence_frames'))} raw, "
+                         f"{_share(v.get('smoothed_false_senescence_frames'))} smoothed")
+            if v.get("senescent_tracks"):
+                lines.append(f"senescent tracks whose senescence smoothing missed: "
+                             f"{_share(v.get('missed_senescence_tracks'))} (of {v['senescent_tracks']})")
+    lines.extend(f"note: {n}" for n in report.get("notes") or [])
+    return lines
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+__all__ = ["load_track_model", "report_lines", "save_track_model"]
