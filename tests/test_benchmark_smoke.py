@@ -20,6 +20,7 @@ KEYS = [
 SKIPPABLE = {"max_event_loop_stall_ms": "event_loop", "viewer_overlay_mb_1000_frames": "viewer_memory"}
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_all_figures(tmp_path):
     out = tmp_path / "tmp.json"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
@@ -48,6 +49,7 @@ def test_quick_benchmark_writes_all_figures(tmp_path):
             assert run["cell_frames"] > 0 and run["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow
 def test_only_runs_the_named_sections_and_what_they_need(tmp_path):
     out = tmp_path / "only.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "crop_extraction",

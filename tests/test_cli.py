@@ -33,6 +33,7 @@ def test_simulate_writes_movie_and_truth(movie_dir):
     assert set(truth["phenotype"]) <= set(CLASS_NAMES)
 
 
+@pytest.mark.slow
 def test_classify_writes_documented_tables(movie_dir, random_checkpoint, tmp_path, capsys):
     out = tmp_path / "res"
     assert classify(movie_dir, random_checkpoint, out) == 0
@@ -57,6 +58,7 @@ def test_classify_writes_documented_tables(movie_dir, random_checkpoint, tmp_pat
     assert classify(movie_dir, random_checkpoint, out, "--overwrite") == 0
 
 
+@pytest.mark.slow
 def test_classify_npy_2d_and_untracked(tmp_path, movie_dir, random_checkpoint, capsys):
     img = tifffile.imread(movie_dir / "image.tif")
     lab = tifffile.imread(movie_dir / "labels.tif")
@@ -107,6 +109,7 @@ def test_bad_movies_get_a_clear_error_and_no_output(tmp_path, movie_dir, random_
     assert not (tmp_path / "res" / "cells.csv").exists()
 
 
+@pytest.mark.slow
 def test_channel_option_picks_the_reporter(tmp_path, movie_dir, random_checkpoint):
     img = tifffile.imread(movie_dir / "image.tif")
     np.save(tmp_path / "tc.npy", np.stack([np.zeros_like(img), img], axis=1))
@@ -156,6 +159,7 @@ def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, cap
     assert not (tmp_path / "m2.pt").exists()
 
 
+@pytest.mark.slow
 def test_crossval_groups_by_experiment(tmp_path, movie_dir):
     cur = tmp_path / "cur"
     sizes = []

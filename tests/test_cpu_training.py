@@ -90,6 +90,7 @@ def test_a_frozen_weight_gets_no_gradient_and_the_input_gradient_is_torchs(gemm_
     assert_close_to(gx, gx_ref)
 
 
+@pytest.mark.slow
 def test_a_whole_training_step_gives_the_same_gradients():
     """Every layer trained (BatchNorm in train mode too), channels-last as train.py runs it."""
     x = torch.rand(4, 1, 40, 40).contiguous(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from napari_yeast_phenotypes.core.data.curated import CuratedSet
 
@@ -41,6 +42,7 @@ WRITER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_killed_writers_never_leave_broken_files(tmp_path):
     root = tmp_path / "set"
     csv = tmp_path / "cells.csv"

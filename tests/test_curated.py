@@ -466,6 +466,7 @@ def test_two_writers_at_once_lose_nothing(tmp_path):
         assert (rows["phenotype"] == "Circular").sum() == 8  # every relabel of each writer is there
 
 
+@pytest.mark.slow
 def test_a_writer_killed_while_another_writes(tmp_path):
     """SIGKILL one writer at random moments (holding the lock or not); the other loses nothing."""
     root = tmp_path / "set"

@@ -140,6 +140,7 @@ def test_local_plan_never_oversubscribes_the_cores(cpus, n_movies):
 
 # ------------------------------------------------------------------------------ on a 2-worker cluster
 
+@pytest.mark.slow
 def test_cluster_run_equals_the_single_movie_runs(experiment, random_checkpoint, client, single_runs):
     res = classify_many(experiment / "spec.csv", random_checkpoint, experiment / "run", CONFIG, client=client)
     assert res.counts() == {"done": N_MOVIES, "skipped": 0, "failed": 1}
@@ -158,6 +159,7 @@ def test_cluster_run_equals_the_single_movie_runs(experiment, random_checkpoint,
                                                 )["model"]["sha256"]
 
 
+@pytest.mark.slow
 def test_killed_run_restarted_gives_the_same_outputs(experiment, random_checkpoint, client, single_runs):
     out = experiment / "killed"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
@@ -201,6 +203,7 @@ def test_killed_run_restarted_gives_the_same_outputs(experiment, random_checkpoi
 
 # ------------------------------------------------------------------------------ in this process
 
+@pytest.mark.slow
 def test_results_of_another_config_are_kept_unless_overwrite(experiment, random_checkpoint, tmp_path):
     movies = [m for m in read_spec(experiment / "spec.csv") if m.movie == "pos0"]
     classify_many(movies, random_checkpoint, tmp_path, CONFIG, workers=0)
@@ -222,6 +225,7 @@ def test_a_folder_of_other_results_is_not_overwritten(experiment, random_checkpo
     assert (tmp_path / "cells.csv").read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_cli_classify_many_and_ageing(experiment, random_checkpoint, tmp_path, capsys):
     spec = pd.read_csv(experiment / "spec.csv", dtype=str)
     spec = spec[spec["position"].isin(["00", "03", "99"])]  # two movies of two strains, and the corrupt one

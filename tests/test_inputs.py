@@ -23,6 +23,7 @@ def reference(small_movie, clf):
     return analyse(small_movie.image, small_movie.labels, clf)
 
 
+@pytest.mark.slow
 def test_dask_and_memmap_give_the_same_result(tmp_path, small_movie, clf, reference):
     da = pytest.importorskip("dask.array")
     lazy = analyse(da.from_array(small_movie.image, chunks=(1, -1, -1)),
@@ -35,6 +36,7 @@ def test_dask_and_memmap_give_the_same_result(tmp_path, small_movie, clf, refere
     pd.testing.assert_frame_equal(analyse(img, lab, clf).cells, reference.cells)
 
 
+@pytest.mark.slow
 def test_chunking_does_not_change_results(small_movie, clf, reference):
     for chunk in (1, 4, 100):
         res = analyse(small_movie.image, small_movie.labels, clf, ClassifyConfig(chunk_frames=chunk))
@@ -62,6 +64,7 @@ def test_all_empty_movie_is_refused(small_movie, clf):
         analyse(small_movie.image, np.zeros_like(small_movie.labels), clf)
 
 
+@pytest.mark.slow
 def test_checkpoint_crop_settings_are_used(tmp_path, small_movie, clf, reference):
     other = save_checkpoint(tmp_path / "other.pt", Classifier(clf.model, clf.class_names, CropSettings(mask="none")))
     clf2 = load_classifier(other)

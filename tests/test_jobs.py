@@ -100,6 +100,7 @@ def test_movie_stats_round_trip():
 
 # ------------------------------------------------------------------------------ classify_movie
 
+@pytest.mark.slow
 def test_classify_movie_writes_a_complete_folder(movie_files, random_checkpoint, small_movie, tmp_path):
     out = tmp_path / "res"
     job = classify_movie(*movie_files, random_checkpoint, ClassifyConfig(device="cpu"), out)
@@ -128,6 +129,7 @@ def test_classify_movie_writes_a_complete_folder(movie_files, random_checkpoint,
     assert not result_complete(out)
 
 
+@pytest.mark.slow
 def test_arrays_are_described_by_content(small_movie, random_checkpoint):
     job = classify_movie(small_movie.image, small_movie.labels, random_checkpoint, names={"image": "layer A"})
     assert job.out is None
@@ -163,6 +165,7 @@ def test_a_new_folder_is_not_left_behind_by_a_failed_run(small_movie, random_che
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_earlier_results_alone(movie_files, random_checkpoint, tmp_path):
     out = tmp_path / "res"
     classify_movie(*movie_files, random_checkpoint, out=out)
@@ -175,6 +178,7 @@ def test_a_failed_run_leaves_earlier_results_alone(movie_files, random_checkpoin
     assert not list(out.glob(".staging-*"))
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused(movie_files, random_checkpoint, tmp_path):
     out = tmp_path / "res"
     out.mkdir()
@@ -200,6 +204,7 @@ def test_lock_is_held_across_processes_and_freed_by_death(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_an_interrupted_write_is_replaced_without_overwrite(movie_files, random_checkpoint, tmp_path):
     """A run killed while moving its files into place leaves the mark and no run.json: the next run
     may replace that half folder; complete results still need --overwrite."""
@@ -215,6 +220,7 @@ def test_an_interrupted_write_is_replaced_without_overwrite(movie_files, random_
 
 # ------------------------------------------------------------------------------ crops made elsewhere
 
+@pytest.mark.slow
 def test_external_crops_are_recorded_and_warned_about(tmp_path, small_movie, random_checkpoint):
     from napari_yeast_phenotypes.core.config import TrainConfig
     from napari_yeast_phenotypes.core.jobs import train_model

@@ -94,6 +94,7 @@ def one_step(m):
     opt.step()
 
 
+@pytest.mark.slow
 def test_frozen_batchnorm_statistics_do_not_drift():
     torch.manual_seed(0)
     m = YeastResNet(8)
@@ -110,6 +111,7 @@ def test_frozen_batchnorm_statistics_do_not_drift():
     assert not all(torch.equal(before[k], v) for k, v in bn_buffers(m).items())
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_keeps_predictions(tmp_path, crops):
     torch.manual_seed(2)
     clf = Classifier(YeastResNet(8).eval())

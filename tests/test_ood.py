@@ -122,6 +122,7 @@ def model_with_summary():
     return clf
 
 
+@pytest.mark.slow
 def test_like_movie_no_warning_unlike_movie_warned(model_with_summary, tmp_path):
     movie = simulate_movie(n_frames=6, size=128, n_cells=10, seed=13)
     cfg = ClassifyConfig(relink="no", device="cpu", precision="fp32")
@@ -146,6 +147,7 @@ def test_like_movie_no_warning_unlike_movie_warned(model_with_summary, tmp_path)
     assert "unlike the training data" in reason(cells, q["row"].iloc[0], q["kind"].iloc[0])
 
 
+@pytest.mark.slow
 def test_scores_do_not_change_the_probabilities(model_with_summary, small_movie):
     """The features come from the same forward pass: the probabilities are the very same numbers."""
     bare = Classifier(model_with_summary.model)

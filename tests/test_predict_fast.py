@@ -66,6 +66,7 @@ def assert_logits_close(got: torch.Tensor, ref: torch.Tensor, rel: float = FAST_
     assert err < rel, f"logits differ by {err:.2g} relative to their norm"
 
 
+@pytest.mark.slow
 def test_fp32_fast_path_equals_eager(model, crops):
     fwd = inference_forward(model, "cpu", torch.from_numpy(crops[:32]), precision="fp32")
     assert fwd.precision == "fp32"
@@ -80,6 +81,7 @@ def test_fp32_fast_path_equals_eager(model, crops):
     assert np.abs(fast7 - eager_probs(model, crops[:7])).max() < FAST_TOLERANCE
 
 
+@pytest.mark.slow
 def test_predict_crops_uses_fast_path_and_matches(model, crops, monkeypatch):
     """predict_crops (metrics of crop sets) is fp32 even where movies are classified in bf16."""
     monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_PRECISION", "bf16")
@@ -90,6 +92,7 @@ def test_predict_crops_uses_fast_path_and_matches(model, crops, monkeypatch):
     assert set(cpu_inference._fast_cache[model]) == {"fp32"}
 
 
+@pytest.mark.slow
 def test_cached_copy_follows_weight_changes(model, crops):
     sample = torch.from_numpy(crops[:16])
     first = inference_forward(model, "cpu", sample, precision="fp32")
@@ -108,6 +111,7 @@ def test_cached_copy_follows_weight_changes(model, crops):
         assert_logits_close(third(sample), model(sample))
 
 
+@pytest.mark.slow
 def test_bf16_path_stays_close(crops):
     torch.manual_seed(0)
     model = YeastResNet(8).eval()  # default init: well conditioned, as trained models are
@@ -125,6 +129,7 @@ def test_bf16_path_stays_close(crops):
     assert (fast.argmax(1) == ref.argmax(1)).mean() >= 0.95
 
 
+@pytest.mark.slow
 def test_bf16_is_refused_for_a_model_it_does_not_suit(model, crops):
     """Random weights under BatchNorm statistics of real crops amplify rounding: bf16 changes the
     top class of many crops there, so the model gets the fast fp32 copy instead."""
@@ -152,6 +157,7 @@ def test_precision_choice(monkeypatch):
         ClassifyConfig()
 
 
+@pytest.mark.slow
 def test_broken_fast_path_falls_back_to_the_model(model, crops, monkeypatch):
     def broken(m, precision):
         raise RuntimeError("no oneDNN here")
@@ -171,6 +177,7 @@ def test_fast_inference_can_be_turned_off(model, crops):
     assert inference_forward(model, "cpu", torch.from_numpy(crops[:8]), fast_path=False).path == "eager"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [1, 5, 64])
 def test_classify_iter_equals_plain_prediction(movie, model, batch_size):
     """Batches that straddle chunks keep every crop's probabilities on its own row."""
@@ -252,6 +259,7 @@ def test_extract_crops_keeps_row_order(movie):
     np.testing.assert_allclose(again, whole[order], atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("builder", [name for name, _ in cpu_inference._BUILDERS])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_building_a_copy_leaves_the_model_alone(model, crops, builder, precision):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,6 +105,7 @@ def test_constant_track_stays_constant(cls, n, conf):
     assert (path == cls).all()
 
 
+@pytest.mark.slow
 @FAST
 @given(st.integers(0, 2**16), st.integers(1, 6), st.integers(1, 12))
 def test_csv_round_trip(tmp_path_factory, seed, n_tracks, n_frames):

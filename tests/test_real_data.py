@@ -33,6 +33,7 @@ def test_sporulation_movie_untracked_ids_are_relinked():
     assert not table.duplicated(["frame", "track_id"]).any()
 
 
+@pytest.mark.slow
 def test_real_movie_end_to_end(random_checkpoint):
     img = tifffile.imread(real_data("yeastvision-sample-movie", "cdc_fluorescence.tif"))[:4]
     lab = tifffile.imread(real_data("yeastvision-sample-movie", "masks.tif"))[:4]

@@ -78,6 +78,7 @@ def write_folder(out: Path, tag: str) -> None:
         folder.commit({"job": "test", "tag": tag})
 
 
+@pytest.mark.slow
 def test_commit_killed_between_any_two_moves_never_mixes_runs(tmp_path):
     out = tmp_path / "res"
     write_folder(out, "old")
@@ -228,6 +229,7 @@ def classify_args(movie: Path, model: Path, out: Path, *extra) -> list[str]:
             "--model", str(model), "--out", str(out), "--device", "cpu", *extra]
 
 
+@pytest.mark.slow
 def test_two_classify_processes_into_one_folder(tmp_path, tiny_movie, random_checkpoint):
     """Process A holds --out (classified, about to write); process B, the plain command, is refused at
     once with who holds it; A then finishes whole."""
@@ -273,6 +275,7 @@ CLASSIFY_KILLED = KILL_AFTER + textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_classify_killed_between_cells_and_tracks_with_overwrite(tmp_path, tiny_movie, random_checkpoint):
     from napari_yeast_phenotypes.cli import main
 
@@ -298,6 +301,7 @@ def test_classify_killed_between_cells_and_tracks_with_overwrite(tmp_path, tiny_
     assert result_complete(out) and (out / "cells.csv").read_bytes() != old["cells.csv"]
 
 
+@pytest.mark.slow
 def test_a_classify_failing_after_cells_csv_leaves_nothing_half_done(tmp_path, tiny_movie, random_checkpoint,
                                                                      monkeypatch):
     from napari_yeast_phenotypes.cli import main
@@ -327,6 +331,7 @@ SIMULATE_KILLED = KILL_AFTER + textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_simulate_killed_between_files_leaves_a_whole_movie(tmp_path):
     from napari_yeast_phenotypes.core.data.simulate import MOVIE_FILES, MOVIE_RUN_FILE, simulate_movie, write_movie
 

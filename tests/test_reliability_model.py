@@ -32,6 +32,7 @@ def crops(n: int = 8) -> CropSet:
 
 # ------------------------------------------------------------------------------ item 7: non-finite numbers
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_stops_training_without_a_checkpoint(tmp_path):
     out = tmp_path / "m.pt"
     with pytest.raises(TrainingDiverged, match=r"NaN or infinite.*no checkpoint was written.*lower one \(e.g. --lr"):
@@ -39,6 +40,7 @@ def test_a_huge_learning_rate_stops_training_without_a_checkpoint(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """Epoch 1 is good and saved; the loss turns NaN in epoch 2: training stops, epoch 1 stays."""
     import napari_yeast_phenotypes.core.network.train as train_mod
@@ -61,6 +63,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in clf.model.state_dict().values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, checkpoint):
     checkpoint["model_state"]["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
     checkpoint["model_state"]["fc.bias"][3] = float("inf")
@@ -72,6 +75,7 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, checkpoint):
         build_model(8, base_weights=path)
 
 
+@pytest.mark.slow
 def test_a_model_whose_outputs_overflow_is_refused_naming_the_frames(tmp_path, checkpoint, small_movie):
     from napari_yeast_phenotypes.core.jobs import classify_movie
 
@@ -256,6 +260,7 @@ def test_training_checks_out_before_the_first_epoch(tmp_path):
     assert steps == []
 
 
+@pytest.mark.slow
 def test_a_disk_full_at_the_checkpoint_is_one_plain_message(tmp_path, monkeypatch, capsys):
     """The folder check passed, then the disk filled up: the error names the file; nothing half-written."""
     import napari_yeast_phenotypes.core.files.atomic as io_mod

@@ -184,6 +184,7 @@ def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model():
 
 # --------------------------------------------------------------------------- training runs
 
+@pytest.mark.slow
 def test_frozen_layers_keep_their_weights_and_batchnorm_statistics(tmp_path, tiny):
     torch.manual_seed(5)
     base = tmp_path / "base.pt"
@@ -199,6 +200,7 @@ def test_frozen_layers_keep_their_weights_and_batchnorm_statistics(tmp_path, tin
         assert not torch.equal(before[trained], after[trained]), trained
 
 
+@pytest.mark.slow
 def test_augmentation_touches_training_batches_only(tiny, monkeypatch):
     from napari_yeast_phenotypes.core.network import train as train_mod
 
@@ -215,6 +217,7 @@ def test_augmentation_touches_training_batches_only(tiny, monkeypatch):
     assert predicted and all(np.array_equal(c, val.crops) for c in predicted)  # validation: as stored
 
 
+@pytest.mark.slow
 def test_cancel_keeps_a_calibrated_checkpoint_with_its_record(tmp_path, tiny):
     out = tmp_path / "m.pt"
     val = crop_set(8, seed=4, prefix="v")
@@ -239,6 +242,7 @@ def test_cancel_keeps_a_calibrated_checkpoint_with_its_record(tmp_path, tiny):
         assert meta["report"]["ece_before"] != pytest.approx(meta["report"]["ece_after"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_a_crash_mid_training_leaves_the_saved_checkpoint_whole(tmp_path, tiny):
     out = tmp_path / "m.pt"
 
@@ -251,6 +255,7 @@ def test_a_crash_mid_training_leaves_the_saved_checkpoint_whole(tmp_path, tiny):
     assert load_classifier(out).metadata["best_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_info_prints_the_record_and_compares_with_the_previous_model(tmp_path, tiny, capsys):
     val = crop_set(8, seed=4, prefix="v")
     prev = Classifier(YeastResNet(8).eval())

@@ -114,6 +114,7 @@ def test_fit_save_report_and_resmooth_then_the_classify_dock_uses_it(make_napari
     assert viewer.layers[PHENOTYPES_LAYER].metadata[RUN_KEY]["config"]["timeline"] == settings.to_dict()
 
 
+@pytest.mark.slow
 def test_classify_dock_track_model_field(make_napari_viewer, small_movie, model_path, tmp_path, errors):
     from napari_yeast_phenotypes.core.track.track_model import TrackModelFit
     from napari_yeast_phenotypes.core.track.track_model_file import save_track_model

@@ -39,6 +39,7 @@ def _tiny_set(folder, movie):
     return cs
 
 
+@pytest.mark.slow
 def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small_movie, model_path, tmp_path,
                                                  errors, monkeypatch):
     import threading

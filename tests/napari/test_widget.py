@@ -58,6 +58,7 @@ def test_sample_and_dock_through_the_plugin_manifest(make_napari_viewer):
     assert NO_MODEL_HINT in widget.status.text()  # the test's demo cache is empty
 
 
+@pytest.mark.slow
 def test_run_sync_adds_overlays_features_and_plots(make_napari_viewer, small_movie, model_path, errors):
     viewer, widget = _viewer_with(make_napari_viewer, small_movie, model_path)
     widget.run(sync=True)

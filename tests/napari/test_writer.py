@@ -48,6 +48,7 @@ def classified(make_napari_viewer, small_movie, model_path):
     return viewer, widget
 
 
+@pytest.mark.slow
 def test_export_button_writes_what_the_cli_writes(classified, cli_tables, tmp_path):
     _, widget = classified
     paths = widget.export(tmp_path / "export")
