@@ -101,7 +101,7 @@ def run_lc(root: Path, per_class: list[int], config) -> list[dict]:
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     return learning_curve_job(root / "lc" / "train", root / "lc" / "val", per_class, config, class_names=CLASS_NAMES,
-                              progress=Log("learning curve"))
+                              progress=Log("learning curve"))["points"]
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:

@@ -72,33 +72,15 @@ def _classify_config(args):
                           fast_path=not args.no_fast_path)
 
 
-def _with_track_model(config, args, clf):
-    """``config`` with the track model of ``--track-model`` (checked against the classifier's classes)."""
-    from dataclasses import replace
-
-    from .core.track.track_model_file import load_track_model
-
-    if not args.track_model:
-        return config
-    return replace(config, timeline=load_track_model(args.track_model, clf.class_names))
-
-
 def cmd_classify(args) -> int:
     from .core.config import parse_class_names
-    from .core.jobs.classify import classify_movie, load_model
+    from .core.jobs.classify import classify_movie
     from .core.progress import frames_bar
-    from .core.track.track_model_file import load_track_model
 
     class_names = parse_class_names(args.class_names) if args.class_names else None
-    config, model = _classify_config(args), args.model
-    if args.track_model:
-        load_track_model(args.track_model)  # a file that is no track model is said before the model is loaded
-        clf, path = load_model(args.model, class_names, args.trust_model_file)
-        clf.source_path = path  # run.json still records the model file
-        config, model = _with_track_model(config, args, clf), clf
-    job = classify_movie(args.image, args.labels, model, config, args.out,
+    job = classify_movie(args.image, args.labels, args.model, _classify_config(args), args.out,
                          overwrite=args.overwrite, progress=frames_bar("classifying"), class_names=class_names,
-                         trust=args.trust_model_file, title=str(args.image))
+                         trust=args.trust_model_file, title=str(args.image), track_model=args.track_model)
     for w in job.warnings:
         print(f"warning: {w}", file=sys.stderr)
     res = job.result
@@ -174,7 +156,7 @@ def cmd_train(args) -> int:
 
     clf = train_model(args.train, args.val, _train_config(args), args.out, class_names=_class_names(args),
                       overwrite=args.overwrite, progress=training_bar(), notes=print, test_dir=args.test,
-                      previous=args.compare)
+                      previous=args.compare, curated=args.curated)
     print_report(clf.metadata)
     print(f"wrote {args.out} (best epoch {clf.metadata['best_epoch']}; {clf.metadata['stopped']})")
     return 0
@@ -192,6 +174,7 @@ def cmd_crossval(args) -> int:
     from .core.progress import training_bar
 
     res = crossvalidate(args.data, args.folds, _train_config(args), class_names=_class_names(args), out=args.out,
+                        curated=args.curated,
                         progress=training_bar("fold"), by=args.by, random_split=not args.no_random_split)
     for i, m in enumerate(res["folds"]):
         print(f"fold {i + 1}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
@@ -217,9 +200,9 @@ def cmd_learning_curve(args) -> int:
 
     per_class = [int(v) for v in args.per_class.split(",") if v.strip()]
     curve = learning_curve_job(args.train, args.val, per_class, _train_config(args), class_names=_class_names(args),
-                               out=args.out, progress=training_bar("subset"))
+                               out=args.out, progress=training_bar("subset"), curated=args.curated)
     print(f"{'per class':>9}{'crops':>7}{'macro-F1':>10}{'accuracy':>10}")
-    for p in curve:
+    for p in curve["points"]:
         print(f"{p['per_class']:>9}{p['n_train']:>7}{p['macro_f1']:>10.3f}{p['accuracy']:>10.3f}")
     if args.out:
         print(f"wrote {args.out}")
@@ -290,28 +273,14 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------------------- an ageing experiment
 
 def cmd_classify_many(args) -> int:
-    from .core.errors import InputError
     from .core.experiment.run import classify_many, movies_bar
 
     class_names = args.class_names.split(",") if args.class_names else None
     config = _classify_config(args)
-    if args.track_model:
-        from pathlib import Path
-
-        from .core.experiment.run import cached_model
-        from .core.files.fingerprint import file_sha256
-        from .core.track.track_model_file import load_track_model
-
-        load_track_model(args.track_model)  # a file that is no track model is said before the model is loaded
-        if not Path(args.model).is_file():
-            raise InputError(f"model file not found: {args.model}")
-        # loaded once here; classify_many finds it in the same cache
-        clf = cached_model(args.model, file_sha256(args.model), class_names, args.trust_model_file)
-        config = _with_track_model(config, args, clf)
     res = classify_many(args.spec, args.model, args.out, config, scheduler=args.scheduler,
                         workers=args.workers, torch_threads=args.torch_threads, overwrite=args.overwrite,
                         progress=movies_bar("classifying movies"), class_names=class_names,
-                        trust=args.trust_model_file, labels_name=args.labels_name)
+                        trust=args.trust_model_file, labels_name=args.labels_name, track_model=args.track_model)
     c = res.counts()
     how = res.run.get("run", {})
     where = how.get("scheduler", "")
@@ -527,7 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit_track_model)
 
     p = sub.add_parser("train", help="train the adapted ResNet50 on crops (ImageFolder layout)")
-    p.add_argument("--train", required=True, help="folder of <class>/<crop>.tif|png (or a curated set's split)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--curated", metavar="DIR",
+                      help="a curated set: its train split learns, its val split (unless --val) chooses the epoch, "
+                           "its test split (unless --test) reports")
+    what.add_argument("--train", help="folder of <class>/<crop>.tif|png (or a curated set's split)")
     p.add_argument("--val", help="validation folder, same layout; never augmented; chooses the best epoch")
     p.add_argument("--test", help="test folder (e.g. a curated set's test split): the final figures, on crops no "
                                   "choice was made on")
@@ -538,7 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("crossval", help="grouped k-fold cross-validation on a crop set")
-    p.add_argument("--data", required=True, help="crop folder (a curated set's split knows experiments and tracks)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--curated", metavar="DIR", help="a curated set: every labelled crop of its train and val splits")
+    what.add_argument("--data", help="crop folder (a curated set's split knows experiments and tracks)")
     p.add_argument("--folds", type=_whole(2), default=5, help="number of folds (default 5); no group is in two folds")
     p.add_argument("--by", choices=["auto", "experiment", "track"], default="auto",
                    help="experiment: leave one experiment out; track: folds of whole tracks; auto (default): "
@@ -550,8 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("learning-curve", help="validation macro-F1 against labelled crops per class")
-    p.add_argument("--train", required=True, help="training crop folder (or a curated set's split)")
-    p.add_argument("--val", required=True, help="validation crop folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--curated", metavar="DIR",
+                      help="a curated set: its train split subsampled, its val split judges")
+    what.add_argument("--train", help="training crop folder (or a curated set's split)")
+    p.add_argument("--val", help="validation crop folder (needed with --train)")
     p.add_argument("--per-class", default="5,10,20,40", help="crops per class of each subset (default 5,10,20,40)")
     p.add_argument("--out", help="write the points as JSON")
     _common_model_args(p)

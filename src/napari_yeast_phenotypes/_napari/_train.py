@@ -62,29 +62,6 @@ class Failed:
     message: str
 
 
-def load_training_data(set_folder, val_folder: str = ""):
-    """The curated set's train split, validation data (another folder, or the set's val split) and
-    test split (if any), and the crop settings; raises :class:`InputError` in plain words."""
-    from ..core.data.curated.store import CuratedSet
-    from ..core.jobs.training import load_crop_folder
-
-    folder = Path(str(set_folder))
-    if not str(set_folder).strip() or not (folder / "settings.json").exists():
-        raise InputError(f"{set_folder or 'no folder'} is not a curated set (no settings.json): choose the folder the "
-                         "Annotate dock (or yeast-phenotypes curate) writes into")
-    cs = CuratedSet(folder)
-    splits = set(cs.trainable()["split"])
-    train = cs.load_split("train")
-    if val_folder:
-        val, settings = load_crop_folder(val_folder, cs.class_names)
-        if settings != cs.crop_settings:
-            raise InputError(f"{val_folder} holds crops made with other crop settings than the curated set")
-    else:
-        val = cs.load_split("val") if "val" in splits else None
-    test = cs.load_split("test") if "test" in splits else None
-    return train, val, test, cs.crop_settings
-
-
 def render(fig: Figure) -> np.ndarray:
     """Draw ``fig`` with Agg (in whichever thread calls this) and return its (H, W, 4) RGBA picture."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -138,7 +115,8 @@ def _with_curves(gen, fig: Figure | None):
 
 def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should_stop, curves: Figure | None = None,
               report: Figure | None = None):
-    """Generator run by the worker; yields the core's progress dicts, returns a ``Classifier`` or :class:`Failed`.
+    """Generator run by the worker: the core's training job on the curated set; yields its progress dicts,
+    returns a ``Classifier`` or :class:`Failed`.
 
     ``curves`` and ``report``: figures drawn here, in the worker, whose pictures go out with the
     progress (``curves_image`` with each epoch, ``report_image`` at the end).
@@ -146,19 +124,12 @@ def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should
     yield {"status": "reading the curated set"}
     try:
         import_torch_core()
-        from ..core.jobs.classify import load_model
-        from ..core.network.train import train_iter
+        from ..core.jobs.training import train_model_iter, training_data
 
-        train, val, test, settings = load_training_data(set_folder, val_folder)
-        prev = None
-        if previous is not None and Path(str(previous)).is_file():
-            try:
-                prev = load_model(previous)[0]
-            except InputError:
-                prev = None  # a previous model that cannot be read is only not compared
-        yield {"status": f"training on {len(train)} crops"}
-        clf = yield from _with_curves(train_iter(train, val, config, settings, out, should_stop, test=test,
-                                                 previous=prev), curves)
+        data = training_data(curated=set_folder, val=val_folder or None)
+        yield {"status": f"training on {len(data.train)} crops"}
+        clf = yield from _with_curves(train_model_iter(data, config, out, overwrite=True, should_stop=should_stop,
+                                                       previous=previous), curves)
     except InputError as exc:
         return Failed(str(exc))
     if report is not None:
@@ -167,24 +138,14 @@ def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should
 
 
 def crossval_job(set_folder, config: TrainConfig, k: int, by: str, report: Figure | None = None):
-    """Generator run by the worker: grouped cross-validation of the train (+ val) split, random split beside."""
+    """Generator run by the worker: the core's cross-validation job on every labelled crop of the curated set
+    (grouped folds, a random split beside them)."""
     yield {"status": "reading the curated set"}
     try:
         import_torch_core()
-        import numpy as np
+        from ..core.jobs.training import crossvalidate
 
-        from ..core.data.cropset import CropSet
-        from ..core.network.crossval import crossval
-
-        train, val, _test, settings = load_training_data(set_folder)
-        data = train
-        if val is not None:  # cross-validation pools every labelled crop
-            data = CropSet(np.concatenate([train.crops, val.crops]), np.concatenate([train.targets, val.targets]),
-                           train.class_names, train.paths + val.paths,
-                           np.concatenate([train.groups, val.groups]), origin=train.origin,
-                           tracks=np.concatenate([train.tracks, val.tracks]))
-        progress = []
-        res = crossval(data, k, config, settings, progress=progress.append, by=by)
+        res = crossvalidate(folds=k, config=config, by=by, curated=set_folder)
     except InputError as exc:
         return Failed(str(exc))
     if report is not None:

@@ -52,8 +52,7 @@ def classify_job(image, labels, model_path, names: dict | None = None, track_mod
     """Generator run by the worker: the core's classification job; returns a ``ClassifyJob`` (or :class:`Failed`).
 
     Yields ``(frames_done, n_frames)``. ``track_model``: a track model file (``None``: the built-in
-    transition rates), checked against the model's classes and put into the job's
-    :class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`. A user's mistake (a bad model or
+    transition rates), which the job checks against the model's classes. A user's mistake (a bad model or
     track model file, labels that do not fit) comes back as :class:`Failed` with the core's
     message, so it is shown as a message and not as a traceback; anything else is a bug and
     propagates to ``worker.errored``.
@@ -62,16 +61,9 @@ def classify_job(image, labels, model_path, names: dict | None = None, track_mod
     yield 0, n_frames
     try:
         import_torch_core()
-        from ..core.config import ClassifyConfig
-        from ..core.jobs.classify import classify_movie_iter, load_model
-        from ..core.track.track_model_file import load_track_model
+        from ..core.jobs.classify import classify_movie_iter
 
-        model, config = model_path, ClassifyConfig()
-        if track_model is not None:
-            clf, path = load_model(model_path)
-            clf.source_path = path  # run.json still records the model file
-            model, config = clf, ClassifyConfig(timeline=load_track_model(track_model, clf.class_names))
-        job = yield from classify_movie_iter(image, labels, model, config, names=names)
+        job = yield from classify_movie_iter(image, labels, model_path, names=names, track_model=track_model)
     except InputError as exc:
         return Failed(str(exc))
     return job

@@ -42,3 +42,16 @@ class CropSet:
                        [self.paths[i] for i in idx] if self.paths else [],
                        None if self.groups is None else self.groups[idx], list(self.notes), dict(self.origin),
                        None if self.tracks is None else self.tracks[idx])
+
+    @staticmethod
+    def concat(sets: list[CropSet]) -> CropSet:
+        """One set of the crops of ``sets`` (same classes), in order: cross-validation pools a curated set's
+        splits."""
+        first = sets[0]
+        if any(tuple(s.class_names) != tuple(first.class_names) for s in sets):
+            raise ValueError("crop sets of different classes cannot be pooled")
+        cat = lambda name: (None if any(getattr(s, name) is None for s in sets)
+                            else np.concatenate([np.asarray(getattr(s, name), dtype=object) for s in sets]))
+        return CropSet(np.concatenate([s.crops for s in sets]), np.concatenate([s.targets for s in sets]),
+                       first.class_names, [p for s in sets for p in s.paths], cat("groups"),
+                       list(dict.fromkeys(n for s in sets for n in s.notes)), dict(first.origin), cat("tracks"))

@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..files.atomic import atomic_write, check_writable_dir
 from ..files.fingerprint import file_sha256, model_fingerprint
 from ..files.locking import FileLock, LockHeld
+from ..jobs.classify import check_track_model_file, with_track_model
 from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, result_complete
 from ..results.schema import cell_columns, track_columns
 from .cluster import _torch_threads_here, _wants_gpu, connect, local_cluster, plan_local, threads_per_worker
@@ -238,7 +239,7 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
                   client=None, workers: int | None = None, torch_threads: int | None = None,
                   overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                   class_names=None, trust: bool = False, labels_name: str | None = None,
-                  lock_wait_s: float = 3600.0) -> ExperimentResult:
+                  lock_wait_s: float = 3600.0, track_model=None) -> ExperimentResult:
     """Classify every movie of a SPEC, each into ``out/movies/<movie>``, and combine the tables.
 
     Parameters
@@ -266,6 +267,9 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
         ``callback(movies_finished, n_movies)``, skipped movies included.
     labels_name
         For a glob SPEC: the labels' file name beside each image (see :func:`find_labels`).
+    track_model
+        A track model file whose settings replace ``config.timeline`` for every movie (checked
+        against the model's classes before any movie).
 
     Returns
     -------
@@ -276,10 +280,12 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
     meta_cols = list(dict.fromkeys(c for m in movies for c in m.meta))
     out = check_writable_dir(out)
     model_path = Path(model)
+    check_track_model_file(track_model)  # a file that is no track model: said before the model is loaded
     if not model_path.is_file():
         raise InputError(f"model file not found: {model_path}")
     # a bad model is said once, before any movie; the cache serves the movies run in this process
     clf = cached_model(model_path, file_sha256(model_path), class_names, trust)
+    config, _ = with_track_model(config, track_model, clf.class_names)
     config.timeline.check_classes(len(clf.class_names))  # a track model of other classes: said before any movie
     names = {"cells.csv": cell_columns(clf.class_names), "tracks.csv": track_columns(clf.class_names)}
     clash = sorted(set(meta_cols) & (set(names["cells.csv"]) | set(names["tracks.csv"])))

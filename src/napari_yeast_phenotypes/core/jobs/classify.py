@@ -6,20 +6,18 @@
 from __future__ import annotations
 
 import sys
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Generator
 
-from ... import __version__
 from ..config import ClassifyConfig
 from ..errors import WRITE_ERRNOS, write_error
-from ..files.fingerprint import model_fingerprint
+from ..files.fingerprint import describe_file, model_fingerprint
 from ..progress import run_to_end
-from ..results.folder import ResultFolder, _now
+from ..results.folder import ResultFolder
 from ..results.schema import Result
-from .record import _as_input, _describe_array
+from .record import RunRecord, _as_input, _describe_array, utc_now
 
 EXTERNAL_CROPS_WARNING = (
     "this model learnt from crops made elsewhere ({how}), not by this package's crop function: the "
@@ -52,6 +50,30 @@ def load_model(model, class_names=None, trust: bool = False):
     return load_classifier(model, class_names, trust=trust), Path(model)
 
 
+def with_track_model(config: ClassifyConfig, track_model, class_names) -> tuple[ClassifyConfig, dict | None]:
+    """``config`` with the track model of the file ``track_model`` (``None``: as it is), checked against the
+    model's ``class_names``, and the file's description for ``run.json``.
+
+    The one place where a track model file becomes part of a classification: the command line
+    (``classify``, ``classify-many``), the Classify dock and the cluster workers all come here.
+    """
+    if track_model is None or str(track_model) in ("", "."):
+        return config, None
+    from ..track.track_model_file import load_track_model
+
+    settings = load_track_model(track_model, class_names)
+    return replace(config, timeline=settings), describe_file(track_model)
+
+
+def check_track_model_file(track_model) -> None:
+    """Refuse a file that is no track model at once, before the network is loaded (its classes are checked
+    later, against the model's)."""
+    if track_model is not None and str(track_model) not in ("", "."):
+        from ..track.track_model_file import load_track_model
+
+        load_track_model(track_model)
+
+
 def external_crops_warning(clf) -> str | None:
     """The plain-words warning for a model trained on crops made elsewhere, or ``None``."""
     if not clf.external_crops:
@@ -77,7 +99,7 @@ def ood_report(result: Result, clf) -> dict:
 def classify_movie(image, labels, model, config: ClassifyConfig | None = None, out=None, *,
                    overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                    class_names=None, trust: bool = False, title: str | None = None,
-                   names: dict | None = None) -> ClassifyJob:
+                   names: dict | None = None, track_model=None) -> ClassifyJob:
     """Classify one movie; with ``out``, write its result folder (see :func:`write_result`).
 
     Parameters
@@ -96,24 +118,31 @@ def classify_movie(image, labels, model, config: ClassifyConfig | None = None, o
         ``callback(frames_done, n_frames)``.
     names
         Names of array inputs for ``run.json`` (e.g. the napari layers'): ``{"image": ..., "labels": ...}``.
+    track_model
+        A track model file (``fit-track-model``, the Annotate dock) whose settings replace
+        ``config.timeline``; checked against the model's classes, recorded in ``run.json``.
     """
     return run_to_end(classify_movie_iter(image, labels, model, config, out, overwrite=overwrite,
-                                          class_names=class_names, trust=trust, title=title, names=names),
+                                          class_names=class_names, trust=trust, title=title, names=names,
+                                          track_model=track_model),
                       progress)
 
 
 def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = None, out=None, *,
                         overwrite: bool = False, class_names=None, trust: bool = False, title: str | None = None,
-                        names: dict | None = None) -> Generator[tuple[int, int], None, ClassifyJob]:
+                        names: dict | None = None, track_model=None
+                        ) -> Generator[tuple[int, int], None, ClassifyJob]:
     """:func:`classify_movie` as a generator of ``(frames_done, n_frames)`` (for a napari ``thread_worker``)."""
     from ..pipeline import analyse_iter
 
     config = config or ClassifyConfig()
-    started, t0 = _now(), time.perf_counter()
+    record = RunRecord("classify")
     inputs: dict = {}
     image = _as_input(image, "image", inputs)  # opened lazily: quick, and a missing file is said at once
     labels = _as_input(labels, "labels", inputs)
+    check_track_model_file(track_model)  # a file that is no track model: said before the network is loaded
     clf, model_path = load_model(model, class_names, trust)
+    config, track_model_file = with_track_model(config, track_model, clf.class_names)
     config.timeline.check_classes(len(clf.class_names))  # a track model fitted for other classes: said at once
     folder = ResultFolder(out, overwrite) if out is not None else None
     if folder is not None:
@@ -133,23 +162,18 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
             if key not in inputs:
                 inputs[key] = _describe_array(arr, (names or {}).get(key, key))
         attrs = result.cells.attrs
-        run = {
-            "package": "napari-yeast-phenotypes",
-            "version": __version__,
-            "job": "classify",
-            "config": config.to_dict(),
-            "model": model_fingerprint(model_path, clf.class_names),
-            "inputs": inputs,
-            "started": started,
-            "finished": _now(),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "inference": attrs.get("inference", {}),
-            "relinked": bool(attrs.get("relinked", False)),
-            "movie_stats": attrs.get("movie_stats"),
-            "crop_settings": clf.crop_settings.to_dict(),
-            "ood": ood,
-            "warnings": notes,
-        }
+        run = record.finish(
+            config=config.to_dict(),
+            model=model_fingerprint(model_path, clf.class_names),
+            track_model=track_model_file,
+            inputs=inputs,
+            inference=attrs.get("inference", {}),
+            relinked=bool(attrs.get("relinked", False)),
+            movie_stats=attrs.get("movie_stats"),
+            crop_settings=clf.crop_settings.to_dict(),
+            ood=ood,
+            warnings=notes,
+        )
         if folder is not None:
             _write_into(folder, result, run, title or str(inputs["image"].get("name", "")))
         return ClassifyJob(result, folder.out if folder else None, run, notes)
@@ -178,8 +202,7 @@ def write_result(result: Result, out, run: dict | None = None, *, overwrite: boo
     ``run`` is what :func:`classify_movie` records (the viewer passes what it knows); the
     package version, the end time and the outputs' hashes are added here.
     """
-    run = {"package": "napari-yeast-phenotypes", "version": __version__, "job": "classify",
-           **(run or {}), "finished": _now()}
+    run = {**RunRecord("classify").data, **(run or {}), "finished": utc_now()}
     with ResultFolder(out, overwrite) as folder:
         _write_into(folder, result, run, title)
     return Path(out)

@@ -1,11 +1,13 @@
-"""The curate job: a movie's annotated cells into a curated set."""
+"""The curate job: a movie's annotated cells into a curated set, each run recorded in the set's ``runs/``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from .record import _as_input
+from .record import RunRecord, _as_input, write_record
+
+RUNS_FOLDER = "runs"
 
 
 def curate_movie(image, labels, annotations, out, *, experiment: str | None = None, annotator: str = "",
@@ -23,8 +25,11 @@ def curate_movie(image, labels, annotations, out, *, experiment: str | None = No
     from ..data.movies import as_movie
 
     image_path = Path(image) if isinstance(image, (str, os.PathLike)) else None
-    image, labels = as_movie(_as_input(image, "image", {}), _as_input(labels, "labels", {}), channel=channel)
+    inputs: dict = {}
+    image, labels = as_movie(_as_input(image, "image", inputs), _as_input(labels, "labels", inputs), channel=channel)
     ann = read_annotations(annotations)
+    record = RunRecord("curate", {"experiment": experiment, "annotator": annotator, "channel": channel},
+                       inputs={**inputs, "annotations": str(annotations)})
     cs = CuratedSet(out)  # a new set takes the default crop settings, an existing one keeps its own
     source = image_path.name if image_path else "movie"
     crops, rows = crops_for_annotations(image, labels, ann, cs.crop_settings, source=source,
@@ -33,6 +38,10 @@ def curate_movie(image, labels, annotations, out, *, experiment: str | None = No
                                         movie_id=movie_identity(image, labels),
                                         movie_path=str(image_path.resolve()) if image_path else "")
     report = cs.add(crops, rows, annotator=annotator)
+    stamp = record.data["started"].replace(":", "").replace("+0000", "Z")
+    write_record(Path(out) / RUNS_FOLDER / f"{stamp}-curate-{rows['movie_id'].iloc[0][:8]}.json",
+                 record.finish(added=report.added, already=report.already, relabelled=report.relabelled,
+                               conflicts=len(report.conflicts), movie_id=str(rows["movie_id"].iloc[0])))
     return cs, report
 
 

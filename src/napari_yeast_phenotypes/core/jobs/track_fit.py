@@ -12,6 +12,7 @@ from ..files.atomic import check_writable_file
 from ..files.fingerprint import file_sha256
 from ..results.folder import RUN_FILE, result_complete
 from ..track.track_model import MIN_LABELLED_TRACKS
+from .record import RunRecord
 
 
 def read_result_folder(result_dir) -> tuple:
@@ -154,9 +155,13 @@ def fit_track_model_job(result_dir, out=None, *, curated=None, labels=None, em: 
         No labels of this movie, fewer than ``min_tracks`` labelled tracks, class names that are
         not the model's, a result folder that is not complete, or an unusable ``out``.
     """
-    from ..track.track_model import TrackModelFit, fit_em, fit_track_model, require_labelled_tracks
+    from ..track.track_model import TrackModelFit, fit_em, fit_on_labels
     from ..track.track_model_file import save_track_model
 
+    record = RunRecord("fit-track-model", {"validation_fraction": validation_fraction, "seed": seed,
+                                           "min_tracks": min_tracks, "em": bool(em)},
+                       inputs={"result": str(result_dir), "curated": curated and str(curated),
+                               "labels": labels and str(labels)})
     if sum((curated is not None, labels is not None, bool(em))) != 1:
         raise InputError("say where the labels come from: a curated set (--curated DIR), a CSV of frame, label, "
                          "phenotype (--labels CSV), or none (--em: rates fitted on the movie); exactly one of them")
@@ -176,23 +181,13 @@ def fit_track_model_job(result_dir, out=None, *, curated=None, labels=None, em: 
         source = "none (EM on the movie)"
     else:
         truth, source = labels_of_result(run, names, curated=curated, labels=labels)
-        keys = cells[["frame", "label", "track_id"]]
-        known = truth.merge(keys, on=["frame", "label"], how="inner")
-        if known.empty:
-            raise InputError(f"none of the {len(truth)} labels of {source} names a cell of this movie (frame, label): "
-                             "are they the labels of another movie?")
-        require_labelled_tracks(int(known["track_id"].nunique()), min_tracks)
-        fit = fit_track_model(cells, known[["frame", "label", "phenotype"]], names,
-                              validation_fraction=validation_fraction, seed=seed)
-        fit.report["method"] = "labels"
-        if len(known) < len(truth):
-            fit.report["notes"].append(f"{len(truth) - len(known)} of the {len(truth)} labels name no cell of this "
-                                       "movie and were left out")
+        fit = fit_on_labels(cells, truth, names, source=source, min_tracks=min_tracks,
+                            validation_fraction=validation_fraction, seed=seed)
     fit.report["fitted_on"] = {"result": str(Path(result_dir).resolve()), "labels": source,
                                "movie": ((run.get("inputs") or {}).get("image") or {}).get("name"),
                                "model": (run.get("model") or {}).get("fingerprint")}
     if out is not None:
-        save_track_model(out, fit)
+        save_track_model(out, fit, run=record.finish(fitted_on=fit.report["fitted_on"]))
     return fit
 
 

@@ -21,7 +21,6 @@ session on the same movie and set (by the movie's content, not its path) brings 
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,38 +347,28 @@ class AnnotationSession:
                              "phenotype": [self.user[int(r)] for r in rows]})
 
     def fit_track_model(self, *, min_tracks: int | None = None, seed: int = 0):
-        """The track model fitted on this movie's cells and labels (:func:`~.track_model.fit_track_model`).
+        """The track model fitted on this movie's cells and labels (the command line's
+        :func:`~napari_yeast_phenotypes.core.track.track_model.fit_on_labels`).
 
         Raises
         ------
         InputError
             Fewer than ``min_tracks`` (default :data:`~.track_model.MIN_LABELLED_TRACKS`) labelled tracks.
         """
-        from .track_model import MIN_LABELLED_TRACKS, fit_track_model, require_labelled_tracks
+        from .track_model import MIN_LABELLED_TRACKS, fit_on_labels
 
-        labels = self.labels_table()
-        require_labelled_tracks(int(labels["track_id"].nunique()), min_tracks or MIN_LABELLED_TRACKS)
-        fit = fit_track_model(self.cells, labels[["frame", "label", "phenotype"]], self.class_names, seed=seed)
-        fit.report["method"] = "labels"
-        fit.report["fitted_on"] = {"labels": f"curated set {self.curated.root} (movie id {self.movie_id})",
-                                   "movie": self.movie_path or self.experiment, "model": self.model}
+        source = f"curated set {self.curated.root} (movie id {self.movie_id})"
+        fit = fit_on_labels(self.cells, self.labels_table(), self.class_names, source=source,
+                            min_tracks=min_tracks or MIN_LABELLED_TRACKS, seed=seed)
+        fit.report["fitted_on"] = {"labels": source, "movie": self.movie_path or self.experiment, "model": self.model}
         return fit
 
     def save_track_model(self, fit) -> Path:
         """Write ``fit`` as the curated set's ``track_model.json``; an earlier one is kept beside it, renamed
         ``track_model-<when it was saved>.json`` (nothing a user saved is lost)."""
-        from datetime import datetime
-
         from .track_model_file import save_track_model
 
-        path = Path(self.curated.root) / TRACK_MODEL_FILE
-        if path.exists():
-            stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-            keep, i = path.with_name(f"track_model-{stamp}.json"), 1
-            while keep.exists():
-                keep, i = path.with_name(f"track_model-{stamp}-{i}.json"), i + 1
-            os.replace(path, keep)
-        return save_track_model(path, fit)
+        return save_track_model(Path(self.curated.root) / TRACK_MODEL_FILE, fit, keep_earlier=True)
 
     def set_timeline(self, settings: TimelineSettings) -> np.ndarray:
         """Smooth every track again with ``settings`` (the labels stay fixed evidence); the rows whose class changed.

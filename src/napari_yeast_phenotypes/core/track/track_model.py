@@ -402,6 +402,35 @@ def require_labelled_tracks(n_tracks: int, min_tracks: int = MIN_LABELLED_TRACKS
                          "on). Label a few more tracks (e.g. with the Annotate dock)")
 
 
+def fit_on_labels(cells: pd.DataFrame, truth: pd.DataFrame, class_names, *, source: str = "",
+                  min_tracks: int = MIN_LABELLED_TRACKS, validation_fraction: float = 0.5,
+                  seed: int = 0) -> TrackModelFit:
+    """The track model of a movie's cells fitted on a person's labels of it: the one path of the command line
+    (``fit-track-model``) and the Annotate dock.
+
+    ``truth`` holds ``frame, label, phenotype`` (classes only: marks are no class); labels that name no
+    cell of ``cells`` are left out and said in the report's notes.
+
+    Raises
+    ------
+    InputError
+        No label names a cell of this movie, or fewer than ``min_tracks`` tracks are labelled.
+    """
+    keys = cells[["frame", "label", "track_id"]]
+    known = truth[["frame", "label", "phenotype"]].merge(keys, on=["frame", "label"], how="inner")
+    if known.empty:
+        raise InputError(f"none of the {len(truth)} labels of {source or 'the labels given'} names a cell of this "
+                         "movie (frame, label): are they the labels of another movie?")
+    require_labelled_tracks(int(known["track_id"].nunique()), min_tracks)
+    fit = fit_track_model(cells, known[["frame", "label", "phenotype"]], class_names,
+                          validation_fraction=validation_fraction, seed=seed)
+    fit.report["method"] = "labels"
+    if len(known) < len(truth):
+        fit.report["notes"].append(f"{len(truth) - len(known)} of the {len(truth)} labels name no cell of this "
+                                   "movie and were left out")
+    return fit
+
+
 __all__ = ["MIN_LABELLED_TRACKS", "TrackModelFit", "count_transitions", "evaluate_tracks", "fit_confusion", "fit_em",
-           "fit_temperature", "fit_track_model", "prior_confusion", "require_labelled_tracks", "split_tracks",
-           "truth_codes"]
+           "fit_on_labels", "fit_temperature", "fit_track_model", "prior_confusion", "require_labelled_tracks",
+           "split_tracks", "truth_codes"]

@@ -15,11 +15,28 @@ from .timeline import TimelineSettings
 from .track_model import TRACK_MODEL_FORMAT, TrackModelFit
 
 
-def save_track_model(path: str | os.PathLike, fit: TrackModelFit) -> Path:
-    """Write the fitted settings and their report as JSON, atomically."""
+def save_track_model(path: str | os.PathLike, fit: TrackModelFit, *, keep_earlier: bool = False,
+                     run: dict | None = None) -> Path:
+    """Write the fitted settings and their report as JSON, atomically.
+
+    ``keep_earlier``: a file already at ``path`` is kept beside it, renamed
+    ``<name>-<when it was saved>.json`` (the Annotate dock saves into the curated set, where nothing a
+    user saved is lost). ``run``: the job's record, kept in the file under ``"run"``.
+    """
+    from datetime import datetime
+
     path = Path(path)
+    if keep_earlier and path.exists():
+        stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        keep, i = path.with_name(f"{path.stem}-{stamp}.json"), 1
+        while keep.exists():
+            keep, i = path.with_name(f"{path.stem}-{stamp}-{i}.json"), i + 1
+        os.replace(path, keep)
+    data = fit.to_dict()
+    if run is not None:
+        data["run"] = run
     with atomic_write(path) as fh:
-        json.dump(_plain(fit.to_dict()), fh, indent=2)
+        json.dump(_plain(data), fh, indent=2)
     return path
 
 
