@@ -104,9 +104,8 @@ def cached_model_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> Path:
 
 def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
     """Train the demo model (or copy the cached one) to ``out/model.pt``."""
-    from .core.data.curated.store import CuratedSet
-    from .core.network.train import train
-    from .core.progress import training_bar
+    from .core.jobs.training import train_model_iter, training_data
+    from .core.progress import run_to_end, training_bar
 
     base, trainable, note = choose_base_weights()
     print(f"  {note}")
@@ -116,11 +115,10 @@ def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
         shutil.copyfile(cached, model_path)
         print(f"  using the cached demo model {cached} (--retrain to train anew)")
         return model_path
-    cs = CuratedSet(out / "curated")
-    train_set, val_set = cs.load_split("train"), cs.load_split("val")
-    print(f"  {len(train_set)} training crops, {len(val_set)} validation crops (never augmented)")
+    data = training_data(curated=out / "curated")
+    print(f"  {len(data.train)} training crops, {len(data.val)} validation crops (never augmented)")
     config = demo_train_config(seed, epochs, base, trainable)
-    train(train_set, val_set, config, cs.crop_settings, out=model_path, progress=training_bar())
+    run_to_end(train_model_iter(data, config, model_path, overwrite=True), training_bar())
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, cached)
     return model_path
