@@ -25,7 +25,7 @@ classify.run(sync=True)
 annotate_dock, annotate = viewer.window.add_plugin_dock_widget("napari-yeast-phenotypes", "Annotate phenotypes",
                                                                    tabify=True)
 annotate.set_edit.setText(str(Path(tempfile.mkdtemp(prefix="curated-")) / "set"))
-annotate.annotator_edit.setText("demo")
+annotate.setup.annotator_edit.setText("demo")
 assert annotate.start(), annotate.status.text()
 
 # a short session: the first cells of the queue labelled with the simulation's truth

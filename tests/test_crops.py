@@ -138,3 +138,31 @@ def test_real_movie_crops_are_centred_on_their_cell():
     assert 0.25 < np.median(filled[big]) < 0.75
     centre = own[:, 0, 15:25, 15:25].mean(axis=(1, 2))
     assert np.median(centre[big]) > 0.95
+
+
+def test_context_patch_shows_the_cell_in_its_surroundings_on_the_movie_contrast():
+    from napari_yeast_phenotypes.core.data.crops import context_patch
+    from napari_yeast_phenotypes.core.results.schema import MovieStats
+
+    img = np.full((60, 60), 100.0, np.float32)
+    lab = np.zeros((60, 60), np.int32)
+    lab[25:35, 25:35] = 7
+    lab[25:35, 35:45] = 8  # a neighbour touching it
+    img[lab == 7] = 300.0
+    img[30, 25] = 500.0  # a focus on the cell's edge
+    stats = MovieStats(low=100.0, high=300.0, cell_side=10.0)
+    patch, outline = context_patch(img, lab, 29.4, 29.4, 7, stats, cells_wide=3)
+    assert patch.shape == outline.shape == (31, 31)  # 3 cells of 10 pixels, centred (rows and columns 14..44)
+    assert patch.min() == 0.0 and patch.max() == 1.0  # one contrast: the movie's range, clipped
+    inside = lab[14:45, 14:45] == 7
+    assert not (outline & inside).any()  # drawn just outside: a focus on the edge stays visible
+    assert patch[30 - 14, 25 - 14] == 1.0 and not outline[30 - 14, 25 - 14]
+    ring = np.zeros_like(inside)
+    ring[1:, :] |= inside[:-1, :]
+    ring[:-1, :] |= inside[1:, :]
+    ring[:, 1:] |= inside[:, :-1]
+    ring[:, :-1] |= inside[:, 1:]
+    assert np.array_equal(outline, ring & ~inside)
+    # at the image's border the window is cut, not padded
+    patch, outline = context_patch(img, lab, 0, 0, 7, stats)
+    assert patch.shape == (16, 16) and not outline.any()

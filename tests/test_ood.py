@@ -175,3 +175,20 @@ def test_summary_of_a_tiny_set_is_none():
 def test_summary_refuses_garbage():
     with pytest.raises(InputError, match="not readable"):
         OODSummary.from_state({"version": 1, "mean": torch.zeros(3)})
+
+
+def test_a_warning_is_drawn_on_the_summary_figure_itself():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from napari_yeast_phenotypes.core.results.plots import summary_figure
+    from napari_yeast_phenotypes.core.track.timeline import track_summary
+
+    movie = simulate_movie(n_frames=4, size=96, n_cells=4, seed=1)
+    cells = movie.truth.assign(track_id=movie.truth["label"], phenotype_raw=movie.truth["phenotype"])
+    tracks = track_summary(cells, CLASS_NAMES)
+    plain = summary_figure(cells, tracks, CLASS_NAMES)
+    warned = summary_figure(cells, tracks, CLASS_NAMES, warning="90% of the cells of movie.tif are unlike $x$")
+    texts = [t.get_text() for t in warned.texts]
+    assert any(t.startswith("CANNOT BE TRUSTED: 90% of the cells of movie.tif") for t in texts)
+    assert not plain.texts
+    FigureCanvasAgg(warned).draw()  # a $ in the text is drawn literally, not parsed as mathematics

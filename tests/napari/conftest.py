@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,24 @@ except ImportError:  # the plugin's extra is not installed: skip the whole folde
     collect_ignore_glob = ["test_*.py"]
 
 SMALL_MOVIE = {"n_frames": 5, "size": 128, "n_cells": 8, "seed": 3}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of this folder needs napari and a display: marked ``gui`` (``pytest -m "not gui"`` skips them)."""
+    here = str(Path(__file__).parent)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.gui)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """The messages the docks show with napari's show_error (every dock shows them through ``_dock``)."""
+    from napari_yeast_phenotypes._napari import _dock
+
+    shown: list[str] = []
+    monkeypatch.setattr(_dock, "show_error", shown.append)
+    return shown
 
 
 @pytest.fixture(autouse=True)

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import tifffile
-
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
 from napari.utils._test_utils import read_only_mouse_event
 from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
 from qtpy.QtCore import Qt
 
-from napari_yeast_phenotypes._napari import _annotate
+from napari_yeast_phenotypes._napari import PLUGIN, _annotate
 from napari_yeast_phenotypes._napari._annotate import SELECTION_LAYER, AnnotateWidget
+from napari_yeast_phenotypes._napari._classify import ClassifyWidget
 from napari_yeast_phenotypes._napari._layers import PHENOTYPES_LAYER
-from napari_yeast_phenotypes._napari._widget import ClassifyWidget
 from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_crops, movie_stats
 from napari_yeast_phenotypes.core.data.curated import CuratedSet, movie_identity
 from napari_yeast_phenotypes.core.results.export import cells_for_export
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
-
-pytestmark = pytest.mark.gui
-PLUGIN = "napari-yeast-phenotypes"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(_annotate, "show_error", shown.append)
-    return shown
 
 
 def _run(movie) -> dict:
@@ -53,7 +38,7 @@ def _annotating(make_napari_viewer, result_movie, folder, fresh_result=True):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Annotate phenotypes")
     assert isinstance(widget, AnnotateWidget)
     widget.set_edit.setText(str(folder))
-    widget.annotator_edit.setText("tester")
+    widget.setup.annotator_edit.setText("tester")
     assert widget.start(), widget.status.text()
     return viewer, widget, result
 

@@ -13,16 +13,10 @@ import shutil
 import subprocess
 
 import pytest
-
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
 from test_annotate import _annotating, _long_track
-
-pytestmark = pytest.mark.gui
 
 
 def _fill_ready(make_napari_viewer, result_movie, folder):

@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("napari")
-
 from napari_yeast_phenotypes._napari._layers import (
     PHENOTYPES_LAYER,
     RESULT_KEY,

@@ -14,8 +14,8 @@ pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 
 import napari_yeast_phenotypes  # noqa: E402 - after the importorskips
+from napari_yeast_phenotypes._napari import PLUGIN  # noqa: E402
 
-PLUGIN = "napari-yeast-phenotypes"
 MANIFEST = Path(napari_yeast_phenotypes.__file__).with_name("napari.yaml")
 
 

@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-pytest.importorskip("napari")
-
 from napari_yeast_phenotypes._napari import _safe_torch, _settings
 
 

@@ -10,28 +10,14 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
-from napari_yeast_phenotypes._napari import _annotate, _widget
+from napari_yeast_phenotypes._napari import PLUGIN
+from napari_yeast_phenotypes._napari._classify import ClassifyWidget
 from napari_yeast_phenotypes._napari._layers import PHENOTYPES_LAYER, RUN_KEY
-from napari_yeast_phenotypes._napari._widget import ClassifyWidget
 from napari_yeast_phenotypes.core.data.crops import CropSettings, movie_stats
 from napari_yeast_phenotypes.core.track.annotation import TRACK_MODEL_FILE
 from napari_yeast_phenotypes.core.track.timeline import TimelineSettings, add_timeline, prob_columns
 from napari_yeast_phenotypes.core.track.track_model_file import load_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
-
-pytestmark = pytest.mark.gui
-PLUGIN = "napari-yeast-phenotypes"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(_annotate, "show_error", shown.append)
-    monkeypatch.setattr(_widget, "show_error", shown.append)
-    return shown
 
 
 def _annotating(make_napari_viewer, result_movie, folder):

@@ -7,22 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
-from napari_yeast_phenotypes._napari import _train
+from napari_yeast_phenotypes._napari import PLUGIN, _train_figures
 from napari_yeast_phenotypes._napari._layers import RESULT_KEY
 from napari_yeast_phenotypes._napari._train import TrainWidget
-
-pytestmark = pytest.mark.gui
-PLUGIN = "napari-yeast-phenotypes"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown: list[str] = []
-    monkeypatch.setattr(_train, "show_error", shown.append)
-    return shown
 
 
 def _tiny_set(folder, movie):
@@ -45,8 +32,9 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     import threading
 
     drawn_in = []  # the threads the figures were drawn in: matplotlib on the UI thread stalled napari
-    render = _train.render
-    monkeypatch.setattr(_train, "render", lambda fig: drawn_in.append(threading.current_thread()) or render(fig))
+    render = _train_figures.render
+    monkeypatch.setattr(_train_figures, "render",
+                        lambda fig: drawn_in.append(threading.current_thread()) or render(fig))
     cs = _tiny_set(tmp_path / "set", small_movie)
     viewer = make_napari_viewer()
     viewer.add_image(small_movie.image, name="image")

@@ -7,16 +7,10 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
+from napari_yeast_phenotypes._napari import PLUGIN
+from napari_yeast_phenotypes._napari._classify import ClassifyWidget
 from napari_yeast_phenotypes._napari._layers import PHENOTYPES_LAYER
-from napari_yeast_phenotypes._napari._widget import ClassifyWidget
 from napari_yeast_phenotypes._napari._writer import write_phenotype_tables
-
-pytestmark = pytest.mark.gui
-
-PLUGIN = "napari-yeast-phenotypes"
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +71,8 @@ def test_writer_refuses_a_layer_without_a_result(tmp_path):
         write_phenotype_tables(str(tmp_path / "x"), np.zeros((4, 4), np.uint8), {"metadata": {}})
 
 
-def test_export_before_run_says_so(make_napari_viewer, monkeypatch):
-    from napari_yeast_phenotypes._napari import _widget
-
-    shown = []
-    monkeypatch.setattr(_widget, "show_error", shown.append)
+def test_export_before_run_says_so(make_napari_viewer, errors):
     widget = ClassifyWidget(make_napari_viewer())
     assert widget.export("/nonexistent") == []
-    assert shown and "press Run first" in shown[0]
+    assert errors and "press Run first" in errors[0]
     widget.close()

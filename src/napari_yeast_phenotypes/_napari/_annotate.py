@@ -1,66 +1,43 @@
 """Plugins > Annotate phenotypes: correct the model cell by cell along tracks, and grow the curated set.
 
-The dock translates clicks and keys into calls of
-:class:`~napari_yeast_phenotypes.core.track.annotation.AnnotationSession` (which writes the curated set
-and smooths the track again with the labels as fixed evidence) and repaints only the cell-frames
-whose class changed.
-
-Keys (while annotating; the canvas with the phenotypes layer active, or the dock focused):
-``1``-``8`` label the selected cell-frame, ``Shift+1``-``8`` label it and the frames up to the
-track's next label (Senescent: to the end of the track), ``0`` clears, ``U`` marks unsure, ``D``
-bad segmentation, ``N`` / ``Shift+N`` next / previous cell to check, ``Ctrl+Z`` / ``Ctrl+Shift+Z``
-undo / redo. They are bound on the plugin's own layers (the phenotypes overlay and the selection
-marker) and on the dock, never on the user's labels layer, and are unbound when annotating stops.
-napari cannot bind ``Shift`` + a digit at all (Shift turns the digit into a symbol), so those
-eight are window shortcuts of the dock: they take no napari shortcut away.
+The dock translates clicks and keys (:mod:`._annotate_keys`) into calls of
+:class:`~napari_yeast_phenotypes.core.track.annotation.AnnotationSession` (which writes the curated
+set and smooths the track again with the labels as fixed evidence) and repaints only the
+cell-frames whose class changed. It is built from the parts in :mod:`._annotate_panels` and shares
+the open result, the curated set and the track model with the other docks through the session
+state (:mod:`._state`): a new classification of the open movie restarts the annotation on it, a
+fitted track model is offered to the Classify dock, and every change of the cells is announced.
 """
 
 from __future__ import annotations
 
-import getpass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QScrollArea,
-    QShortcut,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from ..core.errors import InputError
-from ._annotate_views import (
-    MARK_COLOURS,
+from ._annotate_keys import KeyBindings
+from ._annotate_panels import (
+    AnnotateSetup,
+    CellPanel,
     ClassButtons,
-    CropView,
-    Filmstrip,
-    Gallery,
-    ProbabilityBars,
-    framed_pixmap,
-    hex_colour,
+    CountsView,
+    GalleryBox,
+    NavBar,
+    TrackModelBox,
 )
-from ._dock import ERROR_STYLE, StatusLine, dock_of
+from ._annotate_views import MARK_COLOURS, Filmstrip, Gallery, framed_pixmap, hex_colour
+from ._dock import StatusLine
 from ._layers import RESULT_KEY, RUN_KEY
 from ._settings import load_settings, save_settings
+from ._state import state_of
 
 SELECTION_LAYER = "selected cell"
 FILM_HALF = 12  # frames each side of the selected one in the filmstrip
 GALLERY_SIZE = 40
-MARK_KEYS = {"U": "unsure", "D": "bad_segmentation"}
 
 
 def _layer_array(layer):
@@ -74,30 +51,23 @@ class AnnotateWidget(StatusLine, QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.state = state_of(napari_viewer)
         self.session = None
         self.layer: Labels | None = None
         self.marker = None
         self.row: int | None = None
-        self._bound: list = []
-        self._shortcuts: list[QShortcut] = []
-        saved = load_settings()
+        self.keys = KeyBindings(self)
+        self._resume = False  # annotating stopped because its layer was replaced: start again on the next result
+        self.fitted = None  # the last TrackModelFit, and where it was saved
+        self.track_model_path: Path | None = None
+        names = _class_names_default()
 
-        self.layer_choice = ComboBox(choices=self._result_layers, nullable=True)
-        self.image_choice = ComboBox(choices=self._image_layers, nullable=True)
-        self.set_edit = QLineEdit(saved.get("curated_set", ""))
-        self.set_edit.setPlaceholderText("folder of the curated set (new or existing)")
-        self.set_button = QPushButton("Choose…")
-        self.split_choice = QComboBox()
-        self.split_choice.addItems(["train", "val"])
-        self.split_choice.setCurrentText(saved.get("annotate_split", "train"))
-        self.split_choice.setToolTip("split of tracks new to the set; a track already in the set stays in its split")
-        self.annotator_edit = QLineEdit(saved.get("annotator") or _user())
-        self.experiment_edit = QLineEdit("")
-        self.experiment_edit.setPlaceholderText("experiment name (provenance)")
+        self.setup = AnnotateSetup(self._result_layers, self._image_layers, load_settings())
+        if self.state.curated_set is not None:
+            self.setup.set_edit.setText(str(self.state.curated_set))
         self.start_button = QPushButton("Start annotating")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
-
         self.status = QLabel("Classify a movie first (Plugins > Classify phenotypes), choose a folder for the "
                              "curated set, then Start annotating and click a cell.")
         self.status.setWordWrap(True)
@@ -105,99 +75,58 @@ class AnnotateWidget(StatusLine, QWidget):
         self.reason = QLabel("")
         self.reason.setWordWrap(True)
         self.reason.setStyleSheet("color: #ffd36b;")
-        self.crop_view = CropView()
-        self.cell_info = QLabel("")
-        self.cell_info.setWordWrap(True)
-        self.bars = ProbabilityBars(_class_names_default())
-        self.filmstrip = Filmstrip()
-        self.buttons = ClassButtons(_class_names_default())
-        self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
-        self.prev_button, self.next_button = QPushButton("◀ Back"), QPushButton("Next to check ▶")
-        for b, tip in ((self.undo_button, "undo the last label (Ctrl+Z)"), (self.redo_button, "redo (Ctrl+Shift+Z)"),
-                       (self.prev_button, "the cell to check shown before (Shift+N)"),
-                       (self.next_button, "the next cell to check, and why (N)")):
-            b.setToolTip(tip)
-        self.counts = QLabel("")
-        self.counts.setTextFormat(Qt.RichText)
-        self.warnings = QLabel("")
-        self.warnings.setWordWrap(True)
-        self.warnings.setStyleSheet(ERROR_STYLE)
-        self.gallery_class = QComboBox()
-        self.gallery_class.addItems(_class_names_default())
-        self.gallery = Gallery()
-        self.fit_button = QPushButton("Fit track model from my labels")
-        self.fit_button.setToolTip("fit the per-track model (transition rates, calibration, how the network errs) on "
-                                   "this movie's labels; saved as track_model.json in the curated set")
-        self.resmooth_button = QPushButton("Re-smooth with it")
-        self.resmooth_button.setToolTip("smooth every track again with the fitted track model; the Classify dock "
-                                        "then classifies with it")
-        self.track_report = QLabel("")
-        self.track_report.setWordWrap(True)
-        self.track_report.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.fitted = None  # the last TrackModelFit, and where it was saved
-        self.track_model_path: Path | None = None
+        self.cell = CellPanel(names)
+        self.buttons = ClassButtons(names)
+        self.nav = NavBar()
+        self.counts_view = CountsView()
+        self.gallery_box = GalleryBox(names)
+        self.track_box = TrackModelBox()
 
         self._build_layout()
-        self.set_button.clicked.connect(self._choose_set)
+        self.setup.set_edit.editingFinished.connect(lambda: self.state.set_curated_set(self.setup.set_edit.text()))
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
         self.buttons.chosen.connect(lambda v: self.apply(v, fill=False))
-        self.undo_button.clicked.connect(self.undo)
-        self.redo_button.clicked.connect(self.redo)
-        self.next_button.clicked.connect(lambda: self.next_cell())
-        self.prev_button.clicked.connect(lambda: self.next_cell(back=True))
-        self.filmstrip.clicked.connect(lambda r: self.select(r, move=True))
+        self.nav.undo_button.clicked.connect(self.undo)
+        self.nav.redo_button.clicked.connect(self.redo)
+        self.nav.next_button.clicked.connect(lambda: self.next_cell())
+        self.nav.prev_button.clicked.connect(lambda: self.next_cell(back=True))
+        self.cell.filmstrip.clicked.connect(lambda r: self.select(r, move=True))
         self.gallery.clicked.connect(lambda r: self.select(r, move=True))
         self.gallery_class.currentTextChanged.connect(lambda _: self.show_gallery())
-        self.fit_button.clicked.connect(lambda: self.fit_track_model())
-        self.resmooth_button.clicked.connect(lambda: self.use_track_model())
+        self.track_box.fit_button.clicked.connect(lambda: self.fit_track_model())
+        self.track_box.resmooth_button.clicked.connect(lambda: self.use_track_model())
         for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(self._layers_changed)
+        self.state.result_changed.connect(self._new_result)
+        self.state.curated_set_changed.connect(self._show_curated_set)
         self._set_controls(False)
 
-    # ------------------------------------------------------------------ layout and choices
+    # ------------------------------------------------------------------ parts, by the names the dock uses
+    crop_view = property(lambda self: self.cell.crop_view)
+    bars = property(lambda self: self.cell.bars)
+    filmstrip = property(lambda self: self.cell.filmstrip)
+    cell_info = property(lambda self: self.cell.cell_info)
+    gallery = property(lambda self: self.gallery_box.gallery)
+    gallery_class = property(lambda self: self.gallery_box.gallery_class)
+    fit_button = property(lambda self: self.track_box.fit_button)
+    resmooth_button = property(lambda self: self.track_box.resmooth_button)
+    track_report = property(lambda self: self.track_box.report)
+    counts = property(lambda self: self.counts_view.counts)
+    layer_choice = property(lambda self: self.setup.layer_choice)
+    image_choice = property(lambda self: self.setup.image_choice)
+    set_edit = property(lambda self: self.setup.set_edit)
+
     def _build_layout(self) -> None:
-        form = QFormLayout()
-        form.addRow("phenotypes", self.layer_choice.native)
-        form.addRow("image", self.image_choice.native)
-        row = QHBoxLayout()
-        row.addWidget(self.set_edit, 1)
-        row.addWidget(self.set_button)
-        form.addRow("curated set", row)
-        form.addRow("new tracks to", self.split_choice)
-        form.addRow("annotator", self.annotator_edit)
-        form.addRow("experiment", self.experiment_edit)
-        self.settings_box = QWidget()  # hidden while annotating: room for the cell
-        self.settings_box.setLayout(form)
         start = QHBoxLayout()
         start.addWidget(self.start_button)
         start.addWidget(self.stop_button)
-
-        cell = QHBoxLayout()
-        cell.addWidget(self.crop_view)
-        cell.addWidget(self.cell_info, 1)
-        nav = QHBoxLayout()
-        for b in (self.prev_button, self.next_button, self.undo_button, self.redo_button):
-            nav.addWidget(b)
-        gallery_box = QGroupBox("Gallery of one class (least confident first)")
-        g = QVBoxLayout(gallery_box)
-        g.addWidget(self.gallery_class)
-        g.addWidget(self.gallery)
-        track_box = QGroupBox("Track model")
-        t = QVBoxLayout(track_box)
-        fit_row = QHBoxLayout()
-        fit_row.addWidget(self.fit_button)
-        fit_row.addWidget(self.resmooth_button)
-        t.addLayout(fit_row)
-        t.addWidget(self.track_report)
-
         # everything below the counts scrolls, so the dock fits a laptop screen
         body = QWidget()
         inner = QVBoxLayout(body)
         inner.setContentsMargins(0, 0, 0, 0)
-        for item in (self.status, self.reason, cell, self.bars, self.filmstrip, self.buttons, nav, gallery_box,
-                     track_box):
-            (inner.addLayout if isinstance(item, QHBoxLayout) else inner.addWidget)(item)
+        for w in (self.status, self.reason, self.cell, self.buttons, self.nav, self.gallery_box, self.track_box):
+            inner.addWidget(w)
         inner.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(body)
@@ -205,10 +134,9 @@ class AnnotateWidget(StatusLine, QWidget):
         scroll.setFrameShape(QScrollArea.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.settings_box)
+        layout.addWidget(self.setup)  # hidden while annotating: room for the cell
         layout.addLayout(start)
-        layout.addWidget(self.counts)  # always in sight
-        layout.addWidget(self.warnings)
+        layout.addWidget(self.counts_view)  # always in sight
         layout.addWidget(scroll, 1)
 
     def _result_layers(self, _widget=None) -> list:
@@ -229,35 +157,47 @@ class AnnotateWidget(StatusLine, QWidget):
         lay = self.layer_choice.value
         if lay is None:
             return
-        name = ((lay.metadata.get(RUN_KEY) or {}).get("inputs") or {}).get("image", {}).get("name")
-        for n, layer in self._image_layers():
-            if n == name or (name and Path(str(name)).stem == n):
-                self.image_choice.value = layer
-                break
-        if not self.experiment_edit.text():
-            self.experiment_edit.setText(str(Path(str(name)).stem) if name else "")
+        opened = self.state.open
+        if opened is not None and opened.phenotypes_layer is lay and opened.image_layer in self.viewer.layers:
+            self.image_choice.value = opened.image_layer
+        else:
+            name = ((lay.metadata.get(RUN_KEY) or {}).get("inputs") or {}).get("image", {}).get("name")
+            for n, layer in self._image_layers():
+                if n == name or (name and Path(str(name)).stem == n):
+                    self.image_choice.value = layer
+                    break
+        if not self.setup.experiment_edit.text() and self.image_choice.value is not None:
+            self.setup.experiment_edit.setText(Path(str(self.image_choice.value.name)).stem)
 
     def _layers_changed(self, event=None) -> None:
         self.reset_choices()
         if self.layer is not None and self.layer not in self.viewer.layers:
             self.stop()
-            self.set_status("the phenotypes layer was removed (a new classification?): press Start again")
+            self._resume = True  # a new classification replaced it: annotating goes on with the new result
+            self.set_status("the phenotypes layer was removed: annotating goes on when a movie is classified "
+                            "again, or press Start")
 
-    def _choose_set(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Curated set folder (an existing set, or an empty folder)")
-        if folder:
-            self.set_edit.setText(folder)
+    def _new_result(self, opened) -> None:
+        """A new classification is open: annotating goes on with it (the queue follows the new model)."""
+        if opened is None or (self.session is None and not self._resume):
+            return
+        self._resume = False
+        self.stop()
+        self.reset_choices()
+        self.layer_choice.value = opened.phenotypes_layer
+        self._default_image()
+        self.start()
 
-    def _notify_error(self, message: str) -> None:
-        show_error(message)  # this module's, so that a test can watch this dock's messages
+    def _show_curated_set(self, path) -> None:
+        if path is not None and self.setup.set_edit.text().strip() != str(path):
+            self.setup.set_edit.setText(str(path))
 
     def _set_controls(self, on: bool) -> None:
-        for w in (self.buttons, self.undo_button, self.redo_button, self.prev_button, self.next_button,
-                  self.gallery_class, self.stop_button, self.fit_button):
+        for w in (self.buttons, self.nav, self.gallery_class, self.stop_button, self.fit_button):
             w.setEnabled(on)
         self.resmooth_button.setEnabled(on and self.fitted is not None)
         self.start_button.setEnabled(not on)
-        self.settings_box.setVisible(not on)
+        self.setup.setVisible(not on)
 
     # ------------------------------------------------------------------ starting and stopping
     def start(self) -> bool:
@@ -268,7 +208,7 @@ class AnnotateWidget(StatusLine, QWidget):
 
         self.reset_choices()
         layer, image_layer = self.layer_choice.value, self.image_choice.value
-        folder = self.set_edit.text().strip()
+        folder = self.setup.set_edit.text().strip()
         try:
             if layer is None:
                 raise InputError("no classified movie: classify one first (Plugins > Classify phenotypes)")
@@ -288,18 +228,20 @@ class AnnotateWidget(StatusLine, QWidget):
             cs = CuratedSet(folder, settings, class_names=result.class_names)
             source = getattr(getattr(image_layer, "source", None), "path", None) or ""
             self.session = AnnotationSession(
-                result, image, labels, run, cs, annotator=self.annotator_edit.text().strip(),
-                split=self.split_choice.currentText(), experiment=self.experiment_edit.text().strip(),
+                result, image, labels, run, cs, annotator=self.setup.annotator_edit.text().strip(),
+                split=self.setup.split_choice.currentText(), experiment=self.setup.experiment_edit.text().strip(),
                 movie_path=str(source))
         except InputError as exc:
             self._error(str(exc))
             return False
-        save_settings(curated_set=folder, annotator=self.annotator_edit.text().strip(),
-                      annotate_split=self.split_choice.currentText())
+        self._resume = False
+        save_settings(curated_set=folder, annotator=self.setup.annotator_edit.text().strip(),
+                      annotate_split=self.setup.split_choice.currentText())
+        self.state.set_curated_set(folder)
         self.layer = layer
         self.bars.class_names = list(result.class_names)
         self._add_marker()
-        self._bind()
+        self.keys.bind((self.layer, self.marker), self.session.class_names)
         self._set_controls(True)
         self._prepare_features()
         self.repaint_all()
@@ -312,13 +254,7 @@ class AnnotateWidget(StatusLine, QWidget):
 
     def stop(self) -> None:
         """Unbind every key and callback this dock added; the labels are all saved already."""
-        for layer, key, previous in reversed(self._bound):
-            layer.bind_key(key, previous, overwrite=True)  # previous None: unbound again
-        self._bound = []
-        for s in self._shortcuts:
-            s.setEnabled(False)
-            s.setParent(None)
-        self._shortcuts = []
+        self.keys.unbind()
         for lay in (self.layer, self.marker):
             if lay is not None and self._on_click in lay.mouse_drag_callbacks:
                 lay.mouse_drag_callbacks.remove(self._on_click)
@@ -326,7 +262,11 @@ class AnnotateWidget(StatusLine, QWidget):
             self.viewer.layers.remove(self.marker)
         self.session, self.layer, self.marker, self.row = None, None, None, None
         self._set_controls(False)
-        self.crop_view.clear_crop()
+        self.cell.clear()
+
+    @property
+    def _shortcuts(self):
+        return self.keys.shortcuts
 
     def closeEvent(self, event) -> None:
         self.stop()
@@ -336,47 +276,13 @@ class AnnotateWidget(StatusLine, QWidget):
         if self.marker is not None and self.marker in self.viewer.layers:
             return
         lay = self.layer
-        ndim = lay.ndim
         self.marker = self.viewer.add_points(
-            np.zeros((0, ndim)), name=SELECTION_LAYER, symbol="square", size=20, face_color="transparent",
+            np.zeros((0, lay.ndim)), name=SELECTION_LAYER, symbol="square", size=20, face_color="transparent",
             border_color="white", border_width=0.08, out_of_slice_display=False, scale=lay.scale,
             translate=lay.translate, axis_labels=lay.axis_labels, metadata={"annotate_marker": True})
         self.marker.mouse_drag_callbacks.append(self._on_click)
         lay.mouse_drag_callbacks.append(self._on_click)
         self.viewer.layers.selection.active = lay
-
-    def _bind(self) -> None:
-        names = self.session.class_names
-        actions = {str(i + 1): partial(self._key, n, False) for i, n in enumerate(names[:9])}
-        actions.update({"0": partial(self._key, "", False), "N": lambda _l=None: self.next_cell(),
-                        "Shift-N": lambda _l=None: self.next_cell(back=True),
-                        "Control-Z": lambda _l=None: self.undo(), "Control-Shift-Z": lambda _l=None: self.redo()})
-        actions.update({k: partial(self._key, v, False) for k, v in MARK_KEYS.items()})
-        # napari's key handler reads every bound function's __name__ on each key press (a partial
-        # has none: every key on the canvas raised AttributeError there)
-        actions = {k: _named(f, f"annotate {k}") for k, f in actions.items()}
-        for lay in (self.layer, self.marker):
-            for key, func in actions.items():
-                previous = lay.keymap.get(key)
-                lay.bind_key(key, func, overwrite=True)
-                self._bound.append((lay, key, previous))
-        # the dock: the same keys while it has the focus (e.g. after clicking the gallery)
-        dock_keys = {str(i + 1): partial(self._key, n, False) for i, n in enumerate(names[:9])}
-        dock_keys.update({"0": partial(self._key, "", False), "N": self.next_cell,
-                          "Shift+N": partial(self.next_cell, back=True), "Ctrl+Z": self.undo,
-                          "Ctrl+Shift+Z": self.redo, "U": partial(self._key, "unsure", False),
-                          "D": partial(self._key, "bad_segmentation", False)})
-        for key, func in dock_keys.items():
-            self._shortcut(key, func, Qt.WidgetWithChildrenShortcut)
-        # Shift+digit cannot be a napari key binding: a window shortcut, which takes nothing from napari
-        for i, n in enumerate(names[:9]):
-            self._shortcut(f"Shift+{i + 1}", partial(self._key, n, True), Qt.WindowShortcut)
-
-    def _shortcut(self, key: str, func, context) -> None:
-        s = QShortcut(QKeySequence(key), self)
-        s.setContext(context)
-        s.activated.connect(lambda f=func: f())
-        self._shortcuts.append(s)
 
     def _prepare_features(self) -> None:
         feats = self.layer.features
@@ -434,12 +340,13 @@ class AnnotateWidget(StatusLine, QWidget):
             return
         cell = s.cells.iloc[r]
         self.crop_view.show_crop(s.crops([r])[0])
+        self.cell.surroundings.show_patch(*s.context(r))
         raw, smooth = s.probabilities(r)
         user = s.user.get(r, "")
         self.bars.set_values(raw, smooth, user)
         given = f"; your label: <b>{user}</b>" if user else ""
         self.cell_info.setText(f"track {int(cell['track_id'])}, frame {int(cell['frame'])}, label {int(cell['label'])}"
-                               f"<br>model: {cell['phenotype_raw']} → track: <b>{cell['phenotype']}</b> "
+                               f"<br>network: {cell['phenotype_raw']} → track model: <b>{cell['phenotype']}</b> "
                                f"({float(cell['confidence']):.2f}){given}")
         self._show_filmstrip()
 
@@ -462,9 +369,6 @@ class AnnotateWidget(StatusLine, QWidget):
         self.filmstrip.set_items(items, current_index=int(np.flatnonzero(window == r)[0]))
 
     # ------------------------------------------------------------------ labelling
-    def _key(self, value: str, fill: bool, _layer=None) -> None:
-        self.apply(value, fill)
-
     def apply(self, value: str, fill: bool = False) -> None:
         """Label the selected cell-frame with ``value`` (a class or mark; ``""`` clears)."""
         s = self.session
@@ -503,11 +407,13 @@ class AnnotateWidget(StatusLine, QWidget):
             touched |= set(s.track_rows(row).tolist())
         elif self.row is not None:
             touched |= set(s.track_rows(self.row).tolist())
-        self.repaint(np.fromiter(touched, dtype=np.int64, count=len(touched)))
+        rows = np.fromiter(touched, dtype=np.int64, count=len(touched))
+        self.repaint(rows)
         self.set_status(out.message)
         if self.row is not None:
             self._show_cell()
         self.show_counts()
+        self.state.result_changed_in_place(rows)
 
     # ------------------------------------------------------------------ painting
     def repaint(self, rows) -> None:
@@ -575,7 +481,7 @@ class AnnotateWidget(StatusLine, QWidget):
         return True
 
     def use_track_model(self) -> None:
-        """Smooth every track again with the fitted track model; the Classify dock classifies with it from now on."""
+        """Smooth every track again with the fitted track model; the session then classifies with it."""
         s, fit = self.session, self.fitted
         if s is None or fit is None:
             return
@@ -585,16 +491,13 @@ class AnnotateWidget(StatusLine, QWidget):
         if isinstance(run, dict):  # what an export of this result records (the Classify dock shares this dict)
             config = run.get("config") if isinstance(run.get("config"), dict) else run.setdefault("config", {})
             config["timeline"] = fit.settings.to_dict()
-        classify = dock_of(self.viewer, "ClassifyWidget")
-        if classify is not None:
-            classify.track_model_choice.value = self.track_model_path
-            if classify.result is s.result and classify.plots is not None and classify.overlays:
-                classify.plots.show_result(s.result, classify.overlays[0])
+        self.state.set_track_model(self.track_model_path)
+        self.state.result_changed_in_place(None)
         if self.row is not None:
             self._show_cell()
         self.show_gallery()
         self.set_status(f"every track smoothed again with the fitted track model: {len(changed)} cell-frames changed "
-                        "class" + ("; the Classify dock now classifies with it" if classify is not None else ""))
+                        "class; the next classification uses it too")
 
     # ------------------------------------------------------------------ queue, gallery, counts
     def next_cell(self, back: bool = False) -> None:
@@ -631,41 +534,8 @@ class AnnotateWidget(StatusLine, QWidget):
 
     def show_counts(self) -> None:
         """Crops per class (columns, by code) and split (rows) of the curated set, marks and warnings."""
-        s = self.session
-        if s is None:
-            return
-        from ..phenotypes import CODES
-
-        cs = s.curated
-        counts = cs.counts()
-        names = list(cs.class_names)
-        totals = {c: int(counts[c].sum()) if c in counts else 0 for c in names}
-        head = "".join(f"<th title='{c}' style='{_few(totals[c])}'>&nbsp;{CODES.get(c, c[:2])}&nbsp;</th>"
-                       for c in names)
-        rows = "".join(f"<tr><td>{sp}</td>" + "".join(f"<td align='center'>{int(counts.loc[sp, c])}</td>"
-                                                        for c in names) + "</tr>" for sp in counts.index)
-        marks = cs.mark_counts()
-        self.counts.setText(f"<table cellspacing='0'><tr><th align='left'>crops</th>{head}</tr>{rows}</table>"
-                            f"unsure {marks['unsure']}, bad segmentation {marks['bad_segmentation']} "
-                            "(kept, not trained on)")
-        self.counts.setToolTip(", ".join(f"{CODES.get(c, c)} = {c}" for c in names))
-        self.warnings.setText("\n".join(cs.warnings()))
-
-
-def _few(n: int) -> str:
-    from ..core.data.curated.manifest import MIN_PER_CLASS
-
-    return "color:#ff6b6b" if n < MIN_PER_CLASS else ""
-
-
-def _named(func, name: str):
-    """``func`` as a plain function called ``name`` (napari's key handler needs a ``__name__``)."""
-
-    def action(layer=None):
-        return func(layer)
-
-    action.__name__ = action.__qualname__ = name
-    return action
+        if self.session is not None:
+            self.counts_view.show_set(self.session.curated)
 
 
 def _camera(viewer):
@@ -685,11 +555,4 @@ def _class_names_default():
     return list(CLASS_NAMES)
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
-
-
-__all__ = ["AnnotateWidget"]
+__all__ = ["SELECTION_LAYER", "AnnotateWidget"]

@@ -1,4 +1,5 @@
-"""Small views of the Annotate dock: a crop, probability bars, a filmstrip along a track, a class gallery.
+"""Small views of the Annotate dock: the cell in its surroundings and as the model saw it, probability bars, a
+filmstrip along a track, a class gallery, the class buttons.
 
 Each view only shows what it is given and says what was clicked (Qt signals); the dock decides.
 """
@@ -74,10 +75,50 @@ class CropView(QLabel):
         self.setPixmap(crop_pixmap(self.crop, self.SIDE))
 
 
+def outlined_pixmap(patch: np.ndarray, outline: np.ndarray, side: int, colour: str = "#00e0e0") -> QPixmap:
+    """A raw patch (0..1) in grey, the outline (drawn just outside the cell) in ``colour``, scaled to ``side``."""
+    g = np.clip(np.nan_to_num(patch) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.repeat(g[..., None], 3, axis=2)
+    c = QColor(colour)
+    rgb[outline] = (c.red(), c.green(), c.blue())
+    rgb = np.ascontiguousarray(rgb)
+    h, w = g.shape
+    img = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+    return QPixmap.fromImage(img).scaled(side, side, Qt.KeepAspectRatio, Qt.FastTransformation)
+
+
+class SurroundingsView(QLabel):
+    """The selected cell in its raw surroundings (about three cells wide, the movie's one contrast), its mask
+    outlined just outside it: what a person needs to decide a label (neighbours, a focus on the edge)."""
+
+    SIDE = 128
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFixedSize(self.SIDE, self.SIDE)
+        self.setAlignment(Qt.AlignCenter)
+        self.setStyleSheet("background: #202020; color: #999;")
+        self.setToolTip("the cell in its surroundings, raw intensities on the movie's contrast; cyan: its mask's "
+                        "outline, just outside it")
+        self.patch: np.ndarray | None = None
+        self.clear()
+
+    def clear(self) -> None:
+        self.patch = None
+        self.setPixmap(QPixmap())
+        self.setText("")
+
+    def show_patch(self, patch: np.ndarray, outline: np.ndarray) -> None:
+        self.patch = np.asarray(patch)
+        self.setPixmap(outlined_pixmap(self.patch, np.asarray(outline, bool), self.SIDE))
+
+
 class ProbabilityBars(QWidget):
-    """One row per class: the network's probability (thin bar) and the track model's (thick bar)."""
+    """One row per class: the network's probability (thin grey bar) and the track model's (thick bar in the
+    class colour); classes the live model has no labels of yet are greyed and say so."""
 
     ROW = 17
+    HEADER = 16
 
     def __init__(self, class_names, parent=None):
         super().__init__(parent)
@@ -86,28 +127,45 @@ class ProbabilityBars(QWidget):
         self.raw = np.zeros(len(self.class_names))
         self.smooth = np.zeros(len(self.class_names))
         self.user = ""
-        self.setMinimumHeight(self.ROW * len(self.class_names) + 4)
+        self.network_name = "network"
+        self.unlabelled: set[str] = set()
+        self.setMinimumHeight(self.ROW * len(self.class_names) + 4 + self.HEADER)
         self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setToolTip("thin bar: the network's probability for this frame; thick bar: the track model's, "
                         "with the labels given so far")
 
-    def set_values(self, raw, smooth, user: str = "") -> None:
+    def set_values(self, raw, smooth, user: str = "", network_name: str | None = None,
+                   unlabelled=None) -> None:
+        """``raw``: the network's (or live model's, named ``network_name``) probabilities; ``smooth``: the
+        track model's; ``unlabelled``: classes with no label yet (a live model cannot call them)."""
         self.raw, self.smooth, self.user = np.asarray(raw, float), np.asarray(smooth, float), user
+        if network_name is not None:
+            self.network_name = network_name
+        if unlabelled is not None:
+            self.unlabelled = set(unlabelled)
         self.update()
 
     def sizeHint(self) -> QSize:
-        return QSize(240, self.ROW * len(self.class_names) + 4)
+        return QSize(240, self.ROW * len(self.class_names) + 4 + self.HEADER)
 
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         label_w, num_w = 118, 80
         bar_w = max(self.width() - label_w - num_w, 20)
+        text = self.palette().text().color()
+        p.setPen(text)
+        p.drawText(0, 0, self.width(), self.HEADER, Qt.AlignVCenter | Qt.AlignLeft,
+                   f"thin grey: {self.network_name} (this frame)   thick: track model (with your labels)")
         for i, name in enumerate(self.class_names):
-            y = 2 + i * self.ROW
-            p.setPen(QColor("#ff6b6b" if name == self.user else self.palette().text().color()))
+            y = 2 + self.HEADER + i * self.ROW
+            grey = name in self.unlabelled
+            p.setPen(QColor("#ff6b6b") if name == self.user else (QColor("#777777") if grey else text))
             key = f"{i + 1} {name}" if i < 9 else name
             p.drawText(0, y, label_w - 4, self.ROW, Qt.AlignVCenter | Qt.AlignLeft, key)
+            if grey:
+                p.drawText(label_w, y, bar_w + num_w, self.ROW, Qt.AlignVCenter | Qt.AlignLeft, "not labelled yet")
+                continue
             p.fillRect(label_w, y + 2, int(bar_w * self.smooth[i]), self.ROW - 8, QColor(self.colours[i]))
             p.fillRect(label_w, y + self.ROW - 5, int(bar_w * self.raw[i]), 3, QColor("#dddddd"))
             p.setPen(self.palette().text().color())

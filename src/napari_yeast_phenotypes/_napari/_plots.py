@@ -12,7 +12,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from ..core.results.plots import draw_fractions, draw_not_senescent, draw_raster
+from ..core.results.plots import draw_fractions, draw_not_senescent, draw_raster, draw_warning
 
 
 class PhenotypePlots(QWidget):
@@ -38,14 +38,18 @@ class PhenotypePlots(QWidget):
         self.frame: int | None = None
         self._layer = None
         self._n_frames = 0
+        self.warning: str | None = None
         viewer.dims.events.current_step.connect(self._on_step)
 
-    def show_result(self, result, layer=None) -> None:
-        """Draw the panels of ``result``; ``layer`` (the phenotypes layer) maps the slider to frames."""
+    def show_result(self, result, layer=None, run: dict | None = None) -> None:
+        """Draw the panels of ``result``; ``layer`` (the phenotypes layer) maps the slider to frames; ``run``
+        (how it was made): a warning it holds (most cells unlike the training data) is drawn on the figure."""
         self._layer = layer
         cells, tracks, names = result.cells, result.tracks, result.class_names
         self._n_frames = int(cells["frame"].max()) + 1 if len(cells) else 0
         self.figure.clear()
+        self.warning = ((run or {}).get("ood") or {}).get("warning")
+        self.figure.get_layout_engine().set(rect=(0, 0, 1, 0.82 if self.warning else 1))
         raster, fractions, alive = self.figure.subplots(1, 3, width_ratios=[1.3, 1.3, 1])
         frame = self.current_frame()
         marker = frame if frame is not None else 0
@@ -59,6 +63,7 @@ class PhenotypePlots(QWidget):
             ax.xaxis.label.set_fontsize(9)
             ax.yaxis.label.set_fontsize(9)
             ax.tick_params(labelsize=8)
+        draw_warning(self.figure, self.warning)
         self.frame = marker
         self.canvas.draw_idle()
 

@@ -1,17 +1,15 @@
 """Plugins > Train phenotype model: retrain on the curated set, see honest figures, use the new model.
 
-The dock fills a :class:`~napari_yeast_phenotypes.core.config.TrainConfig` from its widgets and
-runs the core's :func:`~napari_yeast_phenotypes.core.network.train.train_iter` in a ``thread_worker``:
-per-batch progress goes to the progress bar, per-epoch figures to the live curves. The curves and
-the report are drawn (matplotlib, Agg) in the worker thread and only shown here as pictures: drawing
-them on the UI thread stalled napari's event loop for 0.7-0.9 s per epoch on a 2-core machine
-(``benchmarks/run.py --only stall``). Cancel asks
-the generator to stop after the batch it is on; the best epoch so far is calibrated, judged and
-saved as usual. At the end the report (per-class figures, confusion matrices, reliability
-diagram) is drawn beside the previous model's figures on the same crops. "Use this model"
-hands the new checkpoint to the Classify dock, which re-classifies the open movie; an Annotate
-dock that was annotating starts again on the new result, so its queue of cells to check follows
-the new model. torch is imported inside the worker, never when napari loads the plugin.
+The dock fills a :class:`~napari_yeast_phenotypes.core.config.TrainConfig` from its settings
+(:mod:`._train_settings`) and runs the core's training job
+(:func:`~napari_yeast_phenotypes.core.jobs.training.train_model_iter`) in a ``thread_worker``:
+per-batch progress goes to the progress bar, per-epoch figures to the live curves, which are drawn in
+the worker (:mod:`._train_figures`). Cancel asks the job to stop after the batch it is on; the best
+epoch so far is calibrated, judged and saved as usual. At the end the report (per-class figures,
+confusion matrices, reliability diagram) is drawn beside the previous model's figures on the same
+crops. "Use this model" makes the new checkpoint the session's model and asks for the open movie
+to be classified again (the Classify dock hears it, and an Annotate dock that was annotating
+follows the new result). torch is imported inside the worker, never when napari loads the plugin.
 """
 
 from __future__ import annotations
@@ -20,39 +18,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TRAINABLE_PRESETS, TrainConfig
+from ..core.config import TrainConfig
 from ..core.errors import InputError
-from ._dock import StatusLine, dock_of
+from ._dock import StatusLine, open_dock, run_job
 from ._safe_torch import import_torch_core
 from ._settings import default_model, load_settings, remember_model, save_settings
-
-BASE_CHOICES = ("imagenet", "none", "the current model (fine-tune)", "a local file")
-AUGMENT_LABELS = {"flips": "flips", "rot90": "90° turns", "affine": "small affine",
-                  "intensity": "brightness/contrast", "noise": "noise"}
+from ._state import state_of
+from ._train_figures import FigureView, render_crossval, render_report, with_curves
+from ._train_settings import TrainSettings
 
 
 @dataclass
@@ -60,57 +51,6 @@ class Failed:
     """What the worker returns instead of a model when the input cannot be used."""
 
     message: str
-
-
-def render(fig: Figure) -> np.ndarray:
-    """Draw ``fig`` with Agg (in whichever thread calls this) and return its (H, W, 4) RGBA picture."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba()).copy()
-
-
-def render_curves(fig: Figure, history: list[dict]) -> np.ndarray:
-    """The live curves (loss; validation accuracy and macro-F1 per epoch) drawn into ``fig``, as a picture."""
-    from ..core.network.evaluation import draw_history
-
-    fig.clear()
-    ax_loss, ax_score = fig.subplots(1, 2)
-    draw_history(ax_loss, ax_score, history)
-    for ax in (ax_loss, ax_score):
-        ax.tick_params(labelsize=7)
-    return render(fig)
-
-
-def render_report(fig: Figure, clf) -> np.ndarray:
-    """The end-of-training figure (confusion, F1 per class beside the previous model's, reliability), as a picture.
-
-    Four panels in a row when ``fig`` is wide, else a 2 x 2 grid (a dock is narrow: in one row the
-    confusion matrices' numbers were too small to read).
-    """
-    from ..core.network.evaluation import report_figure
-
-    ev = clf.evaluation
-    rep = dict(ev["record"])
-    rep["reliability"] = {"before": ev["before"], "after": ev["after"], "targets": ev["targets"]}
-    w, h = fig.get_size_inches()
-    report_figure(rep, clf.class_names, rep.get("previous"), fig=fig, ncols=4 if w > 2.5 * h else 2)
-    return render(fig)
-
-
-def _with_curves(gen, fig: Figure | None):
-    """Pass on a training generator's progress, adding to each epoch's the curves drawn so far (a picture)."""
-    history = []
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if fig is not None and p.get("done_epoch"):
-            history.append(p)
-            p = {**p, "curves_image": render_curves(fig, history)}
-        yield p
 
 
 def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should_stop, curves: Figure | None = None,
@@ -128,8 +68,8 @@ def train_job(set_folder, val_folder, config: TrainConfig, out, previous, should
 
         data = training_data(curated=set_folder, val=val_folder or None)
         yield {"status": f"training on {len(data.train)} crops"}
-        clf = yield from _with_curves(train_model_iter(data, config, out, overwrite=True, should_stop=should_stop,
-                                                       previous=previous), curves)
+        clf = yield from with_curves(train_model_iter(data, config, out, overwrite=True, should_stop=should_stop,
+                                                      previous=previous), curves)
     except InputError as exc:
         return Failed(str(exc))
     if report is not None:
@@ -153,40 +93,11 @@ def crossval_job(set_folder, config: TrainConfig, k: int, by: str, report: Figur
     return res
 
 
-def render_crossval(fig: Figure, res: dict) -> np.ndarray:
-    """Per-class F1 of the grouped folds beside the random split's, drawn into ``fig``, as a picture."""
-    from ..core.network.evaluation import draw_crossval
-
-    fig.clear()
-    ax = fig.subplots(1, 1)
-    draw_crossval(ax, res, res.get("random"), list(res["summary"]["f1"]))
-    return render(fig)
-
-
-class FigureView(QLabel):
-    """A figure's picture (drawn elsewhere, see :func:`render`), scaled to the space it has."""
-
-    def __init__(self, min_height: int) -> None:
-        super().__init__()
-        self._pixmap: QPixmap | None = None
-        self.setMinimumHeight(min_height)
-        self.setAlignment(Qt.AlignCenter)
-        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Ignored)  # the picture follows the dock, not the reverse
-
-    def set_image(self, rgba: np.ndarray) -> None:
-        rgba = np.ascontiguousarray(rgba)
-        h, w = rgba.shape[:2]
-        self._pixmap = QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format_RGBA8888).copy())
-        self._rescale()
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._rescale()
-
-    def _rescale(self) -> None:
-        if self._pixmap is not None:
-            self.setPixmap(self._pixmap.scaled(self.width(), self.height(), Qt.KeepAspectRatio,
-                                               Qt.SmoothTransformation))
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s
 
 
 class TrainWidget(StatusLine, QWidget):
@@ -195,6 +106,7 @@ class TrainWidget(StatusLine, QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.state = state_of(napari_viewer)
         self.classifier = None  # the last trained Classifier
         self.model_path: Path | None = None
         self.crossval_result: dict | None = None
@@ -202,41 +114,13 @@ class TrainWidget(StatusLine, QWidget):
         self._stop = False
         self._history: list[dict] = []
         self._t_last = 0.0
-        saved = load_settings()
-        d = TrainConfig()
 
-        self.set_edit = QLineEdit(saved.get("curated_set", ""))
+        self.set_edit = QLineEdit(str(self.state.curated_set or load_settings().get("curated_set", "")))
         self.set_edit.setPlaceholderText("curated set folder (its train split trains)")
         self.set_button = QPushButton("Choose…")
         self.val_edit = QLineEdit("")
         self.val_edit.setPlaceholderText("empty: the set's val split (none: a part of train is held out)")
-        self.base_choice = QComboBox()
-        self.base_choice.addItems(BASE_CHOICES)
-        self.base_choice.setCurrentText(d.base_weights if d.base_weights in BASE_CHOICES else "imagenet")
-        self.base_file = QLineEdit("")
-        self.base_file.setPlaceholderText("ResNet50 state dict or checkpoint (.pt/.pth)")
-        self.trainable_choice = QComboBox()
-        self.trainable_choice.addItems(TRAINABLE_PRESETS)
-        self.trainable_choice.setCurrentText(d.trainable)
-        self.augment_boxes = {a: QCheckBox(AUGMENT_LABELS[a]) for a in AUGMENTATIONS}
-        for a, box in self.augment_boxes.items():
-            box.setChecked(a in d.augmentations)
-        self.batch_spin = _spin(2, 4096, d.batch_size)
-        self.epochs_spin = _spin(1, 1000, d.epochs)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(5)
-        self.lr_spin.setRange(1e-5, 1.0)
-        self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(d.lr)
-        self.schedule_choice = QComboBox()
-        self.schedule_choice.addItems(SCHEDULES)
-        self.weighting_choice = QComboBox()
-        self.weighting_choice.addItems(CLASS_WEIGHTING)
-        self.patience_spin = _spin(0, 1000, d.patience)
-        self.patience_spin.setToolTip("stop when the validation macro-F1 has not improved for this many epochs "
-                                      "(0: never)")
-        self.calibrate_box = QCheckBox("temperature scaling")
-        self.calibrate_box.setChecked(d.calibrate)
+        self.settings = TrainSettings()
         self.out_edit = QLineEdit("")
         self.out_edit.setPlaceholderText("checkpoint to write (default: <set>/models/model-<time>.pt)")
 
@@ -245,8 +129,7 @@ class TrainWidget(StatusLine, QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.setToolTip("stop after the current batch; the best epoch so far is kept")
         self.use_button = QPushButton("Use this model")
-        self.use_button.setToolTip("re-classify the open movie with the new model (Classify dock); the "
-                                   "annotation queue follows")
+        self.use_button.setToolTip("re-classify the open movie with the new model; the annotation queue follows")
         self.use_button.setEnabled(False)
         self.folds_spin = _spin(2, 50, 5)
         self.by_choice = QComboBox()
@@ -270,12 +153,21 @@ class TrainWidget(StatusLine, QWidget):
 
         self._build_layout()
         self.set_button.clicked.connect(self._choose_set)
+        self.set_edit.editingFinished.connect(lambda: self.state.set_curated_set(self.set_edit.text()))
+        self.state.curated_set_changed.connect(self._show_curated_set)
         self.train_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(lambda: self.use_model())
         self.crossval_button.clicked.connect(lambda: self.start_crossval())
-        self.base_choice.currentTextChanged.connect(lambda t: self.base_file.setEnabled(t == "a local file"))
-        self.base_file.setEnabled(False)
+
+    # the settings' widgets, by the names the dock has always had
+    base_choice = property(lambda self: self.settings.base_choice)
+    base_file = property(lambda self: self.settings.base_file)
+    trainable_choice = property(lambda self: self.settings.trainable_choice)
+    augment_boxes = property(lambda self: self.settings.augment_boxes)
+    epochs_spin = property(lambda self: self.settings.epochs_spin)
+    batch_spin = property(lambda self: self.settings.batch_spin)
+    lr_spin = property(lambda self: self.settings.lr_spin)
 
     def _build_layout(self) -> None:
         form = QFormLayout()
@@ -284,26 +176,6 @@ class TrainWidget(StatusLine, QWidget):
         row.addWidget(self.set_button)
         form.addRow("curated set", row)
         form.addRow("validation", self.val_edit)
-        form.addRow("base weights", self.base_choice)
-        form.addRow("", self.base_file)
-        form.addRow("trainable", self.trainable_choice)
-        aug = QGroupBox("augmentation (training crops only)")
-        grid = QHBoxLayout(aug)
-        for box in self.augment_boxes.values():
-            grid.addWidget(box)
-        numbers = QHBoxLayout()
-        for label, w in (("epochs", self.epochs_spin), ("batch", self.batch_spin)):
-            numbers.addWidget(QLabel(label))
-            numbers.addWidget(w, 1)
-        form.addRow("", numbers)
-        rate = QHBoxLayout()
-        rate.addWidget(self.lr_spin, 1)
-        rate.addWidget(QLabel("schedule"))
-        rate.addWidget(self.schedule_choice, 1)
-        form.addRow("learning rate", rate)
-        form.addRow("class weighting", self.weighting_choice)
-        form.addRow("early stop after", self.patience_spin)
-        form.addRow("calibration", self.calibrate_box)
         form.addRow("save as", self.out_edit)
         buttons = QHBoxLayout()
         for b in (self.train_button, self.cancel_button, self.use_button):
@@ -319,7 +191,7 @@ class TrainWidget(StatusLine, QWidget):
         settings = QWidget()
         s_layout = QVBoxLayout(settings)
         s_layout.addLayout(form)
-        s_layout.addWidget(aug)
+        s_layout.addWidget(self.settings)
         s_layout.addStretch(1)
         results = QWidget()
         r_layout = QVBoxLayout(results)
@@ -339,40 +211,21 @@ class TrainWidget(StatusLine, QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Curated set folder")
         if folder:
             self.set_edit.setText(folder)
+            self.state.set_curated_set(folder)
 
-    def _notify_error(self, message: str) -> None:
-        show_error(message)  # this module's, so that a test can watch this dock's messages
+    def _show_curated_set(self, path) -> None:
+        if path is not None and self.set_edit.text().strip() != str(path):
+            self.set_edit.setText(str(path))
 
     # ------------------------------------------------------------------ config
     def previous_model(self) -> Path | None:
-        """The model in use now (the Classify dock's, else the remembered one)."""
-        classify = dock_of(self.viewer, "ClassifyWidget")
-        if classify is not None and classify.model_choice.value is not None:
-            p = Path(str(classify.model_choice.value))
-            if p.is_file():
-                return p
-        return default_model()
+        """The model in use now (the session's, else the remembered one)."""
+        model = self.state.model
+        return model if model is not None and model.is_file() else default_model()
 
     def config(self) -> TrainConfig:
         """The :class:`TrainConfig` the widgets describe (raises :class:`InputError`)."""
-        base = self.base_choice.currentText()
-        if base == "a local file":
-            base = self.base_file.text().strip()
-            if not base or not Path(base).is_file():
-                raise InputError(f"base weights file not found: {base or '(none given)'}; choose a ResNet50 state "
-                                 "dict or a checkpoint")
-        elif base.startswith("the current model"):
-            prev = self.previous_model()
-            if prev is None:
-                raise InputError("there is no current model to fine-tune: choose one in the Classify dock")
-            base = str(prev)
-        augment = ",".join(a for a, box in self.augment_boxes.items() if box.isChecked()) or "none"
-        return TrainConfig(epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
-                           lr=float(self.lr_spin.value()), base_weights=base,
-                           trainable=self.trainable_choice.currentText(), augment=augment,
-                           schedule=self.schedule_choice.currentText(),
-                           class_weighting=self.weighting_choice.currentText(),
-                           patience=self.patience_spin.value(), calibrate=self.calibrate_box.isChecked())
+        return self.settings.config(self.previous_model())
 
     def _out_path(self) -> Path:
         text = self.out_edit.text().strip()
@@ -393,6 +246,7 @@ class TrainWidget(StatusLine, QWidget):
             self._error(str(exc))
             return None
         save_settings(curated_set=self.set_edit.text().strip())
+        self.state.set_curated_set(self.set_edit.text().strip())
         self._stop = False
         self._history = []
         self.model_path = out
@@ -433,26 +287,11 @@ class TrainWidget(StatusLine, QWidget):
         self.tabs.currentWidget().layout().activate()  # its views get their size now, before the worker draws
         self._fit_figures()
         self._set_running(True)
-        if sync:
-            gen = job(*args)
-            try:
-                while True:
-                    self._on_progress(next(gen))
-            except StopIteration as stop:
-                on_returned(stop.value)
-            finally:
-                self._on_finished()
-            return None
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(on_returned)
-        worker.errored.connect(lambda exc: self.set_status(f"failed: {type(exc).__name__}: {exc}", error=True))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
-        return worker
+        self._worker = run_job(job, args, on_yield=self._on_progress, on_return=on_returned,
+                               on_error=lambda exc: self.set_status(f"failed: {type(exc).__name__}: {exc}",
+                                                                    error=True),
+                               on_finish=self._on_finished, sync=sync)
+        return self._worker
 
     def cancel(self) -> None:
         """Stop after the current batch; the best epoch so far is calibrated and kept."""
@@ -516,32 +355,18 @@ class TrainWidget(StatusLine, QWidget):
         self._set_running(False)
 
     # ------------------------------------------------------------------ using the model
-    def use_model(self, sync: bool = False):
-        """Re-classify the open movie with the new checkpoint through the Classify dock."""
+    def use_model(self, sync: bool = False) -> None:
+        """Make the new checkpoint the session's model and ask for the open movie to be classified again with it
+        (the Classify dock does it, opened if it is not; an Annotate dock that was annotating follows).
+        ``sync``: classified in this thread (tests)."""
         if self.model_path is None or not self.model_path.is_file():
             self._error("no new model yet: press Train first")
-            return None
-        classify = dock_of(self.viewer, "ClassifyWidget")
-        if classify is None:
-            _, classify = self.viewer.window.add_plugin_dock_widget("napari-yeast-phenotypes", "Classify phenotypes")
-        annotate = dock_of(self.viewer, "AnnotateWidget")
-        was_annotating = annotate is not None and annotate.session is not None
-        classify.model_choice.value = self.model_path
+            return
+        open_dock(self.viewer, "ClassifyWidget", "Classify phenotypes")
         remember_model(self.model_path)
-
-        def after():
-            if was_annotating and annotate.session is None:
-                annotate.reset_choices()
-                annotate.start()  # the queue of cells to check now follows the new model
-
-        worker = classify.run(sync=sync)
-        if worker is not None:
-            worker.finished.connect(after)
-        elif sync:
-            after()
-        self.set_status(f"re-classifying with {self.model_path.name}…" if worker else
-                        f"classified with {self.model_path.name}")
-        return worker
+        self.state.set_model(self.model_path)
+        self.set_status(f"re-classifying with {self.model_path.name}…")
+        self.state.request_classify(sync)
 
 
 def report_text(rep: dict, cal: dict) -> str:
@@ -560,8 +385,4 @@ def report_text(rep: dict, cal: dict) -> str:
     return " ".join(text + [f"Note: {n}" for n in rep.get("notes", [])])
 
 
-def _spin(lo: int, hi: int, value: int) -> QSpinBox:
-    s = QSpinBox()
-    s.setRange(lo, hi)
-    s.setValue(value)
-    return s
+__all__ = ["Failed", "TrainWidget", "crossval_job", "report_text", "train_job"]

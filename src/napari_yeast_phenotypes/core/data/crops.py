@@ -290,6 +290,33 @@ def _axis_weights(centre: np.ndarray, side: np.ndarray, s: int, k: int) -> tuple
     return mat.astype(np.float32).reshape(m, s, span), start
 
 
+def context_patch(image_frame, labels_frame, y: float, x: float, label: int, stats: MovieStats,
+                  cells_wide: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """The cell at ``(y, x)`` in its raw surroundings, for a person to look at: about ``cells_wide`` cells wide.
+
+    Returns ``(patch, outline)``: the image around the cell mapped to 0..1 by the movie's intensity
+    range (``stats``: the same for every cell and frame of the movie, so one contrast along a
+    track), and a boolean mask of the cell's outline drawn just outside it (the pixels next to the
+    cell, not in it: a focus on the cell's edge stays visible). The window is square, ``cells_wide``
+    times the movie's median cell side, cut at the image's border (never padded: what a person sees
+    is what is there).
+    """
+    half = max(4, int(round(cells_wide * stats.cell_side / 2)))
+    h, w = labels_frame.shape
+    cy, cx = int(round(y)), int(round(x))
+    ys, xs = slice(max(0, cy - half), min(h, cy + half + 1)), slice(max(0, cx - half), min(w, cx + half + 1))
+    raw = np.asarray(image_frame[ys, xs], dtype=np.float32)
+    lab = np.asarray(labels_frame[ys, xs]) == label
+    span = max(stats.high - stats.low, 1e-12)
+    patch = np.clip((raw - stats.low) / span, 0.0, 1.0)
+    grown = lab.copy()
+    grown[1:, :] |= lab[:-1, :]
+    grown[:-1, :] |= lab[1:, :]
+    grown[:, 1:] |= lab[:, :-1]
+    grown[:, :-1] |= lab[:, 1:]
+    return patch, grown & ~lab
+
+
 def movie_crops(image, labels, table: pd.DataFrame, settings: CropSettings = CropSettings(),
                 stats: MovieStats | None = None) -> np.ndarray:
     """Crops for every row of ``table`` (any frames), in table order."""

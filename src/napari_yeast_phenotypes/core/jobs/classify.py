@@ -188,7 +188,8 @@ def _write_into(folder: ResultFolder, result: Result, run: dict, title: str) -> 
 
     try:
         write_tables(result.cells, result.tracks, folder.staging, result.class_names)
-        save_summary(result.cells, result.tracks, folder.staging / "summary.png", result.class_names, title=title)
+        save_summary(result.cells, result.tracks, folder.staging / "summary.png", result.class_names, title=title,
+                     warning=(run.get("ood") or {}).get("warning"))
     except OSError as exc:  # a full disk, mostly: said in plain words; the earlier result stays
         if exc.errno in WRITE_ERRNOS:
             raise write_error(folder.out, exc) from exc

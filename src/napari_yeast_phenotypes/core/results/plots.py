@@ -95,24 +95,45 @@ def draw_not_senescent(ax, cells, tracks):
     ax.set_title("Not yet senescent (Kaplan-Meier)")
 
 
-def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None):
-    """The three panels in one figure (matplotlib ``Figure``; no pyplot state is touched)."""
+WARNING_COLOUR = "#c0392b"
+
+
+def draw_warning(fig, text: str | None) -> None:
+    """Write ``text`` across the top of ``fig`` in red, in words (a figure that cannot be trusted says so on itself)."""
+    if not text:
+        return
+    import textwrap
+
+    fig.text(0.5, 0.995, "\n".join(textwrap.wrap("CANNOT BE TRUSTED: " + text, 160)), ha="center", va="top",
+             color=WARNING_COLOUR, fontsize=9, fontweight="bold", parse_math=False,
+             bbox={"facecolor": "#fdecea", "edgecolor": WARNING_COLOUR, "boxstyle": "round,pad=0.4"})
+
+
+def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None, warning: str | None = None):
+    """The three panels in one figure (matplotlib ``Figure``; no pyplot state is touched).
+
+    ``warning``: a plain-words warning drawn on the figure itself (e.g. most cells are unlike the
+    model's training data), so that the figure cannot travel without it.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    fig = Figure(figsize=(13, 4.2 + (0.6 if warning else 0)), layout="constrained")
+    if warning:
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 0.6 / (4.2 + 0.6)))
     axes = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 1])
     draw_raster(axes[0], cells, tracks, class_names)
     draw_fractions(axes[1], cells, class_names)
     draw_not_senescent(axes[2], cells, tracks)
     if title:
         fig.suptitle(title)
+    draw_warning(fig, warning)
     return fig
 
 
-def save_summary(cells, tracks, path, class_names=CLASS_NAMES, title=None) -> None:
-    """Write the summary figure to ``path`` atomically (PNG)."""
+def save_summary(cells, tracks, path, class_names=CLASS_NAMES, title=None, warning: str | None = None) -> None:
+    """Write the summary figure to ``path`` atomically (PNG); ``warning`` is drawn on it."""
     from ..files.atomic import atomic_write
 
-    fig = summary_figure(cells, tracks, class_names, title)
+    fig = summary_figure(cells, tracks, class_names, title, warning)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.crops import CropSettings, extract_crops, movie_stats
+from ..data.crops import CropSettings, context_patch, extract_crops, movie_stats
 from ..data.curated.manifest import MARKS, movie_identity, normalise_mark
 from ..data.curated.store import CuratedSet
 from ..errors import InputError
@@ -160,6 +160,14 @@ class AnnotationSession:
             while len(cache) > CROP_CACHE:
                 cache.popitem(last=False)
         return out
+
+    def context(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cell-frame ``row`` in its raw surroundings, on the movie's one contrast, and its outline
+        (:func:`~napari_yeast_phenotypes.core.data.crops.context_patch`)."""
+        cell = self.cells.iloc[int(row)]
+        t = int(cell["frame"])
+        return context_patch(self.image[t], self.labels[t], float(cell["y"]), float(cell["x"]), int(cell["label"]),
+                             self.stats)
 
     def probabilities(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The network's probabilities at ``row`` and the track model's (posterior, with the labels)."""

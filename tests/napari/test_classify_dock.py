@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-
-from napari_yeast_phenotypes._napari import _widget
+from napari_yeast_phenotypes._napari import PLUGIN
+from napari_yeast_phenotypes._napari._classify import ClassifyWidget
 from napari_yeast_phenotypes._napari._layers import (
     PHENOTYPES_LAYER,
     RESULT_KEY,
@@ -17,20 +15,7 @@ from napari_yeast_phenotypes._napari._layers import (
     PhenotypeFrames,
 )
 from napari_yeast_phenotypes._napari._settings import NO_MODEL_HINT
-from napari_yeast_phenotypes._napari._widget import ClassifyWidget
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, COLOURS, hex_to_rgba
-
-pytestmark = pytest.mark.gui
-
-PLUGIN = "napari-yeast-phenotypes"
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages the widget shows with napari's show_error."""
-    shown: list[str] = []
-    monkeypatch.setattr(_widget, "show_error", shown.append)
-    return shown
 
 
 def _viewer_with(make_napari_viewer, movie, model_path=None):
