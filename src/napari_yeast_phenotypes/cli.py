@@ -1,5 +1,5 @@
 """The ``yeast-phenotypes`` command: demo, simulate, classify, fit-track-model, train, curate, crossval,
-learning-curve, info, classify-many, ageing.
+learning-curve, info, classify-many, ageing, annotate (opens napari).
 
 Every sub-command calls the same core functions as the napari plugin. User errors are printed as
 one plain message (what is wrong, what to do) with exit status 2, never as a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -270,6 +271,28 @@ def cmd_demo(args) -> int:
                     epochs=args.epochs)
 
 
+def cmd_annotate(args) -> int:
+    from .core.errors import InputError
+
+    try:
+        import napari
+    except ImportError:
+        raise InputError("napari is not installed here; install the viewer with: pip install "
+                         "'napari-yeast-phenotypes[napari]' (or pip install -e '.[napari]' in a clone)") from None
+    from ._napari._launch import open_annotator
+
+    for what, path in (("image", args.image), ("labels", args.labels), ("model", args.model),
+                       ("track model", args.track_model)):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{what} file not found: {path}")
+    if args.curated and not args.model:
+        raise InputError("--curated starts annotating on a classification: give the model too (--model)")
+    open_annotator(args.image, args.labels, model=args.model, curated=args.curated, track_model=args.track_model,
+                   channel=args.channel)
+    napari.run()
+    return 0
+
+
 # ---------------------------------------------------------------------------- an ageing experiment
 
 def cmd_classify_many(args) -> int:
@@ -428,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="yeast-phenotypes",
         description="Phenotypes of budding-yeast cells along tracks: "
                     "simulate, classify, fit-track-model, curate, train, crossval, learning-curve, info, demo, "
-                    "classify-many, ageing.")
+                    "classify-many, ageing, annotate.")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -548,6 +571,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default="", help="who annotated, kept in the manifest")
     p.add_argument("--channel", type=_whole(0), help="channel of a (T,C,Y,X) image (0 = the first)")
     p.set_defaults(func=cmd_curate)
+
+    p = sub.add_parser("annotate", help="open napari on a movie with the Classify and Annotate docks")
+    p.add_argument("image", help="the movie's image (TIFF or .npy)")
+    p.add_argument("labels", help="its instance labels")
+    p.add_argument("--model", help="a checkpoint: the movie is classified at once")
+    p.add_argument("--curated", metavar="DIR", help="a curated set: annotating starts on the classification")
+    p.add_argument("--track-model", metavar="FILE", help="a track model file for the classification")
+    p.add_argument("--channel", type=_whole(0), help="channel of a (T,C,Y,X) image (0 = the first)")
+    p.set_defaults(func=cmd_annotate)
 
     _experiment_parsers(sub, c)
     return ap

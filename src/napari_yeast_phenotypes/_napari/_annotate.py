@@ -188,6 +188,10 @@ class AnnotateWidget(StatusLine, QWidget):
         self._default_image()
         self.start()
 
+    def start_when_classified(self) -> None:
+        """Start annotating as soon as a classification of the movie is open (the ``annotate`` command)."""
+        self._resume = True
+
     def _show_curated_set(self, path) -> None:
         if path is not None and self.setup.set_edit.text().strip() != str(path):
             self.setup.set_edit.setText(str(path))
