@@ -84,3 +84,17 @@ def test_labelled_rows_are_left_out_and_tracks_interleave():
     assert not set(q["row"]) & set(range(4)) and len(q) == len(cells) - 4
     first_three = cells.iloc[q["row"].iloc[:3]]["track_id"]
     assert first_three.nunique() == 3  # the best frame of each track before any second one
+
+
+def test_no_track_twice_before_every_track_once_and_labelled_tracks_last():
+    rng = np.random.default_rng(0)
+    tracks = {t: _sure(rng.integers(0, 7, 10), conf=0.4 + 0.05 * (t % 3)) for t in range(1, 13)}
+    cells = _cells(tracks)
+    cells["ood_score"] = np.where(cells["track_id"] <= 2, 5.0, 0.5)  # two tracks very unlike the training data
+    q = review_queue(cells)
+    first = cells["track_id"].to_numpy()[q["row"].to_numpy()[:12]]
+    assert sorted(first) == list(range(1, 13))  # the unlike tracks do not take the first picks over
+    labelled = (cells["track_id"] == 5).to_numpy() & (cells["frame"] == 0).to_numpy()
+    q = review_queue(cells, labelled=labelled)
+    first = cells["track_id"].to_numpy()[q["row"].to_numpy()[:12]]
+    assert sorted(first) == list(range(1, 13)) and first[-1] == 5  # a labelled track comes last in its round

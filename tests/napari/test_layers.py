@@ -147,11 +147,23 @@ def test_senescence_events_at_the_senescence_frame(result_movie):
     _, res = result_movie
     ev = senescence_events(res.cells, res.tracks)
     sen = res.tracks.dropna(subset=["senescence_frame"])
-    assert len(ev) == len(sen) > 0
+    became = sen[sen["senescence_frame"] > sen["first_frame"]]
+    assert len(ev) == len(became) > 0
     for row in ev.itertuples():
         assert row.frame == int(sen.set_index("track_id").loc[row.track_id, "senescence_frame"])
         assert row.phenotype == "Senescent"
-        assert row.previous_phenotype != "Senescent"
+        assert row.previous_phenotype not in ("Senescent", "")
+
+
+def test_no_star_for_a_cell_already_senescent_when_first_seen(result_movie):
+    import copy
+
+    _, res = result_movie
+    res = copy.deepcopy(res)
+    first = res.tracks["track_id"].iloc[0]
+    res.tracks.loc[res.tracks["track_id"] == first, "senescence_frame"] = res.tracks["first_frame"].iloc[0]
+    ev = senescence_events(res.cells, res.tracks)
+    assert first not in set(ev["track_id"])
 
 
 def test_result_layers_movie(result_movie):

@@ -234,12 +234,14 @@ def tracks_data(cells: pd.DataFrame, class_names) -> tuple[np.ndarray, pd.DataFr
 
 
 def senescence_events(cells: pd.DataFrame, tracks: pd.DataFrame) -> pd.DataFrame:
-    """One row per track that becomes senescent: the cell at its senescence frame.
+    """One row per track that becomes senescent while it is watched: the cell at its senescence frame.
 
-    Columns: those of the cell table, plus ``previous_phenotype`` (the phenotype in the track's
-    frame before, empty when the track starts senescent).
+    A track already senescent when first seen had no event in the movie: it gets no star (in a
+    dense colony a star on every such cell covered the first frame). Columns: those of the cell
+    table, plus ``previous_phenotype`` (the phenotype in the track's frame before).
     """
-    sen = tracks.loc[tracks["senescence_frame"].notna(), ["track_id", "senescence_frame"]]
+    sen = tracks.loc[tracks["senescence_frame"].notna() & (tracks["senescence_frame"] > tracks["first_frame"]),
+                     ["track_id", "senescence_frame"]]
     sen = sen.astype({"senescence_frame": np.int64}).rename(columns={"senescence_frame": "frame"})
     cells = cells.sort_values(["track_id", "frame"], kind="stable")
     previous = cells.groupby("track_id")["phenotype"].shift(1).astype(object).fillna("")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Generator
@@ -148,19 +147,19 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
     if folder is not None:
         folder.__enter__()  # before the long work: an unusable --out is said at once
     try:
+        # said once, in words, by whoever runs the job (the command line prints them, the dock shows
+        # them, classify-many lists them per movie): not as Python warnings with a source line
         notes = []
         warning = external_crops_warning(clf)
         if warning:
             notes.append(warning)
-            warnings.warn(warning, UserWarning, stacklevel=2)
         result = yield from analyse_iter(image, labels, clf, config)
-        ood = ood_report(result, clf)
-        if ood.get("warning"):
-            notes.append(ood["warning"])
-            warnings.warn(ood["warning"], UserWarning, stacklevel=2)
         for key, arr in (("image", image), ("labels", labels)):
             if key not in inputs:
                 inputs[key] = _describe_array(arr, (names or {}).get(key, key))
+        ood = ood_report(result, clf)
+        if ood.get("warning"):
+            notes.append(f"{title or inputs['image'].get('name', 'the movie')}: {ood['warning']}")
         attrs = result.cells.attrs
         run = record.finish(
             config=config.to_dict(),

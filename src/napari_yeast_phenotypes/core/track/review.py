@@ -11,14 +11,20 @@ there, or that a label would change much:
   label there places the transition);
 - ``senescence onset``: the first senescent frame of a track (a label there sets the age at
   senescence, the figure the biology is about);
-- ``unlike the training data``: the cell's ``ood_score`` is above 1 (:mod:`.ood`): the model has
-  not learnt cells like it, so its call says little however confident, and a label there teaches
-  the most. These cells come first in the queue.
+- ``unlike the training data``: the cell's ``ood_score`` is above 1 (:mod:`..network.ood`): the
+  model has not learnt cells like it, so its call says little however confident. On a movie unlike
+  the training data most cells are, so this sign alone cannot choose among them: it adds to the
+  score like the others (it was once offered first, which spent the first 55 picks of a real movie
+  on 7 tracks).
 
 The score is the uncertainty plus a fixed weight per sign (:data:`WEIGHTS`); the reason shown is
 the strongest sign other than uncertainty, or uncertainty when it is the only one. The queue
-interleaves tracks: first the best frame of every track, then the second best, so one long
-uncertain track does not fill the queue.
+interleaves tracks: first the best frame of every track, then the second best, so no track comes
+twice before every track with a cell to check has come once, and one long uncertain track does not
+fill the queue. Once a person has labelled cells and a live model (or a retrained one) has given
+new probabilities, the same signs rank what would change the model most: where the model's own
+call and the track model disagree, where its margin is small, where its calls flicker; tracks
+already labelled come after the others in each round.
 
 Pure numpy/pandas: the viewer's Annotate dock and the benchmark of labels chosen this way vs at
 random (``benchmarks/annotate_learning_curve.py``) call the same function.
@@ -34,9 +40,8 @@ from ..results.schema import prob_columns
 
 UNCERTAIN, DISAGREES, FLICKER, CHANGE, ONSET, UNLIKE = range(6)
 KINDS = ("uncertain", "disagrees", "flicker", "class change", "senescence onset", "unlike the training data")
-#: what each sign adds to the score (uncertainty adds itself, 0..1); cells unlike the training
-#: data are, besides, all offered before the others
-WEIGHTS = {DISAGREES: 0.6, FLICKER: 0.7, CHANGE: 0.8, ONSET: 1.0, UNLIKE: 1.5}
+#: what each sign adds to the score (uncertainty adds itself, 0..1)
+WEIGHTS = {DISAGREES: 0.6, FLICKER: 0.7, CHANGE: 0.8, ONSET: 1.0, UNLIKE: 0.4}
 
 
 def uncertainty(probs: np.ndarray) -> np.ndarray:
@@ -97,7 +102,6 @@ def review_queue(cells: pd.DataFrame, class_names=CLASS_NAMES, labelled=None,
         prev_sen = np.r_[False, sen[:-1]] & ~first_of_track
         signs[:, ONSET] = (sen & ~prev_sen & ~first_of_track) * WEIGHTS[ONSET]
 
-    unlike = np.zeros(n, dtype=bool)
     if "ood_score" in cells:
         unlike = (cells["ood_score"].to_numpy(dtype=np.float64)[order] > 1)  # NaN (no summary): False
         signs[:, UNLIKE] = unlike * WEIGHTS[UNLIKE]
@@ -106,17 +110,19 @@ def review_queue(cells: pd.DataFrame, class_names=CLASS_NAMES, labelled=None,
     # the reason shown: the strongest sign other than uncertainty when there is one (it says more)
     other = signs[:, 1:]
     kind = np.where(other.max(axis=1) > 0, other.argmax(axis=1) + 1, UNCERTAIN)
-    kind[unlike] = UNLIKE
     rows = order
     keep = np.ones(n, dtype=bool)
+    seen_track = np.zeros(n, dtype=bool)
     if labelled is not None:
-        keep = ~np.asarray(labelled, dtype=bool)[order]
+        done = np.asarray(labelled, dtype=bool)[order]
+        keep = ~done
+        seen_track = np.isin(track, np.unique(track[done]))
     q = pd.DataFrame({"row": rows[keep], "score": score[keep], "kind": kind[keep],
-                      "uncertainty": signs[keep, UNCERTAIN], "track_id": track[keep], "unlike": unlike[keep]})
+                      "uncertainty": signs[keep, UNCERTAIN], "track_id": track[keep], "seen": seen_track[keep]})
     q = q.sort_values("score", ascending=False, kind="stable")
-    q["round"] = q.groupby(["unlike", "track_id"]).cumcount()
-    q = q.sort_values(["unlike", "round", "score"], ascending=[False, True, False], kind="stable")
-    return q.drop(columns=["round", "track_id", "unlike"]).reset_index(drop=True)
+    q["round"] = q.groupby("track_id").cumcount()
+    q = q.sort_values(["round", "seen", "score"], ascending=[True, True, False], kind="stable")
+    return q.drop(columns=["round", "track_id", "seen"]).reset_index(drop=True)
 
 
 def reason(cells: pd.DataFrame, row: int, kind: int, class_names=CLASS_NAMES) -> str:
