@@ -133,3 +133,32 @@ def result_folder_with_labels(small_movie, random_checkpoint, tmp_path):
     classify_movie(small_movie.image, small_movie.labels, random_checkpoint, out=tmp_path / "res")
     small_movie.truth.to_csv(tmp_path / "labels.csv", index=False)
     return tmp_path / "res", tmp_path / "labels.csv"
+
+
+@pytest.mark.slow
+def test_a_model_calls_only_the_labelled_classes(curated, tmp_path, capsys):
+    """A lab whose reporter shows two phenotypes trains a model of two; the others are said, not guessed."""
+    data = training_data(curated=curated / "cur")
+    present = [c for c, n in data.train.counts().items() if n]
+    two = present[:2]
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet
+
+    cs = CuratedSet(curated / "cur")
+    keep = cs.manifest[cs.manifest["phenotype"].isin(two)]
+    sub = CuratedSet(tmp_path / "two", cs.crop_settings)
+    import tifffile
+
+    crops = np.stack([tifffile.imread(cs.root / p) for p in keep["path"]])
+    sub.add(crops, keep.drop(columns=["path", "crop_id"]), annotator="t")
+    out = tmp_path / "two.pt"
+    assert main(["train", "--curated", str(tmp_path / "two"), "--out", str(out), "--epochs", "1",
+                 "--batch-size", "4", "--base-weights", "none"]) == 0
+    from napari_yeast_phenotypes.core.network.model import load_classifier
+
+    clf = load_classifier(out)
+    assert list(clf.class_names) == two
+    not_labelled = [c for c in CLASS_NAMES if c not in two]
+    assert clf.metadata["not_labelled"] == not_labelled
+    assert json.loads(record_path(out).read_text())["not_labelled"] == not_labelled
+    assert main(["info", str(out)]) == 0
+    assert f"not labelled yet (the model cannot call them): {', '.join(not_labelled)}" in capsys.readouterr().out

@@ -132,7 +132,10 @@ def _print_metrics(title: str, m: dict, previous: dict | None = None) -> None:
 
 
 def print_report(meta: dict) -> None:
-    """The honest part of a checkpoint's record: what the figures are on, the figures, calibration."""
+    """The honest part of a checkpoint's record: what the figures are on, the figures, calibration, and the
+    classes the model cannot call (no labelled crop)."""
+    if meta.get("not_labelled"):
+        print(f"not labelled yet (the model cannot call them): {', '.join(meta['not_labelled'])}")
     rep = meta.get("report")
     same = rep and rep.get("optimistic") and meta.get("validation") and rep["n"] == meta["validation"]["n"]
     if meta.get("validation") and not same:

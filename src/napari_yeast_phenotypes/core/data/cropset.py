@@ -43,6 +43,18 @@ class CropSet:
                        None if self.groups is None else self.groups[idx], list(self.notes), dict(self.origin),
                        None if self.tracks is None else self.tracks[idx])
 
+    def restrict(self, class_names) -> CropSet:
+        """The crops of ``class_names`` only, their targets renumbered in that order (a model of the classes a
+        lab has labelled: the others are not labelled yet)."""
+        keep_names = tuple(class_names)
+        index = {c: i for i, c in enumerate(keep_names)}
+        old = [index.get(c, -1) for c in self.class_names]
+        mapped = np.asarray(old, dtype=np.int64)[self.targets] if len(self.targets) else self.targets
+        sub = self.subset(np.flatnonzero(mapped >= 0))
+        sub.targets = mapped[mapped >= 0]
+        sub.class_names = keep_names
+        return sub
+
     @staticmethod
     def concat(sets: list[CropSet]) -> CropSet:
         """One set of the crops of ``sets`` (same classes), in order: cross-validation pools a curated set's

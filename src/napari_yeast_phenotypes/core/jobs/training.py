@@ -55,6 +55,33 @@ class TrainingData:
     settings: CropSettings
     #: where each part came from, for the record
     sources: dict = field(default_factory=dict)
+    #: classes of the set that have no training crop (the model cannot call them: "not labelled yet")
+    not_labelled: tuple[str, ...] = ()
+
+    def labelled_only(self) -> TrainingData:
+        """The same data restricted to the classes that have training crops: a lab whose reporter shows two
+        phenotypes trains a model of two. Validation and test crops of other classes are left out (said in
+        ``notes``)."""
+        counts = self.train.counts()
+        keep = tuple(c for c in self.train.class_names if counts.get(c, 0) > 0)
+        missing = tuple(c for c in self.train.class_names if c not in keep)
+        if not missing:
+            return self
+        if len(keep) < 2:
+            raise InputError(f"the training crops hold only {', '.join(keep) or 'no class'}; a classifier needs "
+                             "labelled crops of at least two classes")
+        out = TrainingData(self.train.restrict(keep), None, None, self.settings, dict(self.sources), missing)
+        for part in ("val", "test"):
+            crops = getattr(self, part)
+            if crops is not None:
+                sub = crops.restrict(keep)
+                if len(sub) < len(crops):
+                    sub.notes.append(f"{len(crops) - len(sub)} {part} crops of classes with no training crop "
+                                     f"({', '.join(missing)}) were left out")
+                setattr(out, part, sub if len(sub) else None)
+        out.train.notes.append(f"not labelled yet (no training crop): {', '.join(missing)}; the model calls only "
+                               f"{', '.join(keep)}")
+        return out
 
 
 def open_curated_set(folder):
@@ -122,8 +149,11 @@ def _describe_set(crops: CropSet | None) -> dict | None:
 
 def train_model_iter(data: TrainingData, config: TrainConfig | None = None, out=None, *, overwrite: bool = False,
                      should_stop: Callable[[], bool] | None = None, notes: Callable[[str], None] | None = None,
-                     previous=None) -> Generator[dict, None, object]:
+                     previous=None, labelled_only: bool = True) -> Generator[dict, None, object]:
     """Train on ``data`` (:func:`training_data`); yields progress dicts, returns the best ``Classifier``.
+
+    ``labelled_only``: the model calls only the classes that have training crops
+    (:meth:`TrainingData.labelled_only`); the others are named in the record and the report.
 
     The best epoch goes to ``out`` (checked writable before any epoch), its record beside it
     (:func:`~.record.record_path`). ``should_stop()`` is asked after every batch (a dock's Cancel):
@@ -138,9 +168,11 @@ def train_model_iter(data: TrainingData, config: TrainConfig | None = None, out=
     say = notes or (lambda _m: None)
     if out is not None:
         check_writable_file(out, overwrite)
-    record = RunRecord("train", config, inputs={**data.sources, "train_set": _describe_set(data.train),
-                                                "val_set": _describe_set(data.val),
-                                                "test_set": _describe_set(data.test)})
+    if labelled_only:
+        data = data.labelled_only()
+    record = RunRecord("train", config, not_labelled=list(data.not_labelled),
+                       inputs={**data.sources, "train_set": _describe_set(data.train),
+                               "val_set": _describe_set(data.val), "test_set": _describe_set(data.test)})
     prev = None
     if previous is not None:
         try:
@@ -151,7 +183,7 @@ def train_model_iter(data: TrainingData, config: TrainConfig | None = None, out=
         say(f"note: {note}")
     say(f"training on {len(data.train)} crops " + ", ".join(f"{k} {v}" for k, v in data.train.counts().items()))
     clf = yield from train_iter(data.train, data.val, config, data.settings, out, should_stop, test=data.test,
-                                previous=prev)
+                                previous=prev, metadata={"not_labelled": list(data.not_labelled)})
     for note in clf.metadata["report"]["notes"]:
         say(f"note: {note}")
     if out is not None:

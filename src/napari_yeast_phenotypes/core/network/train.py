@@ -266,8 +266,11 @@ def fold_temperature(model, temperature: float) -> None:
 def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainConfig(),
                crop_settings: CropSettings = CropSettings(), out: str | Path | None = None,
                should_stop: Callable[[], bool] | None = None, *, test: CropSet | None = None,
-               previous=None) -> Generator[dict, None, Classifier]:
+               previous=None, metadata: dict | None = None) -> Generator[dict, None, Classifier]:
     """Train; yields progress dicts, returns the best :class:`Classifier`, calibrated, with its report.
+
+    ``metadata``: plain values kept in the checkpoint's record besides what training measures (e.g. the
+    classes that are not labelled yet).
 
     After every epoch that improves the validation macro-F1 (or every epoch without validation
     data), the checkpoint is written atomically to ``out``, so a crash or a cancel (``should_stop``
@@ -309,7 +312,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     y_all = torch.from_numpy(train.targets)
     history, best, best_state, best_epoch = [], -1.0, None, None
     best_metrics = best_probs = None
-    info = {"class_counts_train": train.counts(),
+    info = {**(metadata or {}), "class_counts_train": train.counts(),
             "class_counts_val": select.counts() if select is not None else None,
             "train_notes": train.notes + plan["notes"],
             "crop_origin": train.origin or {"kind": "unknown"},
