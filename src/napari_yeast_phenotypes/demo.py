@@ -27,6 +27,8 @@ TRAIN_MOVIES = {"n_frames": 40, "size": 320, "n_cells": 45}
 PER_CLASS_TRAIN = 320
 PER_CLASS_VAL = 80
 DEFAULT_EPOCHS = 8
+#: the file that says a folder holds a demo's results (the demo replaces them when run again)
+DEMO_MARK = ".yeast-phenotypes-demo"
 
 
 def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Generator, split: str,
@@ -156,7 +158,11 @@ def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0,
 
     t0 = time.perf_counter()
     epochs = epochs or DEFAULT_EPOCHS
-    out = prepare_output_dir(out, ["cells.csv", "tracks.csv", "summary.png", "curated", "model.pt"], overwrite)
+    # a folder the demo made (its mark is there) is the demo's to replace: the README's command runs twice
+    again = (Path(out) / DEMO_MARK).is_file()
+    out = prepare_output_dir(out, ["cells.csv", "tracks.csv", "summary.png", "curated", "model.pt"],
+                             overwrite or again)
+    (out / DEMO_MARK).write_text("this folder was made by yeast-phenotypes demo, which replaces its own results here\n")
     for stale in ("curated", "training_movies"):
         if (out / stale).exists():
             shutil.rmtree(out / stale)  # only with --overwrite (prepare_output_dir refused otherwise)

@@ -38,7 +38,7 @@ def _write_tif(path: Path, crop: np.ndarray) -> None:
     import tifffile
 
     buf = io.BytesIO()
-    tifffile.imwrite(buf, np.asarray(crop, dtype=np.float32))
+    tifffile.imwrite(buf, np.asarray(crop, dtype=np.float32), photometric="minisblack")
     with atomic_write(path, "wb") as fh:
         fh.write(buf.getvalue())
 
