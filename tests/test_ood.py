@@ -196,7 +196,9 @@ def test_a_warning_is_drawn_on_the_summary_figure_itself():
     tracks = track_summary(cells, CLASS_NAMES)
     plain = summary_figure(cells, tracks, CLASS_NAMES)
     warned = summary_figure(cells, tracks, CLASS_NAMES, warning="90% of the cells of movie.tif are unlike $x$")
-    texts = [t.get_text() for t in warned.texts]
-    assert any(t.startswith("CANNOT BE TRUSTED: 90% of the cells of movie.tif") for t in texts)
-    assert not plain.texts
+    from matplotlib.text import Text
+
+    said = lambda fig: [t.get_text() for t in fig.findobj(Text) if t.get_text().startswith("CANNOT BE TRUSTED")]
+    assert said(warned) == ["CANNOT BE TRUSTED: 90% of the cells of movie.tif are unlike $x$"]
+    assert said(plain) == []
     FigureCanvasAgg(warned).draw()  # a $ in the text is drawn literally, not parsed as mathematics

@@ -12,7 +12,6 @@ from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.results.plots import draw_not_senescent
 from napari_yeast_phenotypes.core.results.survival import (
-    kaplan_meier,
     parse_transitions,
     senescence_survival,
     time_to_senescence,
@@ -98,9 +97,11 @@ def test_summary_panel_draws_the_censored_estimate():
     from matplotlib.figure import Figure
 
     ax = Figure().subplots()
+    from napari_yeast_phenotypes.core.results.plots import not_senescent_curve
+
     draw_not_senescent(ax, None, hand_tracks())  # the panel of summary.png and of the viewer's dock
     line = ax.get_lines()[0]
-    kmf = kaplan_meier(hand_tracks())
+    kmf = not_senescent_curve(hand_tracks())
     np.testing.assert_allclose(line.get_ydata(), kmf.survival_function_.iloc[:, 0], rtol=1e-12)
 
 
@@ -154,3 +155,19 @@ def test_cli_ageing_writes_tables_and_figure(tmp_path, capsys):
     assert set(curves["group"]) == {"A", "B"} and (curves["time"] % 10 == 0).all()
     assert main(["ageing", str(tmp_path), "--by", "condition"]) == 2  # earlier results are kept
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_the_summary_curve_is_on_movie_frames_with_delayed_entry_and_numbers_at_risk():
+    """summary.png's Kaplan-Meier panel counts movie frames, as the other panels: a cell first seen at frame 5 is
+    at risk from frame 5 on, never before."""
+    from napari_yeast_phenotypes.core.results.plots import at_risk, not_senescent_curve
+
+    tracks = pd.DataFrame({"track_id": [1, 2, 3, 4], "first_frame": [0, 0, 5, 0], "last_frame": [9, 9, 9, 3],
+                           "senescence_frame": [4, np.nan, 7, 0]})
+    # track 4 is senescent when first seen: out; track 3 enters at 5
+    assert list(at_risk(tracks, [0, 4, 5, 7, 9])) == [2, 2, 2, 2, 1]
+    kmf = not_senescent_curve(tracks)
+    sf = kmf.survival_function_.iloc[:, 0]
+    assert sf.loc[:3.9].min() == 1.0
+    assert sf.loc[4.0] == pytest.approx(0.5)  # 1 of 2 at risk at frame 4 (track 3 not seen yet)
+    assert sf.loc[7.0] == pytest.approx(0.5 * (1 - 1 / 2))  # at 7: tracks 2 and 3 at risk, 3 becomes senescent

@@ -49,7 +49,6 @@ class PhenotypePlots(QWidget):
         self._n_frames = int(cells["frame"].max()) + 1 if len(cells) else 0
         self.figure.clear()
         self.warning = ((run or {}).get("ood") or {}).get("warning")
-        self.figure.get_layout_engine().set(rect=(0, 0, 1, 0.82 if self.warning else 1))
         raster, fractions, alive = self.figure.subplots(1, 3, width_ratios=[1.3, 1.3, 1])
         frame = self.current_frame()
         marker = frame if frame is not None else 0

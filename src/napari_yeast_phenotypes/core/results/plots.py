@@ -29,21 +29,38 @@ def raster_matrix(cells: pd.DataFrame, tracks: pd.DataFrame, class_names=CLASS_N
     return mat, order, n_frames
 
 
+#: up to this many tracks, every raster row is labelled with its track id
+LABEL_EVERY_ROW = 120
+
+
 def draw_raster(ax, cells, tracks, class_names=CLASS_NAMES, current_frame: int | None = None):
-    """Phenotype of every track (rows, labelled by track id) over time (columns); returns the frame-marker line."""
+    """Phenotype of every track (rows) over time (columns); returns the frame-marker line.
+
+    Every track can be found: up to :data:`LABEL_EVERY_ROW` tracks the rows are sorted by
+    senescence frame and each is labelled with its track id; beyond that they are in track-id
+    order (ticked every few ids). White is "no cell": the track was not there in that frame.
+    """
     from matplotlib.colors import ListedColormap
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     mat, order, n_frames = raster_matrix(cells, tracks, class_names)
-    cmap = ListedColormap([(1, 1, 1, 0)] + class_colours(class_names))
+    many = len(order) > LABEL_EVERY_ROW
+    if many:  # too many rows to name each: in track-id order, so a track is found by its id
+        by_id = np.argsort(order, kind="stable")
+        mat, order = mat[by_id], order[by_id]
+    cmap = ListedColormap([(1, 1, 1, 1)] + class_colours(class_names))
     ax.imshow(mat + 1, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=len(class_names),
               extent=(-0.5, n_frames - 0.5, len(mat) - 0.5, -0.5))
-    # rows are sorted by senescence, so a row number means nothing to the user: tick the track ids
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=1))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _track_tick(order, v)))
+    if many:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=10, integer=True, min_n_ticks=1))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _track_tick(order, v)))
+        ax.set_ylabel("track id (in order)")
+    else:
+        ax.set_yticks(np.arange(len(order)))
+        ax.set_yticklabels([str(t) for t in order], fontsize=float(np.clip(220 / max(len(order), 1), 3.0, 8.0)))
+        ax.set_ylabel("track id (sorted by senescence frame)")
     ax.set_xlabel("frame")
-    ax.set_ylabel("track id (sorted by senescence)")
-    ax.set_title("Phenotype along each track")
+    ax.set_title("Phenotype along each track (white: no cell)")
     line = ax.axvline(current_frame if current_frame is not None else 0, color="k", lw=1,
                       visible=current_frame is not None)
     return line
@@ -75,38 +92,80 @@ def draw_fractions(ax, cells, class_names=CLASS_NAMES, legend: bool = True):
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
-def draw_not_senescent(ax, cells, tracks):
-    """The censored (Kaplan-Meier) estimate of cells staying non-senescent, with its 95 % band.
+def not_senescent_curve(tracks: pd.DataFrame, alpha: float = 0.05):
+    """The Kaplan-Meier estimate of cells not yet senescent over the movie's frames (lifelines), or ``None``.
 
-    Time runs from each track's first frame; a track that ends before senescence leaves the
-    denominator there (ticks) instead of counting as not senescent ever after; tracks already
-    senescent when first seen are left out. The estimate is lifelines' (see ``core.survival``).
+    Each track is at risk from its first frame (delayed entry: a cell first seen at frame 30 says
+    nothing about frames before), until its first Senescent frame (an event) or its last frame
+    (censored: it left, was washed out, or the movie ended). Tracks already Senescent when first
+    seen are left out. The time axis is the movie's frame, as in the other panels.
     """
-    from .survival import draw_km, kaplan_meier, km_table
+    from lifelines import KaplanMeierFitter
 
-    kmf = kaplan_meier(tracks) if len(tracks) else None
+    first = tracks["first_frame"].to_numpy(dtype=float)
+    last = tracks["last_frame"].to_numpy(dtype=float)
+    sen = pd.to_numeric(tracks["senescence_frame"], errors="coerce").to_numpy(dtype=float)
+    event = np.isfinite(sen)
+    keep = ~(event & (sen <= first))
+    if not keep.any():
+        return None
+    end = np.where(event, sen, last)[keep]
+    return KaplanMeierFitter(alpha=alpha).fit(end, event[keep], entry=first[keep] - 0.5, label="all")
+
+
+def at_risk(tracks: pd.DataFrame, frames) -> np.ndarray:
+    """Tracks at risk at each of ``frames``: seen by then, and watched and not senescent before it (a track that
+    becomes senescent at a frame was at risk there, as in the Kaplan-Meier risk set)."""
+    first = tracks["first_frame"].to_numpy(dtype=float)
+    last = tracks["last_frame"].to_numpy(dtype=float)
+    sen = pd.to_numeric(tracks["senescence_frame"], errors="coerce").to_numpy(dtype=float)
+    end = np.where(np.isfinite(sen), sen, last)
+    keep = ~(np.isfinite(sen) & (sen <= first))
+    f = np.asarray(frames, dtype=float)[:, None]
+    return ((first[keep] <= f) & (f <= end[keep])).sum(axis=1)
+
+
+def draw_not_senescent(ax, cells, tracks):
+    """The censored (Kaplan-Meier) estimate of cells not yet senescent over the movie's frames, with its 95 %
+    band, censoring ticks and the numbers at risk under the axis."""
+    from .survival import draw_km, km_table
+
+    kmf = not_senescent_curve(tracks) if len(tracks) else None
     if kmf is None:
         ax.text(0.5, 0.5, "no track to follow", ha="center", va="center", transform=ax.transAxes)
     else:
         draw_km(ax, km_table(kmf, "all"), colour="k")
+    n_frames = int(cells["frame"].max()) + 1 if cells is not None and len(cells) else \
+        int(tracks["last_frame"].max()) + 1 if len(tracks) else 1
+    ax.set_xlim(-0.5, max(n_frames - 0.5, 0.5))
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("frames since first seen")
+    ax.set_xlabel("frame", labelpad=1)
     ax.set_ylabel("fraction not senescent")
     ax.set_title("Not yet senescent (Kaplan-Meier)")
+    if len(tracks):
+        ticks = [t for t in ax.get_xticks() if -0.5 <= t <= n_frames - 0.5]
+        counts = at_risk(tracks, ticks)
+        below = (0, -34)  # points under the axis: under the tick labels and the axis label
+        ax.annotate("at risk", (0, 0), xycoords="axes fraction", xytext=(below[0] - 4, below[1]),
+                    textcoords="offset points", ha="right", va="top", fontsize=7)
+        for t, n in zip(ticks, counts):
+            ax.annotate(str(int(n)), (t, 0), xycoords=("data", "axes fraction"), xytext=below,
+                        textcoords="offset points", ha="center", va="top", fontsize=7)
 
 
 WARNING_COLOUR = "#c0392b"
 
 
 def draw_warning(fig, text: str | None) -> None:
-    """Write ``text`` across the top of ``fig`` in red, in words (a figure that cannot be trusted says so on itself)."""
+    """Write ``text`` under the panels of ``fig`` in red, in words (a figure that cannot be trusted says so on
+    itself); the layout keeps room for it."""
     if not text:
         return
     import textwrap
 
-    fig.text(0.5, 0.995, "\n".join(textwrap.wrap("CANNOT BE TRUSTED: " + text, 160)), ha="center", va="top",
-             color=WARNING_COLOUR, fontsize=9, fontweight="bold", parse_math=False,
-             bbox={"facecolor": "#fdecea", "edgecolor": WARNING_COLOUR, "boxstyle": "round,pad=0.4"})
+    fig.supxlabel("\n".join(textwrap.wrap("CANNOT BE TRUSTED: " + text, 150)), color=WARNING_COLOUR, fontsize=9,
+                  fontweight="bold", parse_math=False,
+                  bbox={"facecolor": "#fdecea", "edgecolor": WARNING_COLOUR, "boxstyle": "round,pad=0.4"})
 
 
 def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None, warning: str | None = None):
@@ -117,15 +176,13 @@ def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = N
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.2 + (0.6 if warning else 0)), layout="constrained")
-    if warning:
-        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 0.6 / (4.2 + 0.6)))
+    fig = Figure(figsize=(13, 4.6 + (0.5 if warning else 0)), layout="constrained")
     axes = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 1])
     draw_raster(axes[0], cells, tracks, class_names)
     draw_fractions(axes[1], cells, class_names)
     draw_not_senescent(axes[2], cells, tracks)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
     draw_warning(fig, warning)
     return fig
 
