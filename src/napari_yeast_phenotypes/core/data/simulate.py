@@ -436,8 +436,8 @@ def write_movie(movie: SyntheticMovie, out_dir, *, overwrite: bool = True) -> di
 
     out = Path(out_dir)
     with ResultFolder(out, overwrite, what="simulate", files=MOVIE_FILES, run_file=MOVIE_RUN_FILE) as folder:
-        tifffile.imwrite(folder.staging / "image.tif", movie.image, photometric="minisblack", metadata={"axes": "TYX"})
-        tifffile.imwrite(folder.staging / "labels.tif", movie.labels, photometric="minisblack", metadata={"axes": "TYX"})
+        for name, arr in (("image.tif", movie.image), ("labels.tif", movie.labels)):
+            tifffile.imwrite(folder.staging / name, arr, photometric="minisblack", metadata={"axes": "TYX"})
         movie.truth.to_csv(folder.staging / "truth.csv", index=False)
         folder.commit({"package": "napari-yeast-phenotypes", "version": __version__, "job": "simulate",
                        "shape": [int(s) for s in movie.image.shape], "cells": int(movie.truth["label"].nunique())})
