@@ -21,10 +21,11 @@ from ..errors import InputError
 from ..files.atomic import atomic_write, check_writable_dir
 from ..files.fingerprint import file_sha256, model_fingerprint
 from ..files.locking import FileLock, LockHeld
+from ..files.tables import write_csv
 from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, result_complete
 from ..results.schema import cell_columns, track_columns
 from .cluster import _torch_threads_here, _wants_gpu, connect, local_cluster, plan_local, threads_per_worker
-from .combine import COMBINED, FAILURES_FILE, MOVIES_FILE, _write_table, combine_tables, read_combined
+from .combine import COMBINED, FAILURES_FILE, MOVIES_FILE, combine_tables, read_combined
 from .spec import MOVIES_DIR, MovieSpec, read_spec
 
 EXPERIMENT_FILE = "experiment.json"
@@ -394,8 +395,8 @@ def _finish(out: Path, movies: list[MovieSpec], meta_cols, names, results, fp, c
     complete = [m for m in movies if results.get(m.movie, {}).get("status") in ("done", "skipped")]
     combine_tables(out, complete, meta_cols, names)
     failures = table.loc[table["status"] == "failed", ["movie", "image", "labels", "reason"]].reset_index(drop=True)
-    _write_table(failures, out / FAILURES_FILE)
-    _write_table(table, out / MOVIES_FILE)
+    write_csv(failures, out / FAILURES_FILE, float_format=None)
+    write_csv(table, out / MOVIES_FILE, float_format=None)
     run = {"package": "napari-yeast-phenotypes", "version": __version__, "job": "classify-many",
            "config": cfg, "model": fp, "movies": len(movies),
            "done": int((table["status"] == "done").sum()), "skipped": int((table["status"] == "skipped").sum()),
