@@ -96,23 +96,26 @@ def draw_not_senescent(ax, cells, tracks):
 
 
 def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None):
-    """The three panels in one figure (matplotlib ``Figure``; no pyplot state is touched)."""
+    """The three panels in one figure (matplotlib ``Figure``; no pyplot state is touched); the title
+    and class names drawn as written (see :mod:`.figures`)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    axes = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 1])
-    draw_raster(axes[0], cells, tracks, class_names)
-    draw_fractions(axes[1], cells, class_names)
-    draw_not_senescent(axes[2], cells, tracks)
-    if title:
-        fig.suptitle(title)
+    from .figures import literal_text, make_literal
+
+    with literal_text():
+        fig = Figure(figsize=(13, 4.2), layout="constrained")
+        axes = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 1])
+        draw_raster(axes[0], cells, tracks, class_names)
+        draw_fractions(axes[1], cells, class_names)
+        draw_not_senescent(axes[2], cells, tracks)
+        if title:
+            fig.suptitle(title)
+        make_literal(fig)
     return fig
 
 
 def save_summary(cells, tracks, path, class_names=CLASS_NAMES, title=None) -> None:
-    """Write the summary figure to ``path`` atomically (PNG)."""
-    from ..files.atomic import atomic_write
+    """Write the summary figure to ``path`` atomically (PNG), drawn whole in memory first."""
+    from .figures import save_png
 
-    fig = summary_figure(cells, tracks, class_names, title)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+    save_png(summary_figure(cells, tracks, class_names, title), path, dpi=110)
