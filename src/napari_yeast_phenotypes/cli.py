@@ -337,7 +337,7 @@ def cmd_classify_many(args) -> int:
                         workers=args.workers, torch_threads=args.torch_threads, overwrite=args.overwrite,
                         progress=movies_bar("classifying movies"), class_names=class_names,
                         trust=args.trust_model_file, labels_name=args.labels_name,
-                        checking=movies_bar("checking finished movies (SHA-256 of their inputs)"))
+                        checking=movies_bar("checking earlier results (SHA-256 of the inputs)"))
     for note in res.notes:
         print(f"note: {note}")
     c = res.counts()
