@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+from napari_yeast_phenotypes.core.results.figures import save_png
 from napari_yeast_phenotypes.core.results.survival import ageing_figure, senescence_survival
 from napari_yeast_phenotypes.core.track.timeline import track_summary
 
@@ -38,11 +39,11 @@ def movie_tracks(seed: int, p_senesce: float) -> pd.DataFrame:
 def main() -> None:
     tracks = pd.concat([movie_tracks(seed, p).assign(movie=f"{name}-{seed}", condition=name)
                         for name, (p, seeds) in CONDITIONS.items() for seed in seeds], ignore_index=True)
-    res = senescence_survival(tracks, by="condition", frame_interval=10, time_unit="min")
+    res = senescence_survival(tracks, by="condition", frame_interval=10, time_unit="min", pairs=True)
     print(res.medians.to_string(index=False))
     print(res.logrank.to_string(index=False))
     fig = ageing_figure(res, title="Simulated ageing experiment (ground-truth phenotypes, 6 movies per condition)")
-    fig.savefig(HERE / "ageing_km.png", dpi=100)
+    save_png(fig, HERE / "ageing_km.png", dpi=100)
 
 
 if __name__ == "__main__":

@@ -129,12 +129,17 @@ def test_log_rank_finds_the_difference_put_in_and_none_between_alike_conditions(
     tracks = pd.concat([_simulated_tracks("slow", 0.01, [1, 2, 3]),
                         _simulated_tracks("slow-again", 0.01, [4, 5, 6]),
                         _simulated_tracks("fast", 0.06, [7, 8, 9])], ignore_index=True)
-    res = senescence_survival(tracks, by="condition")
+    overall = senescence_survival(tracks, by="condition").logrank
+    assert list(overall["test"]) == ["overall"]  # by default one test of all groups at once, no pairs
+    res = senescence_survival(tracks, by="condition", pairs=True)
     assert res.tracks["censored"].sum() > 0 and res.tracks["senescent"].sum() > 0
     p = {(r.group_a, r.group_b): r.p for r in res.logrank.itertuples()}
     assert p[("fast", "slow")] < 1e-3 and p[("fast", "slow-again")] < 1e-3
     assert p[("slow", "slow-again")] > 0.05
-    assert p[("all groups", "")] < 1e-3
+    assert p[("", "")] < 1e-3 and p[("", "")] == overall["p"].iloc[0]
+    assert res.correction == "holm"
+    holm = {(r.group_a, r.group_b): r.p_holm for r in res.logrank.itertuples() if r.test == "pair"}
+    assert all(holm[k] >= p[k] for k in holm)
     # the same test as lifelines' own, on the same durations
     st = res.tracks[~res.tracks["senescent_at_entry"]]
     a, b = st[st["group"] == "fast"], st[st["group"] == "slow"]
@@ -149,7 +154,7 @@ def test_cli_ageing_writes_tables_and_figure(tmp_path, capsys):
     tracks.to_csv(tmp_path / "tracks.csv", index=False)
     assert main(["ageing", str(tmp_path), "--by", "condition", "--frame-interval", "10", "--time-unit", "min"]) == 0
     out = capsys.readouterr().out
-    assert "log-rank A vs B" in out
+    assert "log-rank test of all 2 groups at once" in out
     assert (tmp_path / "ageing" / "ageing.png").stat().st_size > 10_000
     curves = pd.read_csv(tmp_path / "ageing" / "km_curves.csv")
     assert set(curves["group"]) == {"A", "B"} and (curves["time"] % 10 == 0).all()

@@ -119,39 +119,50 @@ def _fmt(x) -> str:
     return "   -" if x is None else f"{x:.3f}"
 
 
-def _print_metrics(title: str, m: dict, previous: dict | None = None) -> None:
-    print(f"{title}: accuracy {m['accuracy']:.3f}, macro-F1 {m.get('macro_f1', float('nan')):.3f}, "
-          f"balanced accuracy {m['balanced_accuracy']:.3f} (n={m['n']})")
+def _metrics_lines(title: str, m: dict, previous: dict | None = None) -> list[str]:
+    lines = [(f"{title}: accuracy {m['accuracy']:.3f}, macro-F1 {m.get('macro_f1', float('nan')):.3f}, "
+              f"balanced accuracy {m['balanced_accuracy']:.3f} (n={m['n']})")]
     if previous:
-        print(f"  previous model on the same crops: accuracy {previous['accuracy']:.3f}, "
-              f"macro-F1 {previous['macro_f1']:.3f}")
-    print(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}" + ("  f1 before" if previous else ""))
+        lines.append(f"  previous model on the same crops: accuracy {previous['accuracy']:.3f}, "
+                     f"macro-F1 {previous['macro_f1']:.3f}")
+    lines.append(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}"
+                 + ("  f1 before" if previous else ""))
     for c, v in m["per_class"].items():
         prev = f"  {_fmt(previous['per_class'][c]['f1'])}" if previous else ""
-        print(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>6}{prev}")
+        lines.append(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}"
+                     f"{v['support']:>6}{prev}")
+    return lines
 
 
-def print_report(meta: dict) -> None:
+def report_lines(meta: dict) -> list[str]:
     """The honest part of a checkpoint's record: what the figures are on, the figures, calibration, and the
     classes the model cannot call (no labelled crop)."""
+    lines: list[str] = []
     if meta.get("not_labelled"):
-        print(f"not labelled yet (the model cannot call them): {', '.join(meta['not_labelled'])}")
+        lines.append(f"not labelled yet (the model cannot call them): {', '.join(meta['not_labelled'])}")
     rep = meta.get("report")
     same = rep and rep.get("optimistic") and meta.get("validation") and rep["n"] == meta["validation"]["n"]
     if meta.get("validation") and not same:
-        _print_metrics("validation (best epoch; the epoch was chosen on these crops)", meta["validation"])
+        lines += _metrics_lines("validation (best epoch; the epoch was chosen on these crops)", meta["validation"])
     if not rep:
-        return
-    print(f"final figures on {rep['on']}" + (" -- OPTIMISTIC" if rep.get("optimistic") else ""))
-    _print_metrics("  report", rep["metrics"], rep.get("previous"))
+        return lines
+    lines.append(f"final figures on {rep['on']}" + (" -- OPTIMISTIC" if rep.get("optimistic") else ""))
+    lines += _metrics_lines("  report", rep["metrics"], rep.get("previous"))
     if rep.get("few_classes"):
-        print(f"  too few crops for a meaningful figure: {', '.join(rep['few_classes'])}")
+        lines.append(f"  too few crops for a meaningful figure: {', '.join(rep['few_classes'])}")
     cal = meta.get("calibration") or {}
     if cal.get("fitted_on"):
-        print(f"calibration: temperature {cal['temperature']:.3f} fitted on {cal['fitted_on']}; expected "
-              f"calibration error {rep['ece_before']:.3f} before, {rep['ece_after']:.3f} after")
+        lines.append(f"calibration: temperature {cal['temperature']:.3f} fitted on {cal['fitted_on']}; expected "
+                     f"calibration error {rep['ece_before']:.3f} before, {rep['ece_after']:.3f} after")
     else:
-        print(f"calibration: none (expected calibration error {rep['ece_before']:.3f})")
+        lines.append(f"calibration: none (expected calibration error {rep['ece_before']:.3f})")
+    return lines
+
+
+def print_report(meta: dict) -> None:
+    """Print :func:`report_lines`."""
+    for line in report_lines(meta):
+        print(line)
 
 
 def cmd_train(args) -> int:
@@ -226,30 +237,43 @@ def cmd_fit_track_model(args) -> int:
     return 0
 
 
+def info_lines(path, clf) -> list[str]:
+    """What ``yeast-phenotypes info`` prints of a loaded model file."""
+    meta = clf.metadata
+    lines = [f"{path}: adapted ResNet50, {len(clf.class_names)} classes: {', '.join(clf.class_names)}",
+             f"trained layers: {','.join(clf.model.trainable)}; base weights: {meta.get('base_weights', 'unknown')}",
+             f"crop settings: {clf.crop_settings.to_dict()}"]
+    origin = meta.get("crop_origin") or {}
+    lines.append(f"crops: {origin.get('kind', 'unknown')}" + (f" ({origin['normalisation']})"
+                                                             if "normalisation" in origin else ""))
+    if not meta.get("training"):
+        lines.append("no training record (a bare state dict or a model made elsewhere)")
+        return lines
+    lines.append("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
+    lines.append(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
+                 f"({meta.get('stopped', 'finished')})")
+    ts = meta.get("training_set") or {}
+    if ts:
+        lines.append(f"training set: {ts['n']} crops (" + ", ".join(f"{k} {v}" for k, v in ts["counts"].items())
+                     + f"); crop ids sha256 {ts['ids_sha256'][:16]}, pixels sha256 {ts['crops_sha256'][:16]}")
+    lines += [f"note: {note}" for note in (meta.get("train_notes") or [])]
+    return lines + report_lines(meta)
+
+
 def cmd_info(args) -> int:
+    from .core.errors import InputError
     from .core.network.model import load_classifier
 
     clf = load_classifier(args.model, trust=False)
-    meta = clf.metadata
-    print(f"{args.model}: adapted ResNet50, {len(clf.class_names)} classes: {', '.join(clf.class_names)}")
-    print(f"trained layers: {','.join(clf.model.trainable)}; base weights: {meta.get('base_weights', 'unknown')}")
-    print(f"crop settings: {clf.crop_settings.to_dict()}")
-    origin = meta.get("crop_origin") or {}
-    print(f"crops: {origin.get('kind', 'unknown')}" + (f" ({origin['normalisation']})" if "normalisation" in origin
-                                                       else ""))
-    if not meta.get("training"):
-        print("no training record (a bare state dict or a model made elsewhere)")
-        return 0
-    print("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
-    print(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
-          f"({meta.get('stopped', 'finished')})")
-    ts = meta.get("training_set") or {}
-    if ts:
-        print(f"training set: {ts['n']} crops (" + ", ".join(f"{k} {v}" for k, v in ts["counts"].items())
-              + f"); crop ids sha256 {ts['ids_sha256'][:16]}, pixels sha256 {ts['crops_sha256'][:16]}")
-    for note in meta.get("train_notes") or []:
-        print(f"note: {note}")
-    print_report(meta)
+    try:  # the record is built whole before a line is printed: a hand-edited one is said in one line
+        lines = info_lines(args.model, clf)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise InputError(f"{args.model}: its record of how it was made is not what yeast-phenotypes writes ({what}); "
+                         "was it edited by hand? The model itself loads: classify with it, or train it again "
+                         "for a new record") from None
+    for line in lines:
+        print(line)
     return 0
 
 
@@ -299,14 +323,19 @@ def cmd_annotate(args) -> int:
 # ---------------------------------------------------------------------------- an ageing experiment
 
 def cmd_classify_many(args) -> int:
+    from .core.config import parse_class_names
     from .core.experiment.run import classify_many, movies_bar
 
-    class_names = args.class_names.split(",") if args.class_names else None
+    class_names = list(parse_class_names(args.class_names)) if args.class_names else None
     config = _classify_config(args)
     res = classify_many(args.spec, args.model, args.out, config, scheduler=args.scheduler,
                         workers=args.workers, torch_threads=args.torch_threads, overwrite=args.overwrite,
                         progress=movies_bar("classifying movies"), class_names=class_names,
-                        trust=args.trust_model_file, labels_name=args.labels_name, track_model=args.track_model)
+                        trust=args.trust_model_file, labels_name=args.labels_name,
+                        track_model=args.track_model,
+                        checking=movies_bar("checking earlier results (SHA-256 of the inputs)"))
+    for note in res.notes:
+        print(f"note: {note}")
     c = res.counts()
     how = res.run.get("run", {})
     where = how.get("scheduler", "")
@@ -323,13 +352,29 @@ def cmd_classify_many(args) -> int:
 
 def cmd_ageing(args) -> int:
     from .core.experiment.ageing import run_ageing
+    from .core.progress import frames_bar
 
+    bar = frames_bar("groups estimated" + (", then pairs tested" if args.pairs else ""), unit="step")
     res, written = run_ageing(args.dir, by=args.by, out=args.out, frame_interval=args.frame_interval,
-                              time_unit=args.time_unit, alpha=args.alpha, overwrite=args.overwrite)
-    print(res.medians.to_string(index=False))
+                              time_unit=args.time_unit, alpha=args.alpha, overwrite=args.overwrite,
+                              pairs=args.pairs, progress=bar)
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 60, "display.width", 160, "display.max_colwidth", 70):
+        print(res.medians.to_string(index=False))
+    for note in res.notes:
+        print(f"note: {note}")
     for r in res.logrank.itertuples():
-        pair = f"{r.group_a} vs {r.group_b}" if r.group_b else r.group_a
-        print(f"log-rank {pair}: chi2 {r.statistic:.3g} (df {r.df}), p = {r.p:.3g}")
+        if r.test == "overall":
+            print(f"log-rank test of all {r.groups} groups at once: chi2 {r.statistic:.3g} (df {r.df}), p = {r.p:.3g}")
+    pairs = res.logrank[res.logrank["test"] == "pair"]
+    if len(pairs):
+        print(f"pairwise log-rank tests ({len(pairs)} pairs), p adjusted for multiple testing by Holm's method:")
+        for r in pairs.head(20).itertuples():
+            print(f"  {r.group_a} vs {r.group_b}: chi2 {r.statistic:.3g}, p = {r.p:.3g}, Holm-adjusted p = "
+                  f"{r.p_holm:.3g}")
+        if len(pairs) > 20:
+            print(f"  ... {len(pairs) - 20} more in logrank.csv")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -347,21 +392,23 @@ def _experiment_parsers(sub, c) -> None:
                         "failures.csv; a rerun skips complete movies")
     p.add_argument("--scheduler", help="address (tcp://host:8786) or scheduler file of a running dask.distributed "
                                        "cluster, e.g. one of dask-jobqueue; default: a local cluster")
-    p.add_argument("--workers", type=int, help="workers of the local cluster (default: CPUs / 2, one on a GPU); "
-                                               "0 = every movie in this process, without Dask")
-    p.add_argument("--torch-threads", type=int,
+    p.add_argument("--workers", type=_whole(0), help="workers of the local cluster (default: CPUs / 2, one on a "
+                                                    "GPU); 0 = every movie in this process, without Dask; not with "
+                                                    "--scheduler")
+    p.add_argument("--torch-threads", type=_whole(1),
                    help="torch threads per worker (default: the CPUs shared out among the workers)")
-    p.add_argument("--labels-name", help="with a glob: the labels' file name beside each image, or a template "
-                                         "such as {stem}_masks{suffix} (default: labels.tif, masks.tif, ...)")
+    p.add_argument("--labels-name", help="with a glob SPEC only: the labels' file name beside each image, or a "
+                                         "template with {stem}, {suffix} or {name}, such as {stem}_masks{suffix} "
+                                         "(default: labels.tif, masks.tif, ...)")
     p.add_argument("--relink", choices=["auto", "yes", "no"], default=c.relink, nargs="?", const="yes",
                    help="relink label ids across frames by overlap (default auto: when they look untracked)")
-    p.add_argument("--channel", type=int, help="channel of (T,C,Y,X) images to classify")
+    p.add_argument("--channel", type=_whole(0), help="channel of (T,C,Y,X) images to classify (0 = the first)")
     p.add_argument("--class-names", help="class names of a bare state dict, in output order")
     p.add_argument("--trust-model-file", action="store_true",
                    help="allow a whole pickled model; this runs any code in the file: only for files you trust")
-    p.add_argument("--batch-size", type=int, default=c.batch_size,
+    p.add_argument("--batch-size", type=_whole(1), default=c.batch_size,
                    help=f"crops per forward pass (default {c.batch_size})")
-    p.add_argument("--chunk-frames", type=int, default=c.chunk_frames,
+    p.add_argument("--chunk-frames", type=_whole(1), default=c.chunk_frames,
                    help=f"frames read at a time (default {c.chunk_frames})")
     p.add_argument("--device", default=c.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", choices=PRECISIONS, default=c.precision,
@@ -371,18 +418,23 @@ def _experiment_parsers(sub, c) -> None:
     p.add_argument("--track-model", metavar="FILE",
                    help="a track model fitted by fit-track-model (JSON); default: the built-in transition rates")
     p.add_argument("--overwrite", action="store_true",
-                   help="classify again movies whose folders hold results of another config, model or input")
+                   help="classify again movies whose folders hold results of another config, model or input "
+                        "(inputs are compared by content, SHA-256)")
     p.set_defaults(func=cmd_classify_many)
 
-    p = sub.add_parser("ageing", help="senescence as survival: Kaplan-Meier per condition, log-rank tests")
+    p = sub.add_parser("ageing", help="senescence as survival: Kaplan-Meier per condition, a log-rank test")
     p.add_argument("dir", help="a classify-many folder (or any folder with a tracks.csv, or the tracks.csv itself)")
     p.add_argument("--by", help="SPEC column(s) to compare, comma-separated (e.g. condition or strain,condition); "
                                 "default: all tracks as one group")
     p.add_argument("--out", help="folder for the tables and ageing.png (default: DIR/ageing)")
-    p.add_argument("--frame-interval", type=float, default=1.0,
+    p.add_argument("--frame-interval", type=_positive_number, default=1.0,
                    help="time between frames, in --time-unit (default 1: times in frames)")
     p.add_argument("--time-unit", help="name of the time unit (default: frames, or 'time' with --frame-interval)")
-    p.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of bands and intervals (0.05)")
+    p.add_argument("--alpha", type=_open_fraction, default=0.05,
+                   help="1 - confidence level of bands and intervals, and the level of the tests (0.05)")
+    p.add_argument("--pairs", action="store_true",
+                   help="also test every pair of groups (k(k-1)/2 tests), with p-values adjusted by Holm's method; "
+                        "default: one log-rank test of all groups at once")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier analysis in --out")
     p.set_defaults(func=cmd_ageing)
 

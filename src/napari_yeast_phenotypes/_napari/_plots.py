@@ -12,6 +12,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
+from ..core.results.figures import make_literal
 from ..core.results.plots import draw_fractions, draw_not_senescent, draw_raster, draw_warning
 
 
@@ -63,6 +64,7 @@ class PhenotypePlots(QWidget):
             ax.yaxis.label.set_fontsize(9)
             ax.tick_params(labelsize=8)
         draw_warning(self.figure, self.warning)
+        make_literal(self.figure)  # class names drawn as written, never as mathtext
         self.frame = marker
         self.canvas.draw_idle()
 

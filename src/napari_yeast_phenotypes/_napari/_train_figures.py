@@ -13,11 +13,16 @@ from qtpy.QtWidgets import QLabel, QSizePolicy
 
 
 def render(fig: Figure) -> np.ndarray:
-    """Draw ``fig`` with Agg (in whichever thread calls this) and return its (H, W, 4) RGBA picture."""
+    """Draw ``fig`` with Agg (in whichever thread calls this) and return its (H, W, 4) RGBA picture; class
+    names and every other text drawn as written (no mathtext: see ``core.results.figures``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from ..core.results.figures import literal_text, make_literal
+
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
-    canvas.draw()
+    with literal_text():
+        make_literal(fig)
+        canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
 
 

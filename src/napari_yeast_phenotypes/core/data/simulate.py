@@ -432,13 +432,14 @@ def write_movie(movie: SyntheticMovie, out_dir, *, overwrite: bool = True) -> di
     import tifffile
 
     from ... import __version__
+    from ..files.tables import write_csv
     from ..results.folder import ResultFolder
 
     out = Path(out_dir)
     with ResultFolder(out, overwrite, what="simulate", files=MOVIE_FILES, run_file=MOVIE_RUN_FILE) as folder:
         for name, arr in (("image.tif", movie.image), ("labels.tif", movie.labels)):
             tifffile.imwrite(folder.staging / name, arr, photometric="minisblack", metadata={"axes": "TYX"})
-        movie.truth.to_csv(folder.staging / "truth.csv", index=False)
+        write_csv(movie.truth, folder.staging / "truth.csv", float_format=None)
         folder.commit({"package": "napari-yeast-phenotypes", "version": __version__, "job": "simulate",
                        "shape": [int(s) for s in movie.image.shape], "cells": int(movie.truth["label"].nunique())})
     return {"image": out / "image.tif", "labels": out / "labels.tif", "truth": out / "truth.csv"}

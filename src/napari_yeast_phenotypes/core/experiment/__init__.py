@@ -14,10 +14,12 @@ folder, and writes for the whole run::
     OUT/experiment.json   how the run was made (version, config, model, workers, counts)
 
 It is resumable and idempotent: a movie whose folder is complete (its ``run.json`` and the
-files it lists, unchanged) and was made with this run's config, model and inputs is skipped, so
+files it lists, unchanged) and was made with this run's config, model and inputs (their content,
+SHA-256) is skipped, so
 a killed run restarted finishes only what is missing; the combined tables are rebuilt from the
 movie folders at the end of every run, written whole or not at all, so they never hold a movie
-twice. Movies made with another config or model are not replaced unless ``overwrite``.
+twice. Movies made with another config, model or input are not replaced unless ``overwrite``; a
+SPEC that lists one movie twice (the same image or labels content) is refused.
 
 Where it runs: a local Dask cluster by default, whose workers x torch threads fit the cores
 (:func:`plan_local`), or an existing ``dask.distributed`` scheduler (``scheduler=ADDRESS``, e.g.

@@ -64,6 +64,9 @@ def plan_local(n_movies: int, cpus: int | None = None, gpu: bool = False, worker
     On a GPU one worker feeds it (more would only compete for its memory); on CPUs each worker
     gets :data:`THREADS_PER_WORKER` threads, and no more workers than movies are started.
     """
+    for name, value, least in (("workers", workers, 1), ("torch threads", torch_threads, 1)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < least):
+            raise InputError(f"{name} of a local cluster must be a whole number of at least {least}, not {value!r}")
     cpus = cpus or usable_cpus()
     if workers is None:
         workers = 1 if gpu else max(1, cpus // THREADS_PER_WORKER)
@@ -101,17 +104,79 @@ def local_cluster(workers: int, torch_threads: int):
     return Client(cluster)
 
 
+#: address schemes of dask.distributed
+SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+
+
+_SCHEDULER_HINT = ("give the address of a running dask.distributed scheduler (tcp://host:8786) or its scheduler "
+                   "file (JSON), or leave out --scheduler to run on a local cluster")
+
+
+def _scheduler_file(scheduler: str) -> Path | None:
+    """The scheduler file ``scheduler`` names, if it names a file (or a .json that should be one)."""
+    path = Path(scheduler)
+    if path.suffix.lower() == ".json" or path.is_file():
+        return path
+    return None
+
+
+def _address_of(scheduler: str) -> str:
+    """The address a scheduler file or address names, checked for form (scheme, host, port)."""
+    import json
+
+    text = str(scheduler).strip()
+    path = _scheduler_file(text) if text else None
+    if path is not None:
+        try:
+            info = json.loads(path.read_text())
+            text = str(info["address"])
+        except FileNotFoundError:
+            raise InputError(f"the scheduler file {path} does not exist; {_SCHEDULER_HINT}") from None
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{path} is not a Dask scheduler file (JSON with an 'address'); "
+                             f"{_SCHEDULER_HINT}") from None
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    if scheme not in SCHEMES:
+        raise InputError(f"--scheduler {scheduler!r}: unknown address scheme {scheme!r} (known: {', '.join(SCHEMES)}); "
+                         f"{_SCHEDULER_HINT}")
+    if scheme == "inproc":
+        return text
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise InputError(f"--scheduler {scheduler!r} is not host:port (e.g. tcp://10.1.2.3:8786); {_SCHEDULER_HINT}")
+    return f"{scheme}://{rest}"
+
+
+def check_scheduler(scheduler: str | None, timeout: float = 5.0) -> None:
+    """Refuse, before any work, a scheduler that cannot be one: a malformed address, a missing or broken
+    scheduler file, or a TCP address where nothing listens."""
+    import socket
+
+    if scheduler is None:
+        return
+    address = _address_of(scheduler)
+    if address.startswith("tcp://"):
+        host, _, port = address[len("tcp://"):].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {address} ({exc.strerror or exc}); start it first, "
+                             "or leave out --scheduler to run on a local cluster") from None
+
+
 def connect(scheduler: str, timeout: float = 30.0):
     """A client of an existing ``dask.distributed`` scheduler (``tcp://host:8786``, a scheduler file)."""
     from dask.distributed import Client
 
+    address = _address_of(scheduler)
     try:
-        if str(scheduler).endswith(".json") and Path(scheduler).is_file():
-            return Client(scheduler_file=str(scheduler), timeout=timeout)
-        return Client(scheduler, timeout=timeout)
-    except OSError as exc:
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); start it first, or leave out "
-                         "--scheduler to run on a local cluster") from exc
+        return Client(address, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - whatever dask raises for an unreachable scheduler is said in one line
+        raise InputError(f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); start it "
+                         "first, or leave out --scheduler to run on a local cluster") from None
 
 
-__all__ = ["connect", "local_cluster", "plan_local", "usable_cpus"]
+__all__ = ["check_scheduler", "connect", "local_cluster", "plan_local", "usable_cpus"]

@@ -13,19 +13,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from ... import __version__
 from ..config import ClassifyConfig
 from ..errors import InputError
 from ..files.atomic import atomic_write, check_writable_dir
-from ..files.fingerprint import file_sha256, model_fingerprint
+from ..files.fingerprint import describe_file, file_sha256, model_fingerprint
 from ..files.locking import FileLock, LockHeld
+from ..files.tables import write_csv
 from ..jobs.classify import check_track_model_file, with_track_model
 from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, result_complete
 from ..results.schema import cell_columns, track_columns
-from .cluster import _torch_threads_here, _wants_gpu, connect, local_cluster, plan_local, threads_per_worker
-from .combine import COMBINED, FAILURES_FILE, MOVIES_FILE, _write_table, combine_tables, read_combined
+from .cluster import (
+    _torch_threads_here,
+    _wants_gpu,
+    check_scheduler,
+    connect,
+    local_cluster,
+    plan_local,
+    threads_per_worker,
+)
+from .combine import COMBINED, FAILURES_FILE, MOVIES_FILE, combine_tables, read_combined
 from .spec import MOVIES_DIR, MovieSpec, read_spec
 
 EXPERIMENT_FILE = "experiment.json"
@@ -42,25 +52,41 @@ def _json_round(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
-def _same_input(recorded: dict, path: Path) -> bool:
-    """Whether ``run.json``'s record of an input is this file: same path and size, or, when the
-    folder was moved, same size and content."""
+def content_sha256(path: Path, hashes: dict | None = None) -> str:
+    """SHA-256 of a file's bytes. ``hashes`` caches them within one run, keyed by the file's path, size,
+    inode and modification and change times, so that a file read twice in a run is hashed once; a
+    file changed in between has another key (its change time moves with any write) and is hashed
+    again. Across runs nothing is cached: a rerun hashes every input it trusts."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)
+    if hashes is not None and key in hashes:
+        return hashes[key]
+    digest = file_sha256(path)
+    if hashes is not None:
+        hashes[key] = digest
+    return digest
+
+
+def _same_input(recorded: dict, path: Path, hashes: dict | None = None) -> bool:
+    """Whether ``run.json``'s record of an input is this file's content. A file of another size is
+    another file at once; a file of the same size is compared by SHA-256 (a movie replaced at the
+    same path by a re-segmentation of the same size is another movie), wherever it lies."""
     try:
         size = path.stat().st_size
+        if recorded.get("bytes") != size or not recorded.get("sha256"):
+            return False
+        return recorded["sha256"] == content_sha256(path, hashes)
     except OSError:
         return False
-    if recorded.get("bytes") != size:
-        return False
-    if recorded.get("path") == str(path.resolve()):
-        return True
-    return recorded.get("sha256") == file_sha256(path)
 
 
-def movie_state(folder, config: dict, model_fp: str, movie: MovieSpec) -> tuple[str, str]:
+def movie_state(folder, config: dict, model_fp: str, movie: MovieSpec, hashes: dict | None = None
+                ) -> tuple[str, str]:
     """``("complete", "")``, ``("stale", why)`` or ``("todo", "")`` for one movie's result folder.
 
     Complete: :func:`~napari_yeast_phenotypes.core.results.folder.result_complete` holds and its
-    ``run.json`` records this run's config (``to_dict``), model fingerprint and input files.
+    ``run.json`` records this run's config (``to_dict``), model fingerprint and input files (their
+    content: SHA-256, see :func:`_same_input`).
     """
     folder = Path(folder)
     if not result_complete(folder):
@@ -69,15 +95,66 @@ def movie_state(folder, config: dict, model_fp: str, movie: MovieSpec) -> tuple[
         run = json.loads((folder / RUN_FILE).read_text())
     except (OSError, ValueError):
         return "todo", ""
+    if not isinstance(run, dict):
+        return "todo", ""
     if _json_round(run.get("config") or {}) != _json_round(config):
         return "stale", "made with other classify settings"
     if (run.get("model") or {}).get("fingerprint") != model_fp:
         return "stale", "made with another model"
     inputs = run.get("inputs") or {}
     for key, path in (("image", movie.image), ("labels", movie.labels)):
-        if not _same_input(inputs.get(key) or {}, Path(path)):
-            return "stale", f"made from another {key} file"
+        if not _same_input(inputs.get(key) or {}, Path(path), hashes):
+            return "stale", f"made from another {key} file (other content)"
     return "complete", ""
+
+
+_SAMPLE = 1 << 20
+
+
+def _quick_print(path: Path) -> tuple:
+    """Size and the hash of three 1 MiB samples (start, middle, end): equal for equal files; files that
+    differ almost always differ here, so only files equal here need a full hash to tell."""
+    import hashlib
+
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for at in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+            fh.seek(at)
+            h.update(fh.read(_SAMPLE))
+    return size, h.hexdigest()
+
+
+def check_distinct_movies(movies: list[MovieSpec], hashes: dict | None = None) -> None:
+    """Refuse a SPEC that lists one movie twice (under two names, two paths, or a copy): its cells would be
+    classified and counted twice. Two movies are one when their images, or their labels, have the
+    same content (SHA-256; only files that agree in size and in samples are hashed whole)."""
+    for key in ("image", "labels"):
+        groups: dict[tuple, list[MovieSpec]] = {}
+        for m in movies:
+            path = Path(getattr(m, key))
+            try:
+                groups.setdefault(_quick_print(path), []).append(m)
+            except OSError:
+                continue  # a missing file fails its movie, said in failures.csv
+        for group in groups.values():
+            if len(group) < 2:
+                continue
+            same: dict[str, MovieSpec] = {}
+            for m in group:
+                path = Path(getattr(m, key))
+                try:
+                    digest = content_sha256(path, hashes)
+                except OSError:
+                    continue
+                if digest in same:
+                    first = same[digest]
+                    raise InputError(
+                        f"the movies {first.movie} and {m.movie} have the same {key} ({getattr(first, key)} and "
+                        f"{path}: the same content); a movie listed twice would be classified and counted "
+                        "twice in the statistics. List each movie once (to compare two segmentations of "
+                        "one movie, run classify-many once for each)")
+                same[digest] = m
 
 
 def clean_leftovers(folder: Path) -> None:
@@ -211,6 +288,9 @@ class ExperimentResult:
         The combined tracks table (``OUT/tracks.csv``).
     failures
         ``movie, image, labels, reason`` of the movies that could not be classified.
+    notes
+        What the user should know of how the SPEC was read (a movie named after its image where
+        the SPEC gave no name, a name changed to name a folder).
     """
 
     out: Path
@@ -218,6 +298,7 @@ class ExperimentResult:
     tracks: pd.DataFrame
     failures: pd.DataFrame
     run: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     _cells: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
@@ -239,7 +320,8 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
                   client=None, workers: int | None = None, torch_threads: int | None = None,
                   overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                   class_names=None, trust: bool = False, labels_name: str | None = None,
-                  lock_wait_s: float = 3600.0, track_model=None) -> ExperimentResult:
+                  lock_wait_s: float = 3600.0, track_model=None, checking: Callable[[int, int], None] | None = None
+                  ) -> ExperimentResult:
     """Classify every movie of a SPEC, each into ``out/movies/<movie>``, and combine the tables.
 
     Parameters
@@ -265,6 +347,9 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
         Redo movies whose folders hold results made with another config, model or input.
     progress
         ``callback(movies_finished, n_movies)``, skipped movies included.
+    checking
+        ``callback(movies_checked, n_movies)`` while the folders of earlier runs are checked (a
+        finished movie is skipped only when its inputs' content, SHA-256, is the one it was made from).
     labels_name
         For a glob SPEC: the labels' file name beside each image (see :func:`find_labels`).
     track_model
@@ -276,13 +361,21 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
     ExperimentResult
     """
     config = config or ClassifyConfig()
+    _check_counts(workers, torch_threads)
+    if workers is not None and (scheduler is not None or client is not None):
+        raise InputError("--workers sets the size of a local cluster; with a scheduler (or a client) its own "
+                         "workers are used: leave out --workers")
+    check_scheduler(scheduler)
     movies = read_spec(spec, labels_name)
+    notes = [m.note for m in movies if m.note]
     meta_cols = list(dict.fromkeys(c for m in movies for c in m.meta))
     out = check_writable_dir(out)
     model_path = Path(model)
     check_track_model_file(track_model)  # a file that is no track model: said before the model is loaded
     if not model_path.is_file():
         raise InputError(f"model file not found: {model_path}")
+    hashes: dict = {}  # SHA-256 of the inputs, each file hashed once in this run
+    check_distinct_movies(movies, hashes)
     # a bad model is said once, before any movie; the cache serves the movies run in this process
     clf = cached_model(model_path, file_sha256(model_path), class_names, trust)
     config, _ = with_track_model(config, track_model, clf.class_names)
@@ -302,7 +395,11 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
             if foreign:
                 raise InputError(f"{out} holds results that classify-many did not write ({', '.join(foreign)}); "
                                  "choose another --out, or pass --overwrite to replace them")
-        states = {m.movie: movie_state(out / MOVIES_DIR / m.movie, cfg, fp["fingerprint"], m) for m in movies}
+        states = {}
+        for i, m in enumerate(movies):  # a finished movie is trusted only after its inputs' content is checked
+            states[m.movie] = movie_state(out / MOVIES_DIR / m.movie, cfg, fp["fingerprint"], m, hashes)
+            if checking is not None:
+                checking(i + 1, len(movies))
         stale = [(m, why) for m, (s, why) in states.items() if s == "stale"]
         if stale and not overwrite:
             first, why = stale[0]
@@ -317,7 +414,17 @@ def classify_many(spec, model, out, config: ClassifyConfig | None = None, *, sch
                    for m in movies if states[m.movie][0] == "complete"}
         how = _run_all(todo, len(movies), len(results), out, model_path, fp, cfg, class_names, trust, overwrite,
                        scheduler, client, workers, torch_threads, progress, lock_wait_s, config.device, results)
-        return _finish(out, movies, meta_cols, names, results, fp, cfg, how, started, t0)
+        return _finish(out, movies, meta_cols, names, results, fp, cfg, how, started, t0, notes)
+
+
+def _check_counts(workers, torch_threads) -> None:
+    """Workers and torch threads as a user gives them: whole numbers, workers from 0, threads from 1."""
+    for name, value, least in (("workers", workers, 0), ("torch threads", torch_threads, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise InputError(f"{name} must be a whole number of at least {least}, not {value!r}"
+                             + (" (0 workers: every movie in this process)" if name == "workers" else ""))
 
 
 def _task(m: MovieSpec, out: Path, model_path: Path, fp: dict, cfg: dict, class_names, trust: bool,
@@ -387,7 +494,7 @@ def _run_all(todo, n_total, n_done, out, model_path, fp, cfg, class_names, trust
     return how
 
 
-def _finish(out: Path, movies: list[MovieSpec], meta_cols, names, results, fp, cfg, how, started, t0
+def _finish(out: Path, movies: list[MovieSpec], meta_cols, names, results, fp, cfg, how, started, t0, notes
             ) -> ExperimentResult:
     rows = []
     for m in movies:
@@ -400,16 +507,19 @@ def _finish(out: Path, movies: list[MovieSpec], meta_cols, names, results, fp, c
     complete = [m for m in movies if results.get(m.movie, {}).get("status") in ("done", "skipped")]
     combine_tables(out, complete, meta_cols, names)
     failures = table.loc[table["status"] == "failed", ["movie", "image", "labels", "reason"]].reset_index(drop=True)
-    _write_table(failures, out / FAILURES_FILE)
-    _write_table(table, out / MOVIES_FILE)
+    write_csv(failures, out / FAILURES_FILE, float_format=None)
+    write_csv(table, out / MOVIES_FILE, float_format=None)
     run = {"package": "napari-yeast-phenotypes", "version": __version__, "job": "classify-many",
            "config": cfg, "model": fp, "movies": len(movies),
            "done": int((table["status"] == "done").sum()), "skipped": int((table["status"] == "skipped").sum()),
            "failed": int(len(failures)), "started": started, "finished": _now(),
-           "seconds": round(time.perf_counter() - t0, 3), "run": how, "spec_columns": meta_cols}
+           "seconds": round(time.perf_counter() - t0, 3), "run": how, "spec_columns": meta_cols, "notes": notes,
+           # what ageing checks that the combined table it reads is this run's, made of these movies' tables
+           "tables": {"tracks.csv": describe_file(out / "tracks.csv")},
+           "movie_tables": {m.movie: file_sha256(out / MOVIES_DIR / m.movie / "tracks.csv") for m in complete}}
     with atomic_write(out / EXPERIMENT_FILE) as fh:
         json.dump(run, fh, indent=2, default=str)
-    return ExperimentResult(out, table, read_combined(out / "tracks.csv"), failures, run)
+    return ExperimentResult(out, table, read_combined(out / "tracks.csv"), failures, run, notes=notes)
 
 
 def movies_bar(desc: str = "movies") -> Callable[[int, int], None]:

@@ -1,5 +1,6 @@
 """Files: written whole or not at all (:mod:`.atomic`), locked between writers (:mod:`.locking`),
-known by their content (:mod:`.fingerprint`), and the package's cache and settings folders (:mod:`.paths`)."""
+known by their content (:mod:`.fingerprint`), CSV tables written and read (:mod:`.tables`), and the
+package's cache and settings folders (:mod:`.paths`)."""
 
 from .._face import public_face
 
@@ -8,5 +9,6 @@ __getattr__, __dir__, __all__ = public_face(__name__, {
     "FileLock": ".locking", "LockHeld": ".locking",
     "file_sha256": ".fingerprint", "array_sha256": ".fingerprint", "describe_file": ".fingerprint",
     "model_fingerprint": ".fingerprint",
+    "write_csv": ".tables", "read_own_csv": ".tables", "read_user_csv": ".tables",
     "cache_dir": ".paths", "config_dir": ".paths", "demo_models": ".paths",
 })

@@ -10,6 +10,7 @@ from ..data.movies import read_array
 from ..errors import InputError
 from ..files.atomic import check_writable_file
 from ..files.fingerprint import file_sha256
+from ..files.tables import read_own_csv
 from ..results.folder import RUN_FILE, result_complete
 from ..track.track_model import MIN_LABELLED_TRACKS
 from .record import RunRecord
@@ -24,7 +25,6 @@ def read_result_folder(result_dir) -> tuple:
         Not a folder, or not a complete result (no ``run.json``, a file changed since it was
         written, an interrupted write), or a table without the probability columns.
     """
-    import pandas as pd
 
     from ..results.schema import prob_columns
 
@@ -40,7 +40,7 @@ def read_result_folder(result_dir) -> tuple:
     if "cells.csv" not in (run.get("outputs") or {}):
         raise InputError(f"{folder} holds no cells.csv of a classified movie (is it a classify-many folder? give "
                          "one of its movies/<movie> folders)")
-    cells = pd.read_csv(folder / "cells.csv")
+    cells = read_own_csv(folder / "cells.csv")
     names = (run.get("model") or {}).get("class_names") or [c[2:] for c in cells.columns if c.startswith("p_")]
     missing = [c for c in ("track_id", "frame", "label", *prob_columns(names)) if c not in cells.columns]
     if missing:

@@ -1,4 +1,5 @@
-"""CSV tables users keep: per cell per frame, and per track. Written atomically."""
+"""CSV tables users keep: per cell per frame, and per track. Written atomically, by the package's one CSV
+writer (:func:`~napari_yeast_phenotypes.core.files.tables.write_csv`: formulas neutralised)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ...phenotypes import CLASS_NAMES
-from ..files.atomic import atomic_write
+from ..files.tables import write_csv
 from .schema import OOD_COLUMN, cell_columns
 
 
@@ -24,14 +25,6 @@ def cells_for_export(cells: pd.DataFrame, class_names=CLASS_NAMES) -> pd.DataFra
     return out.reset_index(drop=True)
 
 
-def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a CSV whole or not at all."""
-    path = Path(path)
-    with atomic_write(path, "w", newline="") as fh:
-        df.to_csv(fh, index=False, float_format="%.6g")
-    return path
-
-
 def write_tables(cells: pd.DataFrame, tracks: pd.DataFrame, out_dir: str | os.PathLike,
                  class_names=CLASS_NAMES) -> dict[str, Path]:
     """Write ``cells.csv`` and ``tracks.csv`` into ``out_dir``."""
@@ -40,3 +33,6 @@ def write_tables(cells: pd.DataFrame, tracks: pd.DataFrame, out_dir: str | os.Pa
         "cells": write_csv(cells_for_export(cells, class_names), out_dir / "cells.csv"),
         "tracks": write_csv(tracks, out_dir / "tracks.csv"),
     }
+
+
+__all__ = ["cells_for_export", "write_csv", "write_tables"]

@@ -169,28 +169,32 @@ def draw_warning(fig, text: str | None) -> None:
 
 
 def summary_figure(cells, tracks, class_names=CLASS_NAMES, title: str | None = None, warning: str | None = None):
-    """The three panels in one figure (matplotlib ``Figure``; no pyplot state is touched).
+    """The three panels in one figure (matplotlib ``Figure``; no pyplot state is touched); the title and class
+    names drawn as written (see :mod:`.figures`).
 
     ``warning``: a plain-words warning drawn on the figure itself (e.g. most cells are unlike the
     model's training data), so that the figure cannot travel without it.
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.6 + (0.5 if warning else 0)), layout="constrained")
-    axes = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 1])
-    draw_raster(axes[0], cells, tracks, class_names)
-    draw_fractions(axes[1], cells, class_names)
-    draw_not_senescent(axes[2], cells, tracks)
-    if title:
-        fig.suptitle(title, parse_math=False)
-    draw_warning(fig, warning)
+    from .figures import literal_text, make_literal
+
+    with literal_text():
+        fig = Figure(figsize=(13, 4.6 + (0.5 if warning else 0)), layout="constrained")
+        axes = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 1])
+        draw_raster(axes[0], cells, tracks, class_names)
+        draw_fractions(axes[1], cells, class_names)
+        draw_not_senescent(axes[2], cells, tracks)
+        if title:
+            fig.suptitle(title)
+        draw_warning(fig, warning)
+        make_literal(fig)
     return fig
 
 
 def save_summary(cells, tracks, path, class_names=CLASS_NAMES, title=None, warning: str | None = None) -> None:
-    """Write the summary figure to ``path`` atomically (PNG); ``warning`` is drawn on it."""
-    from ..files.atomic import atomic_write
+    """Write the summary figure to ``path`` atomically (PNG), drawn whole in memory first; ``warning`` is drawn
+    on it."""
+    from .figures import save_png
 
-    fig = summary_figure(cells, tracks, class_names, title, warning)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
+    save_png(summary_figure(cells, tracks, class_names, title, warning), path, dpi=110)

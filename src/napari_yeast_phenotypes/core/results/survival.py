@@ -7,12 +7,28 @@ leaves the denominator afterwards instead of counting as "not senescent" in ever
 A track that is already Senescent when first seen says nothing about when it became so and is
 left out (counted as ``senescent_at_entry``).
 
+**The table is checked, and nothing is dropped without a word.** A track whose first or last
+frame is missing or not a whole number, whose last frame comes before its first, or whose
+senescence frame is not a whole number or lies outside the track, is left out of every
+estimate; each one keeps its row in ``survival_tracks.csv`` with the reason in ``excluded``, and
+the counts per reason and group are in :attr:`SurvivalResult.excluded`. Groups are the values of
+the ``by`` columns exactly as written (``NA``, ``None`` and an empty cell are three groups); a
+group none of whose tracks can be followed is still listed, with the reason.
+
 The statistics are lifelines' (no hand-written estimators): Kaplan-Meier curves with their
-confidence bands per condition, the median time to senescence with its interval, log-rank tests
-between conditions (all pairs, and all groups at once). Beside them, descriptive tables: the time
-each track spent in each phenotype before senescence (Senescent is absorbing in the timelines,
-so a track's frames in a live phenotype all come before it) and the transitions between
-phenotypes, read from ``tracks.csv``'s ``transitions`` column.
+confidence bands per condition, the median time to senescence with its interval, and **one
+log-rank test of all groups at once** (``multivariate_logrank_test``: do the groups differ at
+all?). Tests of every pair of groups are made only on request (``pairs=True``) and then come with
+p-values adjusted for multiple testing by **Holm's** step-down method (which holds the chance of
+any false positive among all the pairs at ``alpha``, whatever their dependence): among 200
+conditions there are 19,900 pairs, and about 5 % of them look "significant" at p < 0.05 when no
+condition differs. A median that the data cannot give is said so (``note``), not printed as a
+number: no track followed, no track that became senescent, a single track, or an interval of
+zero width (every track at risk became senescent at once).
+
+Beside them, descriptive tables: the time each track spent in each phenotype before senescence
+(Senescent is absorbing in the timelines, so a track's frames in a live phenotype all come before
+it) and the transitions between phenotypes, read from ``tracks.csv``'s ``transitions`` column.
 
 Time is counted in frames from the track's first frame, times ``frame_interval`` (e.g. minutes
 per frame) when that is known.
@@ -20,8 +36,10 @@ per frame) when that is known.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -30,10 +48,27 @@ from ...phenotypes import CLASS_NAMES, SENESCENT
 from ..errors import InputError
 
 #: the columns :func:`time_to_senescence` adds to a tracks table
-SURVIVAL_COLUMNS = ["group", "senescent_at_entry", "time", "senescent", "censored"]
+SURVIVAL_COLUMNS = ["group", "excluded", "senescent_at_entry", "time", "senescent", "censored"]
 ALL = "all"
 SENESCENT_NAME = CLASS_NAMES[SENESCENT]
 _TRANSITION = re.compile(r"^\s*(-?\d+)\s*:\s*(.+?)\s*>\s*(.+?)\s*$")
+
+#: the reasons a track is left out of the estimates (``excluded`` in the survival table)
+AT_ENTRY = "senescent when first seen"
+NO_FIRST = "first frame missing or not a whole number"
+NO_LAST = "last frame missing or not a whole number"
+BACKWARDS = "last frame before the first frame"
+BAD_SENESCENCE = "senescence frame not a whole number"
+OUTSIDE = "senescence frame outside the track"
+INVALID = (NO_FIRST, NO_LAST, BACKWARDS, BAD_SENESCENCE, OUTSIDE)
+
+#: how a missing number may be written in a table made elsewhere (R, spreadsheets): read as empty
+_MISSING = {"", "na", "nan", "<na>", "none", "null"}
+
+MEDIAN_COLUMNS = ["group", "tracks", "senescent", "censored", "senescent_at_entry", "invalid", "median",
+                  "median_lower", "median_upper", "note"]
+LOGRANK_COLUMNS = ["test", "group_a", "group_b", "groups", "statistic", "df", "p", "p_holm"]
+EXCLUDED_COLUMNS = ["group", "reason", "tracks"]
 
 
 @dataclass
@@ -43,24 +78,33 @@ class SurvivalResult:
     Attributes
     ----------
     tracks
-        One row per track: its own columns plus ``group``, ``senescent_at_entry``, ``time``,
-        ``senescent`` (the event) and ``censored``.
+        One row per track of the input, in its order: its own columns plus ``group``,
+        ``excluded`` (why it is left out of the estimates, empty when it is followed),
+        ``senescent_at_entry``, ``time``, ``senescent`` (the event) and ``censored``.
     curves
         Kaplan-Meier estimate per group: ``group, time, survival, lower, upper, at_risk, events,
         censored`` (the fraction not yet senescent and its pointwise confidence band).
     medians
-        Per group: ``tracks, senescent, censored, senescent_at_entry, median, median_lower,
-        median_upper`` (``inf``: not reached within the data).
+        Per group, every group of the input (also one none of whose tracks can be followed):
+        ``tracks`` (followed), ``senescent``, ``censored``, ``senescent_at_entry``, ``invalid``
+        (left out by the table's checks), ``median``, ``median_lower``, ``median_upper`` (``inf``:
+        not reached within the data; empty: not estimable) and ``note`` (why, in words).
     logrank
-        Log-rank tests: one row per pair of groups, and one ``all groups`` row when there are
-        more than two (``group_a, group_b, statistic, df, p``).
+        ``test, group_a, group_b, groups, statistic, df, p, p_holm``: one ``overall`` row (all
+        groups with a followed track, at once) when there are two or more, and with ``pairs`` one
+        ``pair`` row per pair with its Holm-adjusted p-value.
+    excluded
+        ``group, reason, tracks``: how many tracks were left out, why, in which group.
+    notes
+        What a reader should know, in words (tracks left out, groups without a curve, a test that
+        could not be made, columns renamed).
     phenotype_time
         Per group and live phenotype: mean time in it before senescence (or before the track
         ended) over all tracks and over those that became senescent, and its share of the time.
     transitions
         Per group: ``from, to, count`` of phenotype changes (``to = Senescent``: what came before it).
-    by, alpha, time_unit
-        How it was computed.
+    by, alpha, time_unit, correction
+        How it was computed (``correction``: ``"holm"`` when pairs were tested, else ``""``).
     """
 
     tracks: pd.DataFrame
@@ -73,27 +117,50 @@ class SurvivalResult:
     alpha: float = 0.05
     time_unit: str = "frames"
     fitters: dict = field(default_factory=dict, repr=False)
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXCLUDED_COLUMNS))
+    notes: list[str] = field(default_factory=list)
+    correction: str = ""
 
     @property
     def groups(self) -> list[str]:
+        """The groups with a Kaplan-Meier curve (at least one track followed)."""
+        return [g for g, n in zip(self.medians["group"], self.medians["tracks"]) if n > 0]
+
+    @property
+    def all_groups(self) -> list[str]:
+        """Every group of the input, also those none of whose tracks could be followed."""
         return list(self.medians["group"])
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The tables by the file names ``yeast-phenotypes ageing`` writes them to."""
         return {"survival_tracks.csv": self.tracks, "km_curves.csv": self.curves,
                 "median_time.csv": self.medians, "logrank.csv": self.logrank,
+                "excluded_tracks.csv": self.excluded,
                 "phenotype_time.csv": self.phenotype_time, "transitions.csv": self.transitions}
+
+    def summary(self) -> dict:
+        """The counts and choices behind the tables, for ``ageing.json`` (plain values only)."""
+        st = self.tracks
+        reasons = st.loc[st["excluded"] != "", "excluded"].value_counts()
+        return {"tracks": int(len(st)), "followed": int((st["excluded"] == "").sum()),
+                "excluded": {str(k): int(v) for k, v in reasons.items()},
+                "groups": self.all_groups, "groups_with_curve": self.groups, "by": self.by,
+                "alpha": self.alpha, "time_unit": self.time_unit,
+                "test": "log-rank of all groups at once (lifelines multivariate_logrank_test)",
+                "pairs": bool((self.logrank["test"] == "pair").any()), "correction": self.correction,
+                "notes": list(self.notes)}
 
 
 def _by_columns(by) -> list[str]:
     if by is None:
         return []
-    return [by] if isinstance(by, str) else [str(b) for b in by]
+    cols = [by] if isinstance(by, str) else [str(b) for b in by]
+    return list(dict.fromkeys(cols))
 
 
 def _live_classes(tracks: pd.DataFrame, absorbing: str) -> list[str]:
     return [c[len("frames_"):] for c in tracks.columns
-            if c.startswith("frames_") and c != f"frames_{absorbing}"]
+            if isinstance(c, str) and c.startswith("frames_") and c != f"frames_{absorbing}"]
 
 
 def _check_tracks(tracks: pd.DataFrame, by: list[str]) -> None:
@@ -107,6 +174,51 @@ def _check_tracks(tracks: pd.DataFrame, by: list[str]) -> None:
         raise InputError(f"cannot group by {', '.join(absent)}: the tracks table has no such column. "
                          f"Its columns: {', '.join(map(str, tracks.columns))}. Add it to the SPEC of "
                          "classify-many (one column per movie), or group by another")
+
+
+def _as_text(value) -> str:
+    """A group value as written: text as it is; a missing value (only in tables built in code) empty,
+    as it would be in a CSV; anything else as ``str``."""
+    if isinstance(value, str):
+        return value
+    try:
+        if value is None or pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def group_labels(tracks: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """One group name per track: the ``by`` values as written, joined by `` / `` for several columns.
+
+    Two different combinations never share a name: when joining would make them equal (a value
+    holding `` / ``), every part is quoted instead.
+    """
+    if not by:
+        return np.full(len(tracks), ALL, dtype=object)
+    parts = [tracks[b].map(_as_text).to_numpy(dtype=object) for b in by]
+    if len(by) == 1:
+        return parts[0]
+    combos = list(zip(*parts))
+    joined = [" / ".join(c) for c in combos]
+    if len(set(joined)) != len(set(combos)):
+        joined = [" / ".join(json.dumps(p, ensure_ascii=False) for p in c) for c in combos]
+    return np.asarray(joined, dtype=object)
+
+
+def _frames(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame numbers from a column as written: (value as float, missing, not a whole number >= 0)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        missing = np.isnan(num)
+    else:
+        text = values.map(lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v).strip())
+        missing = text.str.lower().isin(_MISSING).to_numpy()
+        num = pd.to_numeric(text.where(~missing, None), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~missing & ~(np.isfinite(num) & (num >= 0) & (np.floor(num) == num))
+    return num, missing, bad
 
 
 def time_to_senescence(tracks: pd.DataFrame, by=None, frame_interval: float = 1.0) -> pd.DataFrame:
@@ -126,32 +238,41 @@ def time_to_senescence(tracks: pd.DataFrame, by=None, frame_interval: float = 1.
     Returns
     -------
     pandas.DataFrame
-        ``tracks`` with ``group``, ``senescent_at_entry`` (already Senescent when first seen: left
-        out of the estimates), ``time`` (first frame to the first Senescent frame, or to the last
-        frame for a censored track, times ``frame_interval``), ``senescent`` and ``censored``.
+        ``tracks`` with ``group``, ``excluded`` (why a track is left out of the estimates: see
+        :data:`INVALID` and :data:`AT_ENTRY`; empty when it is followed), ``senescent_at_entry``
+        (already Senescent when first seen), ``time`` (first frame to the first Senescent frame,
+        or to the last frame for a censored track, times ``frame_interval``; 0 for a track
+        senescent when first seen, empty for one the checks leave out), ``senescent`` and
+        ``censored``. A column of the input with one of these names is kept as ``<name>_input``.
     """
     by = _by_columns(by)
     _check_tracks(tracks, by)
-    if not frame_interval > 0:
-        raise InputError(f"the frame interval must be positive, not {frame_interval!r}")
-    out = tracks.copy()
-    if by:
-        parts = [out[b].astype(str) for b in by]
-        group = parts[0]
-        for p in parts[1:]:
-            group = group + " / " + p
-        out["group"] = group.to_numpy()
-    else:
-        out["group"] = ALL
-    first = out["first_frame"].to_numpy(dtype=np.int64)
-    last = out["last_frame"].to_numpy(dtype=np.int64)
-    sen = pd.to_numeric(out["senescence_frame"], errors="coerce").to_numpy(dtype=float)
-    event = np.isfinite(sen)
-    out["senescent_at_entry"] = event & (sen <= first)
+    if not (isinstance(frame_interval, (int, float, np.number)) and np.isfinite(frame_interval)
+            and frame_interval > 0):
+        raise InputError(f"the frame interval must be a positive finite number, not {frame_interval!r}")
+    group = group_labels(tracks, by)
+    clash = {c: f"{c}_input" for c in SURVIVAL_COLUMNS if c in tracks.columns}
+    out = tracks.rename(columns=clash).reset_index(drop=True)
+    out.attrs["renamed"] = clash
+    out["group"] = group
+    first, first_missing, first_bad = _frames(tracks["first_frame"])
+    last, last_missing, last_bad = _frames(tracks["last_frame"])
+    sen, sen_missing, sen_bad = _frames(tracks["senescence_frame"])
+    reason = np.full(len(out), "", dtype=object)
+    event = ~sen_missing & ~sen_bad
+    with np.errstate(invalid="ignore"):
+        rules = [(first_missing | first_bad, NO_FIRST), (last_missing | last_bad, NO_LAST),
+                 (last < first, BACKWARDS), (sen_bad, BAD_SENESCENCE),
+                 (event & ((sen < first) | (sen > last)), OUTSIDE), (event & (sen == first), AT_ENTRY)]
+    for mask, why in rules:
+        reason[(reason == "") & mask] = why
+    followed = reason == ""
+    out["excluded"] = reason
+    out["senescent_at_entry"] = reason == AT_ENTRY
     end = np.where(event, sen, last)
-    out["time"] = (end - first) * float(frame_interval)
-    out["senescent"] = event & ~out["senescent_at_entry"].to_numpy()
-    out["censored"] = ~event
+    out["time"] = np.where(followed | (reason == AT_ENTRY), (end - first) * float(frame_interval), np.nan)
+    out["senescent"] = followed & event
+    out["censored"] = followed & ~event
     return out
 
 
@@ -164,11 +285,11 @@ def _fit(times, events, label: str, alpha: float):
 def kaplan_meier(tracks: pd.DataFrame, frame_interval: float = 1.0, alpha: float = 0.05, label: str = ALL):
     """The Kaplan-Meier estimate of staying non-senescent for one tracks table (lifelines' fitter).
 
-    Tracks already Senescent when first seen are left out. Returns the fitted
-    ``lifelines.KaplanMeierFitter``, or ``None`` when no track is left.
+    Tracks already Senescent when first seen, and tracks the table's checks leave out, are left
+    out. Returns the fitted ``lifelines.KaplanMeierFitter``, or ``None`` when no track is left.
     """
     st = time_to_senescence(tracks, None, frame_interval)
-    st = st[~st["senescent_at_entry"]]
+    st = st[st["excluded"] == ""]
     if not len(st):
         return None
     return _fit(st["time"], st["senescent"], label, alpha)
@@ -191,53 +312,121 @@ def km_table(kmf, group: str) -> pd.DataFrame:
     })
 
 
-def _median_row(kmf, group: str, g: pd.DataFrame, n_entry: int) -> dict:
+def _median_row(kmf, group: str, g: pd.DataFrame, n_entry: int, n_invalid: int) -> dict:
+    """A group's median time to senescence, or why the data cannot give it."""
+    row = {"group": group, "tracks": int(len(g)), "senescent": int(g["senescent"].sum()),
+           "censored": int(g["censored"].sum()), "senescent_at_entry": n_entry, "invalid": n_invalid,
+           "median": np.nan, "median_lower": np.nan, "median_upper": np.nan, "note": ""}
+    if kmf is None or not len(g):
+        why = [f"{n_entry} senescent when first seen" if n_entry else "",
+               f"{n_invalid} left out by the table's checks" if n_invalid else ""]
+        row["note"] = "no track followed (" + ", ".join(w for w in why if w) + ")"
+        return row
+    longest = float(g["time"].max())
+    if not row["senescent"]:
+        row["note"] = f"not estimable: no track became senescent (followed up to {longest:g})"
+        return row
+    if len(g) < 2:
+        row["note"] = "not estimable from a single track"
+        return row
     from lifelines.utils import median_survival_times
 
     ci = median_survival_times(kmf.confidence_interval_)
-    return {"group": group, "tracks": int(len(g)), "senescent": int(g["senescent"].sum()),
-            "censored": int(g["censored"].sum()), "senescent_at_entry": n_entry,
-            "median": float(kmf.median_survival_time_),
-            "median_lower": float(ci.iloc[0, 0]), "median_upper": float(ci.iloc[0, 1])}
+    median, lower, upper = float(kmf.median_survival_time_), float(ci.iloc[0, 0]), float(ci.iloc[0, 1])
+    row["median"] = median
+    if not np.isfinite(median):
+        row["note"] = f"not reached: more than half never became senescent (followed up to {longest:g})"
+    if lower == upper:
+        row["note"] = (row["note"] + "; " if row["note"] else "") + \
+            "interval not estimable (every track at risk became senescent at once)"
+    else:
+        row["median_lower"], row["median_upper"] = lower, upper
+    return row
 
 
-def _logrank(st: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjustment of p-values (family-wise error rate), in the input's order."""
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    if not m:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def _logrank(st: pd.DataFrame, groups: list[str], pairs: bool = False,
+             progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One log-rank test of all ``groups`` at once; with ``pairs``, every pair, Holm-adjusted."""
     from lifelines.statistics import logrank_test, multivariate_logrank_test
 
-    rows = []
-    for i, a in enumerate(groups):
-        for b in groups[i + 1:]:
-            ga, gb = st[st["group"] == a], st[st["group"] == b]
-            r = logrank_test(ga["time"], gb["time"], ga["senescent"], gb["senescent"])
-            rows.append({"group_a": a, "group_b": b, "statistic": float(r.test_statistic), "df": 1,
-                         "p": float(r.p_value)})
-    if len(groups) > 2:
-        r = multivariate_logrank_test(st["time"], st["group"], st["senescent"])
-        rows.append({"group_a": "all groups", "group_b": "", "statistic": float(r.test_statistic),
-                     "df": int(r.degrees_of_freedom), "p": float(r.p_value)})
-    return pd.DataFrame(rows, columns=["group_a", "group_b", "statistic", "df", "p"])
+    rows, notes = [], []
+    if len(groups) < 2:
+        return pd.DataFrame(rows, columns=LOGRANK_COLUMNS), notes
+    sub = st[st["group"].isin(groups)]
+    if not sub["senescent"].any():
+        notes.append("no track of any group became senescent: there is nothing for a log-rank test to compare")
+        return pd.DataFrame(rows, columns=LOGRANK_COLUMNS), notes
+    r = multivariate_logrank_test(sub["time"].to_numpy(float), sub["group"].to_numpy(object),
+                                  sub["senescent"].to_numpy(bool))
+    rows.append({"test": "overall", "group_a": "", "group_b": "", "groups": len(groups),
+                 "statistic": float(r.test_statistic), "df": int(r.degrees_of_freedom), "p": float(r.p_value),
+                 "p_holm": np.nan})
+    if pairs:
+        by_group = dict(list(sub.groupby("group", sort=False)))
+        n = len(groups) * (len(groups) - 1) // 2
+        done, pair_rows = 0, []
+        for i, a in enumerate(groups):
+            for b in groups[i + 1:]:
+                ga, gb = by_group[a], by_group[b]
+                if ga["senescent"].any() or gb["senescent"].any():
+                    t = logrank_test(ga["time"], gb["time"], ga["senescent"], gb["senescent"])
+                    stat, p = float(t.test_statistic), float(t.p_value)
+                else:
+                    stat, p = np.nan, np.nan  # no event in either: nothing to compare
+                pair_rows.append({"test": "pair", "group_a": a, "group_b": b, "groups": 2, "statistic": stat,
+                                  "df": 1, "p": p, "p_holm": np.nan})
+                done += 1
+                if progress is not None:
+                    progress(done, n)
+        ps = np.array([r["p"] for r in pair_rows], dtype=float)
+        ok = np.isfinite(ps)
+        adj = np.full(len(ps), np.nan)
+        adj[ok] = holm(ps[ok])
+        for r_, a_ in zip(pair_rows, adj):
+            r_["p_holm"] = float(a_)
+        untested = int((~ok).sum())
+        if untested:
+            notes.append(f"{untested} pair(s) of groups without any senescent track were not tested")
+        rows.extend(pair_rows)
+    return pd.DataFrame(rows, columns=LOGRANK_COLUMNS), notes
 
 
 def phenotype_time(st: pd.DataFrame, groups: list[str], absorbing: str = SENESCENT_NAME,
                    frame_interval: float = 1.0) -> pd.DataFrame:
     """Per group and live phenotype: the time tracks spent in it before senescence (or their end).
 
-    Read from the ``frames_<class>`` columns; in the package's timelines Senescent is absorbing,
-    so every frame in a live phenotype comes before senescence.
+    Read from the ``frames_<class>`` columns (a value that is not a number counts as missing);
+    in the package's timelines Senescent is absorbing, so every frame in a live phenotype comes
+    before senescence.
     """
     classes = _live_classes(st, absorbing)
+    frames = {c: pd.to_numeric(st[f"frames_{c}"], errors="coerce").astype(float) for c in classes}
     rows = []
     for g in groups:
-        sub = st[st["group"] == g]
-        sen = sub[sub["senescent"]]
-        total = float(sub[[f"frames_{c}" for c in classes]].to_numpy(dtype=float).sum()) if classes else 0.0
+        in_g = (st["group"] == g).to_numpy()
+        sen = in_g & st["senescent"].to_numpy(bool)
+        total = float(sum(np.nansum(frames[c].to_numpy()[in_g]) for c in classes)) if classes else 0.0
         for c in classes:
-            col = sub[f"frames_{c}"].astype(float) * frame_interval
-            rows.append({"group": g, "phenotype": c, "tracks": int(len(sub)),
-                         "mean_time": float(col.mean()) if len(sub) else np.nan,
-                         "mean_time_senescent_tracks": float(sen[f"frames_{c}"].astype(float).mean() * frame_interval)
-                         if len(sen) else np.nan,
-                         "share_of_time": float(sub[f"frames_{c}"].sum() / total) if total else np.nan})
+            col = frames[c].to_numpy()
+            rows.append({"group": g, "phenotype": c, "tracks": int(in_g.sum()),
+                         "mean_time": float(np.nanmean(col[in_g]) * frame_interval)
+                         if np.isfinite(col[in_g]).any() else np.nan,
+                         "mean_time_senescent_tracks": float(np.nanmean(col[sen]) * frame_interval)
+                         if np.isfinite(col[sen]).any() else np.nan,
+                         "share_of_time": float(np.nansum(col[in_g]) / total) if total else np.nan})
     return pd.DataFrame(rows, columns=["group", "phenotype", "tracks", "mean_time", "mean_time_senescent_tracks",
                                        "share_of_time"])
 
@@ -257,12 +446,21 @@ def parse_transitions(text) -> list[tuple[int, str, str]]:
     return out
 
 
-def transition_counts(st: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
-    """Per group, how often each phenotype changed into each other one (from ``transitions``)."""
-    rows = []
+def transition_counts(st: pd.DataFrame, groups: list[str], notes: list[str] | None = None) -> pd.DataFrame:
+    """Per group, how often each phenotype changed into each other one (from ``transitions``).
+
+    A track whose ``transitions`` cannot be read is left out of these counts, and said in ``notes``.
+    """
+    rows, unreadable = [], 0
     if "transitions" in st.columns:
         for g, text in zip(st["group"], st["transitions"]):
-            rows.extend((g, a, b) for _, a, b in parse_transitions(text))
+            try:
+                rows.extend((g, a, b) for _, a, b in parse_transitions(text))
+            except InputError:
+                unreadable += 1
+    if unreadable and notes is not None:
+        notes.append(f"{unreadable} track(s) with transitions that cannot be read (expected frame:From>To; ...) are "
+                     "left out of transitions.csv")
     df = pd.DataFrame(rows, columns=["group", "from", "to"])
     counts = df.groupby(["group", "from", "to"], sort=False).size().rename("count").reset_index()
     order = {g: i for i, g in enumerate(groups)}
@@ -274,7 +472,8 @@ def transition_counts(st: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
 
 def senescence_survival(tracks: pd.DataFrame, by="condition", *, frame_interval: float = 1.0,
                         time_unit: str | None = None, alpha: float = 0.05,
-                        absorbing: str = SENESCENT_NAME) -> SurvivalResult:
+                        absorbing: str = SENESCENT_NAME, pairs: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> SurvivalResult:
     """Time to senescence per condition: Kaplan-Meier curves, medians, log-rank tests, and more.
 
     Parameters
@@ -288,44 +487,76 @@ def senescence_survival(tracks: pd.DataFrame, by="condition", *, frame_interval:
         Time between frames and its unit's name (default: frames).
     alpha
         1 - the confidence level of the bands and intervals (0.05: 95 %).
+    pairs
+        Also test every pair of groups (Holm-adjusted); by default one test of all groups at once.
+    progress
+        ``callback(done, total)``: groups estimated, then pairs tested.
 
     Returns
     -------
     SurvivalResult
     """
-    if not 0 < alpha < 1:
+    if not (isinstance(alpha, (int, float, np.number)) and 0 < alpha < 1):
         raise InputError(f"alpha must be in (0, 1), not {alpha!r}")
     by_cols = _by_columns(by)
     st = time_to_senescence(tracks, by_cols, frame_interval)
-    n_entry = st.groupby("group", sort=False)["senescent_at_entry"].sum()
-    st_in = st[~st["senescent_at_entry"]]
-    groups = [g for g in pd.unique(st["group"]) if (st_in["group"] == g).any()]
-    groups = sorted(groups, key=str)
+    notes = [f"the table's column {c!r} is kept as {n!r} (ageing adds its own {c!r})"
+             for c, n in st.attrs.get("renamed", {}).items()]
+    all_groups = sorted(pd.unique(st["group"]), key=str)
+    followed = st[st["excluded"] == ""]
+    reasons = st[st["excluded"] != ""].groupby(["group", "excluded"], sort=False).size()
+    excluded = pd.DataFrame([{"group": g, "reason": r, "tracks": int(n)} for (g, r), n in reasons.items()],
+                            columns=EXCLUDED_COLUMNS)
+    for why in (AT_ENTRY, *INVALID):
+        n = int((st["excluded"] == why).sum())
+        if n:
+            notes.append(f"{n} of {len(st)} tracks left out: {why}")
     fitters, curves, medians = {}, [], []
-    for g in groups:
-        sub = st_in[st_in["group"] == g]
-        kmf = _fit(sub["time"], sub["senescent"], str(g), alpha)
-        fitters[g] = kmf
-        curves.append(km_table(kmf, g))
-        medians.append(_median_row(kmf, g, sub, int(n_entry.get(g, 0))))
+    by_group = dict(list(followed.groupby("group", sort=False)))
+    n_entry = st[st["senescent_at_entry"]].groupby("group", sort=False).size()
+    n_invalid = st[st["excluded"].isin(INVALID)].groupby("group", sort=False).size()
+    k = len(by_group)
+    total = len(all_groups) + (k * (k - 1) // 2 if pairs else 0)
+    for i, g in enumerate(all_groups):
+        sub = by_group.get(g, followed.iloc[:0])
+        kmf = _fit(sub["time"], sub["senescent"], str(g), alpha) if len(sub) else None
+        if kmf is not None:
+            fitters[g] = kmf
+            curves.append(km_table(kmf, g))
+        medians.append(_median_row(kmf, g, sub, int(n_entry.get(g, 0)), int(n_invalid.get(g, 0))))
+        if progress is not None:
+            progress(i + 1, total)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["group", "time", "survival", "lower", "upper", "at_risk", "events", "censored"])
-    medians_df = pd.DataFrame(medians, columns=["group", "tracks", "senescent", "censored", "senescent_at_entry",
-                                                "median", "median_lower", "median_upper"])
+    medians_df = pd.DataFrame(medians, columns=MEDIAN_COLUMNS)
+    no_curve = [g for g, n in zip(medians_df["group"], medians_df["tracks"]) if n == 0]
+    if no_curve:
+        notes.append(f"{len(no_curve)} group(s) without any track to follow, so without a curve and left out of "
+                     f"the log-rank test: {', '.join(_shown(g) for g in no_curve[:10])}"
+                     + (" ..." if len(no_curve) > 10 else ""))
+    groups = [g for g in all_groups if g not in set(no_curve)]
+    pair_progress = None if progress is None else (lambda done, _n: progress(len(all_groups) + done, total))
+    logrank, test_notes = _logrank(followed, groups, pairs, pair_progress)
+    notes.extend(test_notes)
     return SurvivalResult(
-        tracks=st, curves=curves_df, medians=medians_df,
-        logrank=_logrank(st_in, groups),
-        phenotype_time=phenotype_time(st_in, groups, absorbing, frame_interval),
-        transitions=transition_counts(st_in, groups), by=by_cols, alpha=alpha,
-        time_unit=time_unit or ("frames" if frame_interval == 1 else "time"), fitters=fitters)
+        tracks=st, curves=curves_df, medians=medians_df, logrank=logrank,
+        phenotype_time=phenotype_time(followed, groups, absorbing, frame_interval),
+        transitions=transition_counts(followed, groups, notes), by=by_cols, alpha=alpha,
+        time_unit=time_unit or ("frames" if frame_interval == 1 else "time"), fitters=fitters,
+        excluded=excluded, notes=notes, correction="holm" if pairs and len(groups) >= 2 else "")
+
+
+def _shown(group: str) -> str:
+    """A group's name as shown in words and figures (an empty value as ``""``)."""
+    return '""' if group == "" else str(group)
 
 
 # ---------------------------------------------------------------------------- figures
 
-def draw_km(ax, curve: pd.DataFrame, colour=None, label: str | None = None, band: bool = True):
+def draw_km(ax, curve: pd.DataFrame, colour=None, label: str | None = None, band: bool = True, lw: float = 1.6):
     """One Kaplan-Meier curve (a :func:`km_table`) as a step line with its confidence band."""
     t = curve["time"].to_numpy(dtype=float)
-    (line,) = ax.step(t, curve["survival"].to_numpy(dtype=float), where="post", color=colour, label=label, lw=1.6)
+    (line,) = ax.step(t, curve["survival"].to_numpy(dtype=float), where="post", color=colour, label=label, lw=lw)
     if band:
         ax.fill_between(t, curve["lower"].to_numpy(dtype=float), curve["upper"].to_numpy(dtype=float),
                         step="post", color=line.get_color(), alpha=0.2, lw=0)
@@ -336,59 +567,100 @@ def draw_km(ax, curve: pd.DataFrame, colour=None, label: str | None = None, band
 
 
 def _p_text(p: float) -> str:
+    if not np.isfinite(p):
+        return "not tested"
     return "p < 1e-10" if p < 1e-10 else f"p = {p:.2g}"
+
+
+#: more groups than this: the figure names none of them (the tables do)
+MAX_NAMED_GROUPS = 20
+
+
+def _median_text(m) -> str:
+    if np.isfinite(m["median"]):
+        return f"median {m['median']:.3g}"
+    if m["median"] == np.inf:
+        return "median not reached"
+    return "median not estimable"
 
 
 def ageing_figure(res: SurvivalResult, title: str | None = None):
     """Kaplan-Meier curves per group (bands, medians, log-rank p) and the time in each phenotype
-    before senescence; a matplotlib ``Figure`` (no pyplot state is touched)."""
+    before senescence; a matplotlib ``Figure`` (no pyplot state is touched). Every text is drawn
+    as written (see :mod:`.figures`); with more than :data:`MAX_NAMED_GROUPS` groups the curves
+    are drawn without bands or names (the tables name them)."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     from ...phenotypes import class_colours
+    from .figures import literal_text, make_literal
 
-    fig = Figure(figsize=(15, 4.6), layout="constrained")
-    ax_km, ax_ph = fig.subplots(1, 2, width_ratios=[1.2, 1])
-    for g in res.groups:
-        m = res.medians.set_index("group").loc[g]
-        med = "not reached" if not np.isfinite(m["median"]) else f"{m['median']:.3g}"
-        draw_km(ax_km, res.curves[res.curves["group"] == g],
-                label=f"{g}: median {med} (n={int(m['tracks'])}, {int(m['senescent'])} senescent)")
-    ax_km.set_ylim(0, 1.02)
-    ax_km.set_xlabel(f"time since the track's first frame ({res.time_unit})")
-    ax_km.set_ylabel("fraction not yet senescent")
-    ax_km.set_title(f"Kaplan-Meier, {int(100 * (1 - res.alpha))} % bands"
-                    + (f" by {', '.join(res.by)}" if res.by else ""))
-    handles, _ = ax_km.get_legend_handles_labels()
-    if len(res.logrank):  # the tests go into the legend, under the curves they compare
-        from matplotlib.lines import Line2D
+    with literal_text():
+        fig = Figure(figsize=(15, 4.6), layout="constrained")
+        ax_km, ax_ph = fig.subplots(1, 2, width_ratios=[1.2, 1])
+        many = len(res.all_groups) > MAX_NAMED_GROUPS
+        medians = res.medians.set_index("group")
+        handles = []
+        for g in res.all_groups:
+            m = medians.loc[g]
+            if m["tracks"] == 0:
+                if not many:
+                    handles.append(Line2D([], [], color="none", label=f"{_shown(g)}: no curve, {m['note']}"))
+                continue
+            line = draw_km(ax_km, res.curves[res.curves["group"] == g], band=not many, lw=0.8 if many else 1.6,
+                           label=f"{_shown(g)}: {_median_text(m)} (n={int(m['tracks'])}, "
+                                 f"{int(m['senescent'])} senescent)")
+            if not many:
+                handles.append(line)
+        ax_km.set_ylim(0, 1.02)
+        ax_km.set_xlabel(f"time since the track's first frame ({res.time_unit})")
+        ax_km.set_ylabel("fraction not yet senescent")
+        ax_km.set_title(f"Kaplan-Meier, {int(round(100 * (1 - res.alpha)))} % bands"
+                        + (f" by {', '.join(res.by)}" if res.by else ""))
+        texts = []
+        if many:
+            texts.append(f"{len(res.all_groups)} groups: see km_curves.csv and median_time.csv")
+        overall = res.logrank[res.logrank["test"] == "overall"]
+        pairs = res.logrank[res.logrank["test"] == "pair"]
+        if len(overall):
+            r = overall.iloc[0]
+            texts.append(f"log-rank, all {int(r['groups'])} groups at once: {_p_text(r['p'])}")
+        if 0 < len(pairs) <= 6:
+            texts.append("pairs (Holm-adjusted):")
+            texts += [f"{_shown(r.group_a)} vs {_shown(r.group_b)}: {_p_text(r.p_holm)}" for r in pairs.itertuples()]
+        elif len(pairs):
+            texts.append(f"{len(pairs)} pairs: see logrank.csv (Holm-adjusted)")
+        left_out = int((res.tracks["excluded"] != "").sum())
+        if left_out:
+            texts.append(f"{left_out} of {len(res.tracks)} tracks left out (see excluded_tracks.csv)")
+        handles += [Line2D([], [], color="none", label=t) for t in texts]
+        ax_km.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
-        lines = [f"{r.group_a} vs {r.group_b}: {_p_text(r.p)}" if r.group_b else f"all groups: {_p_text(r.p)}"
-                 for r in res.logrank.itertuples()]
-        if len(lines) > 6:  # many groups: the overall test only
-            lines = lines[-1:]
-        handles += [Line2D([], [], color="none", label=t) for t in ["log-rank:", *lines]]
-    ax_km.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-
-    pt = res.phenotype_time
-    if len(pt):
-        classes = list(pd.unique(pt["phenotype"]))
-        colours = class_colours(classes)
-        groups = res.groups
-        left = np.zeros(len(groups))
-        for c, col in zip(classes, colours):
-            vals = pt[pt["phenotype"] == c].set_index("group").reindex(groups)["mean_time"].to_numpy(dtype=float)
-            ax_ph.barh(np.arange(len(groups)), vals, left=left, color=col, label=c)
-            left += np.nan_to_num(vals)
-        ax_ph.set_yticks(np.arange(len(groups)), groups)
-        ax_ph.invert_yaxis()
-        ax_ph.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax_ph.set_xlabel(f"mean time per track ({res.time_unit})")
-    ax_ph.set_title("Time in each phenotype before senescence")
-    if title:
-        fig.suptitle(title)
+        pt = res.phenotype_time
+        if len(pt):
+            classes = list(pd.unique(pt["phenotype"]))
+            colours = class_colours(classes)
+            groups = res.groups
+            left = np.zeros(len(groups))
+            for c, col in zip(classes, colours):
+                vals = pt[pt["phenotype"] == c].set_index("group").reindex(groups)["mean_time"].to_numpy(dtype=float)
+                ax_ph.barh(np.arange(len(groups)), vals, left=left, color=col, label=c)
+                left += np.nan_to_num(vals)
+            if many:
+                ax_ph.set_yticks([])
+                ax_ph.set_ylabel(f"{len(groups)} groups (see phenotype_time.csv)")
+            else:
+                ax_ph.set_yticks(np.arange(len(groups)), [_shown(g) for g in groups])
+            ax_ph.invert_yaxis()
+            ax_ph.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax_ph.set_xlabel(f"mean time per track ({res.time_unit})")
+        ax_ph.set_title("Time in each phenotype before senescence")
+        if title:
+            fig.suptitle(title)
+        make_literal(fig)
     return fig
 
 
-__all__ = ["SurvivalResult", "ageing_figure", "draw_km", "kaplan_meier", "km_table", "parse_transitions",
-           "phenotype_time", "senescence_survival", "time_to_senescence",
+__all__ = ["SurvivalResult", "ageing_figure", "draw_km", "group_labels", "holm", "kaplan_meier", "km_table",
+           "parse_transitions", "phenotype_time", "senescence_survival", "time_to_senescence",
            "transition_counts"]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ...errors import InputError
 from ...files.atomic import atomic_write
+from ...files.tables import csv_text, restore_table
 
 LEGACY_COLUMNS = ["crop_id", "split", "phenotype", "path", "experiment", "source", "frame", "label",
                   "track_id", "annotated_at", "annotator"]
@@ -210,6 +211,7 @@ class ManifestMixin:
                                  for c in MANIFEST_COLUMNS})
         try:
             df = pd.read_csv(path, dtype=dict.fromkeys(_STR_COLUMNS, str), keep_default_na=False)
+            df = restore_table(df)  # what the writer neutralised for spreadsheets, as it was given
         except Exception as exc:
             raise InputError(f"{path} cannot be read ({exc}); restore it from a backup") from exc
         missing = [c for c in LEGACY_COLUMNS if c not in df.columns]
@@ -264,13 +266,15 @@ class ManifestMixin:
         ``appended_to``: the manifest ``df`` was made from by adding rows at its end, nothing else
         changed. The text written for that manifest is then reused and only the new rows are
         turned into CSV (turning 5,000 rows into CSV took 45-50 ms per label). The file is the
-        same as ``df.to_csv`` would write: the new rows are formatted from ``df`` itself.
+        same as writing ``df`` whole would give: the new rows are formatted from ``df`` itself. Text that a
+        spreadsheet would run as a formula is neutralised (:mod:`~napari_yeast_phenotypes.core.files.tables`)
+        and restored when the manifest is read.
         """
         cached = self._text_of
         if appended_to is not None and cached is not None and cached[0] is appended_to:
-            text = cached[1] + df.iloc[len(appended_to):].to_csv(index=False, header=False, lineterminator="\n")
+            text = cached[1] + csv_text(df.iloc[len(appended_to):], header=False, float_format=None)
         else:
-            text = df.to_csv(index=False, lineterminator="\n")
+            text = csv_text(df, float_format=None)
         with atomic_write(self.root / "manifest.csv", "w", newline="") as fh:
             fh.write(text)
         self.manifest = df
