@@ -8,17 +8,26 @@ import torch
 from napari_yeast_phenotypes.core.config import ClassifyConfig
 from napari_yeast_phenotypes.core.data.crops import movie_crops
 from napari_yeast_phenotypes.core.data.cropset import CropSet
+from napari_yeast_phenotypes.core.data.descriptors import (
+    DESCRIPTORS,
+    SUMMARY_DESCRIPTORS,
+    crop_descriptors,
+    crop_intensity_stats,
+    crop_texture_stats,
+)
 from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 from napari_yeast_phenotypes.core.data.tracking import build_cell_table
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.jobs import classify_movie
 from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
 from napari_yeast_phenotypes.core.network.ood import (
+    OOD_VERSION,
     WARN_SHARE,
     OODSummary,
-    crop_intensity_stats,
     fit_summary,
+    fit_summary_grouped,
     movie_report,
+    summarise_labelled,
     summarise_training,
 )
 from napari_yeast_phenotypes.core.results.export import cells_for_export
@@ -116,7 +125,8 @@ def model_with_summary():
         movie = simulate_movie(n_frames=6, size=128, n_cells=10, seed=seed)
         table = build_cell_table(movie.labels, relink=False)
         crops = movie_crops(movie.image, movie.labels, table, Classifier(model).crop_settings)
-        sets.append(CropSet(crops, np.zeros(len(crops), np.int64), CLASS_NAMES))
+        # each movie is one group (an experiment, as in a curated set): thresholds from the other movie
+        sets.append(CropSet(crops, np.zeros(len(crops), np.int64), CLASS_NAMES, groups=np.full(len(crops), seed)))
     clf = Classifier(model)
     clf.ood = summarise_training(model, sets[0], sets[1])
     return clf
@@ -202,3 +212,127 @@ def test_a_warning_is_drawn_on_the_summary_figure_itself():
     assert said(warned) == ["CANNOT BE TRUSTED: 90% of the cells of movie.tif are unlike $x$"]
     assert said(plain) == []
     FigureCanvasAgg(warned).draw()  # a $ in the text is drawn literally, not parsed as mathematics
+
+
+# ------------------------------------------------------------------ version 2: texture, cross-fitted thresholds
+
+
+
+def noisy(crops, rng, sigma=0.15, blank_half=False):
+    """The same cells with camera noise (and, optionally, a neighbour blanked over half the crop)."""
+    out = crops + rng.normal(0, sigma, crops.shape).astype(np.float32)
+    if blank_half:
+        out[..., :, : out.shape[-1] // 2] = 0.0
+    return out
+
+
+def test_texture_stats_see_noise_and_blanked_neighbours():
+    rng = np.random.default_rng(0)
+    clean = blobs(20, rng)
+    t_clean = crop_texture_stats(clean)
+    t_noisy = crop_texture_stats(noisy(clean, rng))
+    t_blank = crop_texture_stats(noisy(clean, rng, 0.0, blank_half=True))
+    names = list(crop_descriptors(clean[:1]).shape)
+    assert names == [1, len(DESCRIPTORS)]
+    rel, ac, blanked = (DESCRIPTORS.index(n) - 6 for n in ("roughness_rel", "autocorrelation", "blanked"))
+    assert (t_noisy[:, rel] > 1.3 * t_clean[:, rel]).all()  # pixel noise against the crop's contrast
+    assert (t_noisy[:, ac] < t_clean[:, ac]).all()  # neighbouring pixels less alike
+    assert (t_blank[:, blanked] > 0.45).all() and (t_clean[:, blanked] < 0.01).all()
+
+
+def grouped_clusters(n_groups, per_group, rng, dim=32, group_shift=0.6):
+    """Features of 4 classes whose groups (movies) are each a little shifted, and their descriptors."""
+    f, t, g = [], [], []
+    for i in range(n_groups):
+        fi, ti = clusters(per_group, rng, dim, shift=rng.normal(0, group_shift, dim))
+        f.append(fi), t.append(ti), g.append(np.full(per_group, i))
+    f, t, g = np.concatenate(f), np.concatenate(t), np.concatenate(g)
+    return f, t, crop_descriptors(blobs(len(f), rng)), g
+
+
+def test_crossfitted_thresholds_hold_on_new_movies():
+    """Thresholds from whole held-out groups judge a new movie as one; from random folds they flag too much."""
+    rng = np.random.default_rng(5)
+    f, t, d, g = grouped_clusters(6, 150, rng)
+    new_f, _, new_d, _ = grouped_clusters(4, 150, np.random.default_rng(6))
+    grouped = fit_summary_grouped(f, t, d, 4, g, n_components=16)
+    naive = fit_summary_grouped(f, t, d, 4, None, n_components=16)
+    share = {k: (s.score_from_descriptors(new_f, new_d) > 1).mean() for k, s in (("grouped", grouped),
+                                                                                 ("naive", naive))}
+    assert share["grouped"] < 0.05 < share["naive"]
+    assert 0 < grouped.heldout_outside < 0.03 and "6 groups" in grouped.heldout_kind
+    assert grouped.version == OOD_VERSION and grouped.descriptor_names == SUMMARY_DESCRIPTORS
+
+
+def test_noisy_cells_are_flagged_though_their_features_look_familiar():
+    """Real cells in miniature: the network's features inside the training clusters, the pixels noisy."""
+    rng = np.random.default_rng(7)
+    f, t, d, g = grouped_clusters(4, 150, rng)
+    summary = fit_summary_grouped(f, t, d, 4, g, n_components=16)
+    like_f, _ = clusters(300, rng)
+    like = blobs(300, rng)
+    assert (summary.score(like_f, like) > 1).mean() < 0.05
+    assert (summary.score(like_f, noisy(like, rng)) > 1).mean() > 0.9
+    assert (summary.score(like_f, noisy(like, rng, 0.0, blank_half=True)) > 1).mean() > 0.9
+
+
+def test_summary_of_labelled_cells_by_tracks():
+    rng = np.random.default_rng(8)
+    f, t, d, g = grouped_clusters(12, 25, rng, group_shift=0.3)  # 12 tracks of 25 frames
+    names = np.asarray(["Aggregate", "Cytoplasm", "Nuclear", "Circular"])
+    s = summarise_labelled(f, d, names[t], CLASS_NAMES, groups=g)
+    assert s.class_means.shape[0] == len(CLASS_NAMES) and "labelled cells" in s.heldout_kind
+    new_f, new_t, new_d, _ = grouped_clusters(20, 25, np.random.default_rng(9), group_shift=0.3)
+    assert (s.score_from_descriptors(new_f, new_d) > 1).mean() < 0.05  # other tracks like the labelled ones
+    far = s.score_from_descriptors(new_f + 6.0, new_d)
+    assert (far > 1).mean() > 0.9
+    assert summarise_labelled(f[:7], d[:7], names[t[:7]], CLASS_NAMES) is None  # too few labels
+
+
+def v1_state(summary: OODSummary) -> dict:
+    """A version 1 summary as the first checkpoints stored it."""
+    state = summary.to_state()
+    six = [DESCRIPTORS.index(n) for n in ("mean", "std", "p05", "p50", "p95", "centre_minus_rim")]
+    rng = np.random.default_rng(0)
+    stats = crop_descriptors(blobs(50, rng))[:, six]
+    state.update(version=1, intensity_mean=torch.tensor(stats.mean(axis=0), dtype=torch.float32),
+                 intensity_std=torch.tensor(stats.std(axis=0) + 1e-3, dtype=torch.float32),
+                 intensity_stats=["mean", "std", "p05", "p50", "p95", "centre_minus_rim"], quantile=0.99)
+    for k in ("descriptor_mean", "descriptor_std", "descriptor_precision", "descriptor_names"):
+        state.pop(k)
+    return state
+
+
+def test_version1_summaries_still_load_score_as_before_and_save_back(summary, tmp_path):
+    state = v1_state(summary)
+    old = OODSummary.from_state(state)
+    assert old.version == 1 and old.descriptor_precision is None
+    rng = np.random.default_rng(10)
+    f, _ = clusters(40, rng)
+    c = blobs(40, rng)
+    s = crop_descriptors(c)[:, :6]
+    z = (s - state["intensity_mean"].numpy()) / state["intensity_std"].numpy()
+    np.testing.assert_allclose(old.distances(f, c)[:, 2], np.sqrt((z * z).mean(axis=1)), rtol=1e-5)
+    again = old.to_state()
+    assert again["version"] == 1 and "intensity_mean" in again and "descriptor_mean" not in again
+    np.testing.assert_allclose(OODSummary.from_state(again).score(f, c), old.score(f, c), rtol=1e-5)
+    newer = {**summary.to_state(), "version": OOD_VERSION + 1}
+    with pytest.raises(InputError, match="newer napari-yeast-phenotypes"):
+        OODSummary.from_state(newer)
+
+
+def test_real_movie_crops_differ_from_simulated_ones_in_texture():
+    """The premise of the crop distance, on the real yeastvision movie: its crops are noisier and more blanked
+    (dense colony) than a simulated movie's, by many of the simulated crops' standard deviations."""
+    import tifffile
+    from realdata import real_data
+
+    folder = real_data("yeastvision-sample-movie")
+    image = tifffile.imread(folder / "cdc_fluorescence.tif")[:3]
+    labels = tifffile.imread(folder / "masks.tif")[:3]
+    real = crop_descriptors(movie_crops(image, labels, build_cell_table(labels, relink=False)))
+    sim = simulate_movie(n_frames=6, size=192, n_cells=20, seed=4)
+    simd = crop_descriptors(movie_crops(sim.image, sim.labels, build_cell_table(sim.labels, relink=False)))
+    z = (np.median(real, axis=0) - simd.mean(axis=0)) / simd.std(axis=0)
+    for name in ("roughness", "roughness_rel", "blanked"):
+        assert z[DESCRIPTORS.index(name)] > 3, (name, z[DESCRIPTORS.index(name)])

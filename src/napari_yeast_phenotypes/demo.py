@@ -54,10 +54,12 @@ def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> di
     from .core.data.crops import CropSettings
     from .core.data.simulate import SIMULATOR_VERSION
     from .core.network.model import CHECKPOINT_VERSION
+    from .core.network.ood import OOD_VERSION
 
     return {"version": __version__, "simulator": SIMULATOR_VERSION, "crop_settings": CropSettings().to_dict(),
             "checkpoint": CHECKPOINT_VERSION, "seed": seed, "epochs": epochs, "base_weights": base_weights,
-            "trainable": trainable, "train_movies": TRAIN_MOVIES, "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL],
+            "trainable": trainable, "ood": OOD_VERSION, "train_movies": TRAIN_MOVIES,
+            "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL],
             "training": demo_train_config(seed, epochs, base_weights, trainable).to_dict()}
 
 

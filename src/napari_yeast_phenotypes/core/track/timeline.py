@@ -243,6 +243,97 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     return path, post
 
 
+def smooth_tracks(probs: np.ndarray, track_ids: np.ndarray, absorbing: int | None,
+                  settings: TimelineSettings = TimelineSettings(), fixed=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`smooth_track_posterior` of many tracks at once: the same numbers, vectorised over tracks.
+
+    Parameters
+    ----------
+    probs
+        (N, C) per-frame probabilities, rows grouped by track and in time order within a track
+        (as :func:`add_timeline` sorts them).
+    track_ids
+        (N,) track of each row; a track's rows are consecutive.
+    fixed
+        Optional (N,) class a person gave each row (``-1`` where none); checked per track.
+
+    Returns
+    -------
+    path, posterior
+        (N,) smoothed class and (N, C) posterior of each row, equal to calling
+        :func:`smooth_track_posterior` track by track (the same float operations, in the same
+        order), in time proportional to the longest track rather than to the number of rows: the
+        live head re-smooths a movie of 40,000 cell-frames after each label.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    n_rows, n = probs.shape if probs.ndim == 2 else (0, 0)
+    settings.check_classes(n)
+    if n_rows == 0:
+        return np.zeros(0, np.int64), np.zeros((0, n))
+    emis = emissions(probs, settings)
+    tracks = np.asarray(track_ids)
+    starts = np.r_[0, np.flatnonzero(tracks[1:] != tracks[:-1]) + 1]
+    lengths = np.diff(np.r_[starts, n_rows])
+    if fixed is not None:
+        fixed = np.asarray(fixed, dtype=np.int64)
+        for a, ln in zip(starts, lengths):
+            if (fixed[a:a + ln] >= 0).any():
+                check_fixed(fixed[a:a + ln], absorbing)
+    if not settings.smooth:
+        return _unsmoothed(emis, absorbing, fixed)
+    if fixed is not None:
+        at = np.flatnonzero(fixed >= 0)
+        emis[at] = 0.0
+        emis[at, fixed[at]] = 1.0
+    # tracks longest first: the tracks still running at step t are the first n_at[t]
+    order = np.argsort(-lengths, kind="stable")
+    starts, lengths = starts[order], lengths[order]
+    n_tracks, longest = len(lengths), int(lengths[0])
+    n_at = np.array([int((lengths > t).sum()) for t in range(longest)])
+    # the row of track i at step t (rows of finished tracks are never read)
+    rows = starts[:, None] + np.minimum(np.arange(longest)[None, :], (lengths - 1)[:, None])
+    e = emis[rows]  # (tracks, longest, C)
+    a = transition_matrix(n, absorbing, settings)
+    with np.errstate(divide="ignore"):
+        log_a = np.log(a)
+        log_e = np.log(e)
+    score = log_e[:, 0].copy()
+    back = np.zeros((n_tracks, longest, n), dtype=np.int64)
+    for t in range(1, longest):
+        m = n_at[t]
+        cand = score[:m, :, None] + log_a
+        back[:m, t] = cand.argmax(axis=1)
+        score[:m] = cand.max(axis=1) + log_e[:m, t]
+    path = np.empty((n_tracks, longest), dtype=np.int64)
+    last = lengths - 1
+    path[np.arange(n_tracks), last] = score.argmax(axis=1)
+    for t in range(longest - 1, 0, -1):
+        m = n_at[t]
+        path[:m, t - 1] = back[np.arange(m), t, path[:m, t]]
+    fwd = np.empty((n_tracks, longest, n))
+    f = e[:, 0] / n
+    fwd[:, 0] = f / f.sum(axis=1, keepdims=True)
+    for t in range(1, longest):
+        m = n_at[t]
+        f = (fwd[:m, t - 1] @ a) * e[:m, t]
+        fwd[:m, t] = f / f.sum(axis=1, keepdims=True)
+    post = np.empty((n_tracks, longest, n))
+    post[np.arange(n_tracks), last] = fwd[np.arange(n_tracks), last]
+    b = np.ones((n_tracks, n))
+    for t in range(longest - 2, -1, -1):
+        m = n_at[t + 1]  # tracks with a frame after t: their backward message moves one step
+        bm = (e[:m, t + 1] * b[:m]) @ a.T
+        b[:m] = bm / bm.sum(axis=1, keepdims=True)
+        p = fwd[:m, t] * b[:m]
+        post[:m, t] = p / p.sum(axis=1, keepdims=True)
+    out_path = np.empty(n_rows, dtype=np.int64)
+    out_post = np.empty((n_rows, n))
+    for_rows = np.arange(longest)[None, :] < lengths[:, None]
+    out_path[rows[for_rows]] = path[for_rows]
+    out_post[rows[for_rows]] = post[for_rows]
+    return out_path, out_post
+
+
 def forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scaled forward and backward messages of one track (flat prior over the start state).
 
@@ -324,11 +415,12 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
     frames = cells["frame"].to_numpy()
     bounds = np.flatnonzero(np.diff(tracks)) + 1
     for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(cells)]):
-        if b > a:
-            fx = fixed[a:b] if (fixed[a:b] >= 0).any() else None
-            if fx is not None:
-                check_fixed(fx, sink, names, frames[a:b], tracks[a])
-            smooth[a:b], conf[a:b] = smooth_track(probs[a:b], sink, settings, fx)
+        if b > a and (fixed[a:b] >= 0).any():
+            check_fixed(fixed[a:b], sink, names, frames[a:b], tracks[a])  # said with the track and frames
+    if len(cells):
+        # all tracks at once: the same numbers as smooth_track track by track (tests/test_live_head.py)
+        smooth, post = smooth_tracks(probs, tracks, sink, settings, fixed if (fixed >= 0).any() else None)
+        conf = post[np.arange(len(cells)), smooth]
     out = cells.copy()
     out["phenotype_raw"] = np.asarray(names, dtype=object)[raw]
     out["phenotype"] = np.asarray(names, dtype=object)[smooth]
