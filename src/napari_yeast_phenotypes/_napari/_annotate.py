@@ -20,12 +20,14 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxL
 
 from ..core.errors import InputError
 from ._annotate_keys import KeyBindings
+from ._annotate_live import LiveController
 from ._annotate_panels import (
     AnnotateSetup,
     CellPanel,
     ClassButtons,
     CountsView,
     GalleryBox,
+    LiveBox,
     NavBar,
     TrackModelBox,
 )
@@ -81,8 +83,10 @@ class AnnotateWidget(StatusLine, QWidget):
         self.counts_view = CountsView()
         self.gallery_box = GalleryBox(names)
         self.track_box = TrackModelBox()
+        self.live_box = LiveBox()
 
         self._build_layout()
+        self.live = LiveController(self)
         self.setup.set_edit.editingFinished.connect(lambda: self.state.set_curated_set(self.setup.set_edit.text()))
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button.clicked.connect(self.stop)
@@ -125,7 +129,8 @@ class AnnotateWidget(StatusLine, QWidget):
         body = QWidget()
         inner = QVBoxLayout(body)
         inner.setContentsMargins(0, 0, 0, 0)
-        for w in (self.status, self.reason, self.cell, self.buttons, self.nav, self.gallery_box, self.track_box):
+        for w in (self.status, self.reason, self.cell, self.buttons, self.nav, self.live_box, self.gallery_box,
+                  self.track_box):
             inner.addWidget(w)
         inner.addStretch(1)
         scroll = QScrollArea()
@@ -197,7 +202,7 @@ class AnnotateWidget(StatusLine, QWidget):
             self.setup.set_edit.setText(str(path))
 
     def _set_controls(self, on: bool) -> None:
-        for w in (self.buttons, self.nav, self.gallery_class, self.stop_button, self.fit_button):
+        for w in (self.buttons, self.nav, self.gallery_class, self.stop_button, self.fit_button, self.live_box.live):
             w.setEnabled(on)
         self.resmooth_button.setEnabled(on and self.fitted is not None)
         self.start_button.setEnabled(not on)
@@ -258,6 +263,7 @@ class AnnotateWidget(StatusLine, QWidget):
 
     def stop(self) -> None:
         """Unbind every key and callback this dock added; the labels are all saved already."""
+        self.live.stop()
         self.keys.unbind()
         for lay in (self.layer, self.marker):
             if lay is not None and self._on_click in lay.mouse_drag_callbacks:
@@ -347,7 +353,9 @@ class AnnotateWidget(StatusLine, QWidget):
         self.cell.surroundings.show_patch(*s.context(r))
         raw, smooth = s.probabilities(r)
         user = s.user.get(r, "")
-        self.bars.set_values(raw, smooth, user)
+        live = self.live.live is not None and self.live.live.last is not None
+        self.bars.set_values(raw, smooth, user, network_name="live model" if live else "network",
+                             unlabelled=self.live.live.not_labelled if live else ())
         given = f"; your label: <b>{user}</b>" if user else ""
         self.cell_info.setText(f"track {int(cell['track_id'])}, frame {int(cell['frame'])}, label {int(cell['label'])}"
                                f"<br>network: {cell['phenotype_raw']} → track model: <b>{cell['phenotype']}</b> "
@@ -413,7 +421,8 @@ class AnnotateWidget(StatusLine, QWidget):
             touched |= set(s.track_rows(self.row).tolist())
         rows = np.fromiter(touched, dtype=np.int64, count=len(touched))
         self.repaint(rows)
-        self.set_status(out.message)
+        live = self.live.after_label()  # the whole movie, when the live model is on
+        self.set_status(out.message + (f"; {live.message}" if live is not None and live.message else ""))
         if self.row is not None:
             self._show_cell()
         self.show_counts()
@@ -443,6 +452,19 @@ class AnnotateWidget(StatusLine, QWidget):
             # only the frame on screen is painted again now (others when they are shown); the
             # extent and thumbnail do not change with a cell's class
             layer.refresh(extent=False, thumbnail=False, highlight=False)
+
+    def refresh_features(self) -> None:
+        """Every cell-frame's hover text (class, confidence, how unlike the training data) from the table now."""
+        from ._layers import phenotype_features
+
+        s, layer = self.session, self.layer
+        feats = phenotype_features(s.cells, s.class_names)
+        feats["annotated"] = s.cells["annotated"].to_numpy()
+        user = np.full(len(s.cells), "", dtype=object)
+        for r, v in s.user.items():
+            user[r] = v
+        feats["user_label"] = user
+        layer.features = feats
 
     def repaint_all(self) -> None:
         """Repaint every cell-frame whose painted value differs from its class (labels loaded at start)."""

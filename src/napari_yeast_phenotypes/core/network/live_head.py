@@ -131,7 +131,8 @@ class LiveHead:
         state["fc.weight"], state["fc.bias"] = fc.weight.detach(), fc.bias.detach()
         model.load_state_dict(state, strict=True)
         model.eval()
-        meta = {**{k: v for k, v in base.metadata.items() if k not in ("live_head", "evaluation")},
+        # the base model's training figures are not this model's: only where its crops came from is kept
+        meta = {**{k: v for k, v in base.metadata.items() if k in ("crop_origin", "base_weights")},
                 "live_head": {"kind": self.kind, "params": self.params, "labels_per_class": self.counts,
                               "base_class_names": list(base.class_names)},
                 **(metadata or {})}

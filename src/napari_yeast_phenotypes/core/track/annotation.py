@@ -378,6 +378,21 @@ class AnnotationSession:
 
         return save_track_model(Path(self.curated.root) / TRACK_MODEL_FILE, fit, keep_earlier=True)
 
+    def adopt(self, probabilities: np.ndarray, calls: pd.DataFrame) -> np.ndarray:
+        """Take another model's probabilities (N, n_classes, in this session's class order) and its smoothed
+        calls (``phenotype_raw, phenotype, confidence, annotated``, rows in the table's order) for every
+        cell-frame: a live model's update. Returns the rows whose class changed."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        old = self.cells["phenotype"].to_numpy().copy()
+        self._probs = probabilities
+        self.cells[prob_columns(self.class_names)] = probabilities
+        for col in ("phenotype_raw", "phenotype", "confidence", "annotated"):
+            self.cells[col] = calls[col].to_numpy()
+        if hasattr(self.result, "tracks"):
+            self.result.tracks = track_summary(self.cells, self.class_names)
+        self._queue = None
+        return np.flatnonzero(self.cells["phenotype"].to_numpy() != old)
+
     def set_timeline(self, settings: TimelineSettings) -> np.ndarray:
         """Smooth every track again with ``settings`` (the labels stay fixed evidence); the rows whose class changed.
 
