@@ -28,6 +28,9 @@ from ...phenotypes import CLASS_NAMES
 from ..errors import InputError
 from ..results.schema import prob_columns, track_columns
 
+#: the smallest emission floor accepted (:attr:`TimelineSettings.min_probability`)
+MIN_EMISSION_FLOOR = 1e-12
+
 
 @dataclass(frozen=True)
 class TimelineSettings:
@@ -67,6 +70,11 @@ class TimelineSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
                 raise InputError(f"timeline {name} must be a number in [0, 1), not {v!r}")
+        if not self.min_probability >= MIN_EMISSION_FLOOR:
+            # a floor of 0 lets one frame rule out every class (a confusion matrix with a column of
+            # zeros: the network's call has no true class), and the track becomes NaN
+            raise InputError(f"timeline min_probability must be at least {MIN_EMISSION_FLOOR:g} (a floor of 0 lets a "
+                             f"single frame rule out every class), not {self.min_probability!r}")
         if self.switch_rate + self.senescence_rate >= 1:
             raise InputError("timeline switch_rate + senescence_rate must stay below 1")
         t = self.temperature
@@ -83,6 +91,10 @@ class TimelineSettings:
                     or (m < 0).any() or not np.allclose(m.sum(axis=1), 1.0, atol=1e-6):
                 raise InputError("timeline confusion must be a square matrix of probabilities whose rows "
                                  "sum to 1 (P(call | true class)), one row and column per class")
+            if float(np.ptp(m, axis=0).max()) < 1e-9:
+                raise InputError("timeline confusion has the same row for every true class: the network's call "
+                                 "would say nothing about the class, and every cell would get the class the "
+                                 "transitions favour. Fit the track model again on labelled cells")
             # a tuple of tuples: the settings stay hashable and compare by value
             object.__setattr__(self, "confusion", tuple(tuple(float(v) for v in row) for row in m))
 
@@ -103,10 +115,15 @@ class TimelineSettings:
         return cls(**d)
 
     def check_classes(self, n: int) -> None:
-        """Refuse a confusion matrix fitted for another number of classes."""
+        """Refuse a confusion matrix fitted for another number of classes, and an emission floor that would
+        flatten the evidence of every frame for ``n`` classes."""
         if self.confusion is not None and len(self.confusion) != n:
             raise InputError(f"the track model's confusion matrix is for {len(self.confusion)} classes, but the "
                              f"model classifies into {n}; fit the track model again for this model")
+        if n and self.min_probability >= 1.0 / n:
+            raise InputError(f"the track model's min_probability {self.min_probability:g} is at least 1/{n}: every "
+                             f"frame's evidence would be flattened to the same value for all {n} classes, and the "
+                             "network's calls ignored; use a small floor (the default is 0.0001)")
 
 
 def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -118,6 +135,19 @@ def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
     logp -= logp.max(axis=1, keepdims=True)
     q = np.exp(logp)
     return q / q.sum(axis=1, keepdims=True)
+
+
+def check_probabilities(probs: np.ndarray, where: str = "the cell table") -> np.ndarray:
+    """``probs`` as float64, refused (:class:`InputError`) unless every value is a finite number in [0, 1]
+    and no row is all zero: such a row would make the track model compute NaN for a whole track."""
+    probs = np.asarray(probs, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(probs) & (probs >= 0) & (probs <= 1 + 1e-6)).all(axis=1) | ~(probs.sum(axis=1) > 0)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} row(s) of {where} hold class probabilities that are not numbers from 0 "
+                         "to 1 summing above 0 (NaN, infinite, negative or all zero), so their tracks cannot be "
+                         "smoothed; classify the movie again")
+    return probs
 
 
 def emissions(probs: np.ndarray, settings: TimelineSettings) -> np.ndarray:
@@ -207,7 +237,7 @@ def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSet
 def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: TimelineSettings = TimelineSettings(),
                            fixed=None) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`smooth_track`, with the whole (T, C) posterior instead of the chosen class's."""
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = check_probabilities(probs, "this track")
     t_len, n = probs.shape
     settings.check_classes(n)
     emis = emissions(probs, settings)
@@ -223,6 +253,8 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     with np.errstate(divide="ignore"):
         log_a = np.log(a)
         log_e = np.log(emis)
+    if t_len == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, n))
     # Viterbi with a flat prior over the start state
     score = log_e[0].copy()
     back = np.zeros((t_len, n), dtype=np.int64)
@@ -234,22 +266,65 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     path[-1] = int(score.argmax())
     for t in range(t_len - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
-    fwd, bwd = forward_backward(emis, a)
-    post = np.empty((t_len, n))
-    post[-1] = fwd[-1]
-    for t in range(t_len - 2, -1, -1):
-        p = fwd[t] * bwd[t]
-        post[t] = p / p.sum()
-    return path, post
+    lf, lb = messages(emis, a)
+    return path, _normalise_log(lf + lb)
 
 
-def forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled forward and backward messages of one track (flat prior over the start state).
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    """``log(sum(exp(x)))`` along ``axis``; ``-inf`` where every term is ``-inf``."""
+    m = x.max(axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return (np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m).squeeze(axis)
 
-    Each row of both is normalised to sum 1, so ``fwd[t] * bwd[t]`` is proportional to the
-    posterior of frame ``t`` and ``fwd[t-1, i] * a[i, j] * emis[t, j] * bwd[t, j]`` to the
-    posterior of the transition ``i -> j`` into frame ``t``.
+
+def _normalise_log(logp: np.ndarray) -> np.ndarray:
+    """Rows of log-probabilities (up to a constant each) as probabilities summing to 1."""
+    logp = logp - logp.max(axis=-1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def log_forward_backward(log_e: np.ndarray, log_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward messages of one track in log space (flat prior over the start state).
+
+    Each row of both is normalised (its log-sum-exp is 0), so ``lf[t] + lb[t]`` is the log posterior
+    of frame ``t`` up to a constant, and ``lf[t-1, i] + log_a[i, j] + log_e[t, j] + lb[t, j]`` that of
+    the transition ``i -> j`` into frame ``t``. In log space a class that became very unlikely over a
+    long track (a live class after a hundred senescent calls: below 1e-308 as a probability) stays
+    possible, so a person's label of it later on is still followed, never turned into NaN.
+
+    Raises
+    ------
+    InputError
+        When no path at all is possible (a person's labels that no track can follow).
     """
+    t_len, n = log_e.shape
+    lf = np.empty((t_len, n))
+    f = log_e[0] - np.log(n)
+    for t in range(t_len):
+        if t:
+            f = _logsumexp(lf[t - 1][:, None] + log_a, axis=0) + log_e[t]
+        top = f.max()
+        if not np.isfinite(top):
+            raise InputError(f"no path of the track model can explain frame {t} of this track: its labels are "
+                             "impossible (a live phenotype after Senescent?)")
+        lf[t] = f - _logsumexp(f, axis=0)
+    lb = np.empty((t_len, n))
+    lb[-1] = -np.log(n)
+    for t in range(t_len - 2, -1, -1):
+        b = _logsumexp(log_a + (log_e[t + 1] + lb[t + 1])[None, :], axis=1)
+        lb[t] = b - _logsumexp(b, axis=0)
+    return lf, lb
+
+
+#: scaled messages with an entry below this are computed again in log space (products of two stay normal)
+_UNDERFLOW_GUARD = 1e-150
+
+
+def _scaled_forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled forward and backward messages (each row summing to 1) in plain probabilities: quick, but
+    a state that becomes less likely than 1e-308 is lost (0, or NaN for a whole track)."""
     t_len, n = emis.shape
     fwd = np.empty((t_len, n))
     f = emis[0] / n
@@ -258,13 +333,35 @@ def forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.nd
         f = (fwd[t - 1] @ a) * emis[t]
         fwd[t] = f / f.sum()
     bwd = np.empty((t_len, n))
-    bwd[-1] = 1.0
+    bwd[-1] = 1.0 / n
     b = bwd[-1]
     for t in range(t_len - 2, -1, -1):
         b = a @ (emis[t + 1] * b)
-        b /= b.sum()
+        b = b / b.sum()
         bwd[t] = b
     return fwd, bwd
+
+
+def messages(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log forward and backward messages of one track (as :func:`log_forward_backward`).
+
+    Computed with plain scaled probabilities where they stay well inside float64's range (most
+    tracks: three times faster), else in log space: a long run of one call makes the other classes
+    less likely than float64 can hold, and a label of one of them later (or the network's calls
+    turning) would otherwise give NaN or a confidence of the wrong class.
+    """
+    with np.errstate(all="ignore"):
+        fwd, bwd = _scaled_forward_backward(emis, a)
+        if fwd.min() > _UNDERFLOW_GUARD and bwd.min() > _UNDERFLOW_GUARD:  # False for NaN too
+            return np.log(fwd), np.log(bwd)
+        return log_forward_backward(np.log(emis), np.log(a))
+
+
+def forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward messages of one track as probabilities (rows summing to 1), never NaN
+    (:func:`messages`); ``fwd[t] * bwd[t]`` is proportional to the posterior of frame ``t``."""
+    lf, lb = messages(emis, a)
+    return _normalise_log(lf), _normalise_log(lb)
 
 
 def _unsmoothed(emis: np.ndarray, absorbing: int | None, fixed) -> tuple[np.ndarray, np.ndarray]:
@@ -283,13 +380,29 @@ def fixed_classes(cells: pd.DataFrame, annotations: pd.DataFrame | None, class_n
     """(N,) class index a person gave each row of ``cells`` (``-1`` where none).
 
     ``annotations`` has ``frame, label, phenotype``; rows without a class (marks such as
-    "unsure") are no evidence and are ignored.
+    "unsure") are no evidence and are ignored. The same label given twice counts once.
+
+    Raises
+    ------
+    InputError
+        When one cell-frame is given two different classes: which one is true cannot be told,
+        and either would shape the track model silently.
     """
     out = np.full(len(cells), -1, dtype=np.int64)
     if annotations is None or not len(annotations):
         return out
     names = list(class_names)
-    ann = annotations[annotations["phenotype"].isin(names)].drop_duplicates(["frame", "label"], keep="last")
+    ann = annotations[annotations["phenotype"].isin(names)]
+    kinds = ann.groupby([ann["frame"].astype(np.int64), ann["label"].astype(np.int64)])["phenotype"].nunique()
+    torn = kinds[kinds > 1]
+    if len(torn):
+        f, lab = torn.index[0]
+        said = sorted(set(ann["phenotype"][(ann["frame"] == f) & (ann["label"] == lab)]))
+        raise InputError(f"{len(torn)} cell-frame(s) are labelled with two different classes (e.g. frame {f}, label "
+                         f"{lab}: {' and '.join(said)}); a cell shows one phenotype at a time, so which label is "
+                         "true cannot be told. Keep one label for each (the curated set lists its conflicts in the "
+                         "manifest's conflict column)")
+    ann = ann.drop_duplicates(["frame", "label"], keep="last")
     where = pd.MultiIndex.from_arrays([ann["frame"].astype(np.int64), ann["label"].astype(np.int64)])
     pos = where.get_indexer(pd.MultiIndex.from_arrays([cells["frame"].astype(np.int64),
                                                        cells["label"].astype(np.int64)]))
@@ -314,7 +427,7 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
     names = list(class_names)
     settings.check_classes(len(names))
     cells = cells.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
-    probs = cells[prob_columns(names)].to_numpy(dtype=np.float64)
+    probs = check_probabilities(cells[prob_columns(names)].to_numpy(dtype=np.float64))
     raw = probs.argmax(axis=1) if len(cells) else np.zeros(0, int)
     smooth = raw.copy()
     conf = probs.max(axis=1) if len(cells) else np.zeros(0)
@@ -323,8 +436,18 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
     tracks = cells["track_id"].to_numpy()
     frames = cells["frame"].to_numpy()
     bounds = np.flatnonzero(np.diff(tracks)) + 1
-    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(cells)]):
-        if b > a:
+    starts, stops = np.r_[0, bounds], np.r_[bounds, len(cells)]
+    alone = starts[(stops - starts) == 1]
+    if alone.size:
+        # a track of one frame, all at once (a frame of a million cells has a million of them): its
+        # smoothed class is its emissions' top class, its confidence their top value (as smooth_track
+        # gives for one frame), a person's label fixing both
+        emis = emissions(probs[alone], settings)
+        smooth[alone], conf[alone] = emis.argmax(axis=1), emis.max(axis=1)
+        lab = fixed[alone] >= 0
+        smooth[alone[lab]], conf[alone[lab]] = fixed[alone[lab]], 1.0
+    for a, b in zip(starts, stops):
+        if b > a + 1:
             fx = fixed[a:b] if (fixed[a:b] >= 0).any() else None
             if fx is not None:
                 check_fixed(fx, sink, names, frames[a:b], tracks[a])
