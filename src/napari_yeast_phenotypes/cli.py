@@ -255,7 +255,7 @@ def cmd_info(args) -> int:
         return 0
     print("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
     print(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
-          f"({meta.get('stopped', 'finished')})")
+          f"({meta.get('stopped', 'not recorded: written during a training, which may not have finished')})")
     ts = meta.get("training_set") or {}
     if ts:
         print(f"training set: {ts['n']} crops (" + ", ".join(f"{k} {v}" for k, v in ts["counts"].items())
@@ -290,10 +290,11 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------------------- an ageing experiment
 
 def cmd_classify_many(args) -> int:
+    from .core.config import parse_class_names
     from .core.errors import InputError
     from .core.experiment.run import classify_many, movies_bar
 
-    class_names = args.class_names.split(",") if args.class_names else None
+    class_names = parse_class_names(args.class_names) if args.class_names else None
     config = _classify_config(args)
     if args.track_model:
         from pathlib import Path

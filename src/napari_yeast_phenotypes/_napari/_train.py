@@ -72,7 +72,7 @@ def load_training_data(set_folder, val_folder: str = ""):
     if not str(set_folder).strip() or not (folder / "settings.json").exists():
         raise InputError(f"{set_folder or 'no folder'} is not a curated set (no settings.json): choose the folder the "
                          "Annotate dock (or yeast-phenotypes curate) writes into")
-    cs = CuratedSet(folder)
+    cs = CuratedSet.read(folder)
     splits = set(cs.trainable()["split"])
     train = cs.load_split("train")
     if val_folder:
