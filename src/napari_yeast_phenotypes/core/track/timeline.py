@@ -461,26 +461,43 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
 
 
 def track_summary(cells: pd.DataFrame, class_names=CLASS_NAMES, absorbing: str = "Senescent") -> pd.DataFrame:
-    """One row per track: span, dominant phenotype, senescence frame, frames per class, transitions."""
+    """One row per track: span, dominant phenotype, senescence frame, frames per class, transitions.
+
+    Computed for all tracks at once (a frame of a million cells is a million tracks: a loop over
+    them took minutes and a dictionary per track).
+    """
     names = list(class_names)
     cols = track_columns(names)
-    rows = []
-    for tid, g in cells.sort_values(["track_id", "frame"]).groupby("track_id", sort=True):
-        ph = g["phenotype"].to_numpy()
-        fr = g["frame"].to_numpy()
-        counts = {c: int((ph == c).sum()) for c in names}
-        sen = fr[ph == absorbing]
-        change = np.flatnonzero(ph[1:] != ph[:-1]) + 1
-        rows.append({
-            "track_id": int(tid),
-            "first_frame": int(fr[0]),
-            "last_frame": int(fr[-1]),
-            "n_frames": int(len(fr)),
-            "dominant_phenotype": max(names, key=lambda c: (counts[c], -names.index(c))),
-            "senescence_frame": int(sen[0]) if sen.size else pd.NA,
-            **{f"frames_{c}": counts[c] for c in names},
-            "transitions": "; ".join(f"{fr[i]}:{ph[i - 1]}>{ph[i]}" for i in change),
-        })
-    out = pd.DataFrame(rows, columns=cols)
-    out["senescence_frame"] = out["senescence_frame"].astype("Int64")
-    return out
+    if not len(cells):
+        out = pd.DataFrame(columns=cols)
+        out["senescence_frame"] = out["senescence_frame"].astype("Int64")
+        return out
+    c = cells.sort_values(["track_id", "frame"], kind="stable")
+    tid = c["track_id"].to_numpy(np.int64)
+    fr = c["frame"].to_numpy(np.int64)
+    ph = c["phenotype"].to_numpy(dtype=object)
+    code = pd.Categorical(ph, categories=names).codes.astype(np.int64)
+    start = np.r_[0, np.flatnonzero(np.diff(tid)) + 1]
+    stop = np.r_[start[1:], len(c)]
+    track = np.repeat(np.arange(start.size), stop - start)
+    counts = np.zeros((start.size, len(names)), dtype=np.int64)
+    known = code >= 0
+    np.add.at(counts, (track[known], code[known]), 1)
+    out = pd.DataFrame({"track_id": tid[start], "first_frame": fr[start], "last_frame": fr[stop - 1],
+                        "n_frames": (stop - start).astype(np.int64),
+                        "dominant_phenotype": np.asarray(names, dtype=object)[counts.argmax(axis=1)]})
+    sen = pd.array([pd.NA] * start.size, dtype="Int64")
+    if absorbing in names:
+        at = np.flatnonzero(code == names.index(absorbing))
+        first = pd.Series(fr[at]).groupby(track[at]).first()
+        sen[first.index.to_numpy()] = first.to_numpy()
+    out["senescence_frame"] = sen
+    for j, name in enumerate(names):
+        out[f"frames_{name}"] = counts[:, j]
+    change = np.flatnonzero((ph[1:] != ph[:-1]) & (track[1:] == track[:-1])) + 1
+    text = pd.Series([f"{fr[i]}:{ph[i - 1]}>{ph[i]}" for i in change], dtype=object)
+    joined = text.groupby(track[change]).agg("; ".join) if change.size else pd.Series(dtype=object)
+    trans = np.full(start.size, "", dtype=object)
+    trans[joined.index.to_numpy(np.int64)] = joined.to_numpy()
+    out["transitions"] = trans
+    return out[cols]
