@@ -56,6 +56,9 @@ def test_a_floor_of_zero_with_a_degenerate_confusion_is_refused(tmp_path):
     confusion[:, 3] = 1.0  # every true class "called" Triple: the network's other calls have no class at all
     with pytest.raises(InputError, match="min_probability must be at least"):
         TimelineSettings(min_probability=0.0)
+    for rate in ("switch_rate", "senescence_rate"):  # a rate of 0: a labelled change could not be followed
+        with pytest.raises(InputError, match=f"{rate} must be at least"):
+            TimelineSettings(**{rate: 0.0})
     with pytest.raises(InputError, match="same row for every true class"):
         TimelineSettings(confusion=confusion)
     # a saved file with them (hand-edited) is refused when read, naming the file
@@ -108,8 +111,8 @@ def test_long_tracks_with_labels_never_turn_nan(long):
 @st.composite
 def track_models(draw):
     n = draw(st.integers(2, 8))
-    sw = draw(st.floats(0.0, 0.45))
-    se = draw(st.floats(0.0, 0.45))
+    sw = draw(st.floats(1e-12, 0.45))
+    se = draw(st.floats(1e-12, 0.45))
     floor = draw(st.sampled_from([1e-12, 1e-8, 1e-4, 0.5 / n]))
     temperature = draw(st.floats(0.01, 100))
     confusion = None

@@ -70,6 +70,12 @@ class TimelineSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
                 raise InputError(f"timeline {name} must be a number in [0, 1), not {v!r}")
+        for name in ("switch_rate", "senescence_rate"):
+            if not getattr(self, name) >= MIN_EMISSION_FLOOR:
+                # a rate of 0 forbids every such change: a person's label of one makes the track impossible
+                raise InputError(f"timeline {name} must be at least {MIN_EMISSION_FLOOR:g} (a rate of 0 forbids "
+                                 f"every such change, so a labelled one could not be followed), not "
+                                 f"{getattr(self, name)!r}")
         if not self.min_probability >= MIN_EMISSION_FLOOR:
             # a floor of 0 lets one frame rule out every class (a confusion matrix with a column of
             # zeros: the network's call has no true class), and the track becomes NaN
@@ -307,8 +313,8 @@ def log_forward_backward(log_e: np.ndarray, log_a: np.ndarray) -> tuple[np.ndarr
             f = _logsumexp(lf[t - 1][:, None] + log_a, axis=0) + log_e[t]
         top = f.max()
         if not np.isfinite(top):
-            raise InputError(f"no path of the track model can explain frame {t} of this track: its labels are "
-                             "impossible (a live phenotype after Senescent?)")
+            raise InputError(f"no path of the track model can explain frame {t} of this track: its labels need a "
+                             "change the track model forbids (a live phenotype after Senescent)")
         lf[t] = f - _logsumexp(f, axis=0)
     lb = np.empty((t_len, n))
     lb[-1] = -np.log(n)
