@@ -180,7 +180,7 @@ def test_annotated_cells_without_data_cannot_be_curated(small_movie):
 # ------------------------------------------------------------------ labels numbered pixel by pixel
 
 @FAST
-@given(st.integers(5, 140), st.integers(5, 140), st.integers(0, 2**31), st.booleans())
+@given(st.integers(5, 80), st.integers(5, 80), st.integers(0, 2**31), st.booleans())
 def test_labels_with_one_id_per_pixel_get_a_diagnosis(h, w, offset, shuffled):
     if h * w < 20:
         return
