@@ -134,14 +134,14 @@ class CuratedSet(ManifestMixin, WriterMixin, HistoryMixin):
             For a link anywhere in the set (a split, a class folder, a crop, a file of the set, the
             folders crops are moved into): reading or moving through it would touch files elsewhere.
         """
-        self._refuse_links()
-        files, _ = tree_inside(self.root, 2)
-        return [f for f in files if f.endswith(".tif")]
+        return [f for f in self._refuse_links() if f.endswith(".tif")]
 
-    def _refuse_links(self) -> None:
-        _, links = tree_inside(self.root, 2)
+    def _refuse_links(self) -> list[str]:
+        """Refuse any symbolic link in the set (one walk of it); returns its files two folders down."""
+        files, links = tree_inside(self.root, 2)
         links += [self.root / n for n in (LOCK_FILE, ".orphans", ".removed") if (self.root / n).is_symlink()]
         refuse_links(links, self.root)
+        return files
 
     def _reconcile(self) -> None:
         """Move crop files that the manifest does not name into .orphans (never delete them)."""
