@@ -3,13 +3,13 @@ import pandas as pd
 import pytest
 
 from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.track.hmm import transition_matrix
 from napari_yeast_phenotypes.core.track.timeline import (
     TimelineSettings,
     add_timeline,
     smooth_track,
     smooth_track_posterior,
     track_summary,
-    transition_matrix,
 )
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 

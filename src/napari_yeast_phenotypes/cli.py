@@ -251,7 +251,7 @@ def info_lines(path, clf) -> list[str]:
         return lines
     lines.append("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
     lines.append(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
-                 f"({meta.get('stopped', 'finished')})")
+                 f"({meta.get('stopped', 'not recorded: written during a training, which may not have finished')})")
     ts = meta.get("training_set") or {}
     if ts:
         lines.append(f"training set: {ts['n']} crops (" + ", ".join(f"{k} {v}" for k, v in ts["counts"].items())

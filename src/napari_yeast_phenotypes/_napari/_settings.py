@@ -28,7 +28,9 @@ def settings_path() -> Path:
 def load_settings() -> dict:
     """The saved settings, or ``{}`` when there are none or they cannot be read."""
     try:
-        data = json.loads(settings_path().read_text(encoding="utf-8"))
+        from ..core.files.jsonfile import loads_json
+
+        data = loads_json(settings_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

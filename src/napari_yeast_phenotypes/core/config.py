@@ -154,19 +154,57 @@ def parse_trainable(trainable) -> tuple[str, ...]:
     return names
 
 
+#: longest class name taken (a folder name, a CSV column ``p_<name>``, a legend entry)
+MAX_CLASS_NAME = 64
+#: what a class name may hold besides letters and digits (which it must start with)
+CLASS_NAME_PUNCTUATION = " ._+-"
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name, or ``None``: the one rule for class names wherever they come in.
+
+    A class name becomes a folder of the curated set, a CSV column (``p_<name>``), a word of the
+    comma-separated ``--class-names``, a legend entry drawn by matplotlib and an HTML label in the
+    viewer; so it is letters and digits (any script) with space, ``.``, ``_``, ``+``, ``-`` inside,
+    starting with a letter or digit (never ``=``, ``+``, ``-``, ``@``, which a spreadsheet takes for a
+    formula, nor a dot), at most :data:`MAX_CLASS_NAME` characters.
+    """
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_CLASS_NAME:
+        return f"it is longer than {MAX_CLASS_NAME} characters"
+    bad = sorted({c for c in name if not (c.isalnum() or c in CLASS_NAME_PUNCTUATION)})
+    if bad:
+        return "it holds " + ", ".join(repr(c) for c in bad[:5])
+    if not name[0].isalnum():
+        return f"it starts with {name[0]!r}"
+    if name[-1] in " .":
+        return f"it ends with {name[-1]!r}"
+    return None
+
+
 def parse_class_names(names, where: str = "--class-names") -> tuple[str, ...]:
-    """Class names from ``"A,B,C"`` or a sequence: non-empty text, none twice (ignoring case).
+    """Class names from ``"A,B,C"`` or a sequence, checked by :func:`class_name_problem`, none twice
+    (ignoring case).
 
     Names twice would make two outputs of the model mean one class (and class folders, matched
-    without case, would be read twice).
+    without case, would be read twice). Checkpoints, ``--class-names``, curated sets and track models
+    all come through here.
     """
     if isinstance(names, str):
         names = names.split(",")
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise InputError(f"{where}: class names must be a list of text, not {names!r}")
+        raise InputError(f"{where}: class names must be a list of text, not {str(names)[:80]!r}")
     names = tuple(n.strip() for n in names)
     if not names or any(not n for n in names):
-        raise InputError(f"{where}: empty class name in {list(names)}; give names separated by commas, e.g. A,B,C")
+        raise InputError(f"{where}: empty class name in {list(names)[:20]}; give names separated by commas, "
+                         "e.g. A,B,C")
+    for n in names:
+        why = class_name_problem(n)
+        if why:
+            raise InputError(f"{where}: {n[:80]!r} cannot be a class name ({why}); use letters and digits, with "
+                             f"space, '.', '_', '+' or '-' inside, starting with a letter or digit, at most "
+                             f"{MAX_CLASS_NAME} characters")
     lower = [n.lower() for n in names]
     twice = sorted({n for n in names if lower.count(n.lower()) > 1})
     if twice:
@@ -302,4 +340,4 @@ class TrainConfig:
 
 
 __all__ = ["AUGMENTATIONS", "ClassifyConfig", "SCHEDULES", "TRAINABLE_PRESETS", "TrainConfig", "check_device_name",
-           "parse_augment", "parse_class_names", "parse_trainable"]
+           "class_name_problem", "parse_augment", "parse_class_names", "parse_trainable"]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ClassifyConfig
-from .data.crops import extract_crops, movie_stats
+from .data.crops import MIN_FINITE_SHARE, extract_crops, finite_share, movie_stats
 from .data.movies import as_movie
 from .data.tracking import Tracker, labels_look_tracked
 from .errors import InputError
@@ -26,6 +26,13 @@ from .network.predict import BatchStream
 from .progress import run_to_end
 from .results.schema import Result, prob_columns
 from .track.timeline import add_timeline, track_summary
+
+#: pixels of a chunk of frames read at once (the image's and the labels'): 64 M, e.g. 16 frames of
+#: 2048 x 2048; a larger frame is read alone
+CHUNK_PIXELS = 1 << 26
+
+#: cells whose crops are made at once (40 x 40 float32: 26 MB), whatever a frame's number of cells
+CROP_CELLS = 4096
 
 
 def iter_chunks(n_frames: int, chunk_frames: int) -> Iterator[range]:
@@ -68,7 +75,13 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     ``config`` (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`) says how: its
     ``batch_size`` is the network's batch (128 is measured best or within noise of it on CPUs in
     fp32 and bf16; ``benchmarks/run.py`` prints the sweep); ``chunk_frames`` frames are read at a
-    time, so memory does not grow with the movie's length.
+    time (fewer when frames are huge: at most :data:`CHUNK_PIXELS` pixels), so memory does not grow
+    with the movie's length, and crops are made :data:`CROP_CELLS` cells at a time, so it does not
+    grow with a frame's number of cells either.
+
+    A cell most of whose pixels are NaN or infinite in the image (a registration's blank border,
+    say) is not data: it is left out of the table (its track has a gap there), and
+    ``table.attrs["cells_without_data"]`` counts such cells and lists their frames.
     """
     config = config or ClassifyConfig()
     image, labels = as_movie(image, labels, channel=config.channel)
@@ -84,8 +97,11 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     ood = getattr(clf, "ood", None)
     stream = BatchStream(clf.model, config.batch_size, dev, config.precision, config.fast_path,
                          score=ood.score if ood is not None else None)
-    chunk_frames = config.chunk_frames
+    # frames read at a time: the configured number, fewer where frames are huge (memory follows the
+    # chunk's pixels: a 20,000 x 20,000 frame is read alone)
+    chunk_frames = max(1, min(config.chunk_frames, CHUNK_PIXELS // max(1, image.shape[1] * image.shape[2])))
     tables = []
+    no_data: list[tuple[int, int]] = []  # (frame, cells) left out: most of their pixels NaN or infinite
     checked = [0, 0]  # probability arrays and rows of stream.done already checked
     yield 0, n
     for frames in iter_chunks(n, chunk_frames):
@@ -96,14 +112,26 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
         for i, t in enumerate(frames):
             tab = tracker.update(labels_chunk[i], t)
             if len(tab):
+                keep = finite_share(image_chunk[i], labels_chunk[i], tab) >= MIN_FINITE_SHARE
+                if not keep.all():  # not data: a blank crop would be classified as if it were the cell
+                    no_data.append((t, int((~keep).sum())))
+                    tab = tab[keep].reset_index(drop=True)
+            if len(tab):
                 chunk_tables.append(tab)
-                stream.add(extract_crops(image_chunk[i], labels_chunk[i], tab, clf.crop_settings, stats))
+                # crops by groups of cells: memory follows the group, not the frame's number of cells
+                for a in range(0, len(tab), CROP_CELLS):
+                    stream.add(extract_crops(image_chunk[i], labels_chunk[i], tab.iloc[a:a + CROP_CELLS],
+                                             clf.crop_settings, stats))
         if chunk_tables:  # one table per chunk: a frame's small table costs more than its rows
             tables.append(pd.concat(chunk_tables, ignore_index=True))
         del image_chunk, labels_chunk
         _release_mapped_pages(image, labels)
         _check_finite_outputs(stream.done, checked, tables)  # at once, not after the whole movie
         yield frames.stop, n
+    if not tables and no_data:
+        raise InputError(f"every cell has most of its pixels NaN or infinite in the image "
+                         f"({sum(c for _, c in no_data)} cell-frames), so there is nothing to classify; check how the "
+                         "image was made or exported")
     if not tables:
         raise InputError("the labels hold no cells in any frame, so there is nothing to classify")
     probs = stream.finish()
@@ -115,6 +143,7 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     table.attrs["relinked"] = bool(relink)
     table.attrs["relink_forced"] = config.relink == "yes"
     table.attrs["movie_stats"] = stats.to_dict()
+    table.attrs["cells_without_data"] = {"cells": sum(c for _, c in no_data), "frames": [t for t, _ in no_data]}
     if stream.forward is not None:
         table.attrs["inference"] = stream.forward.describe()
     return table

@@ -71,7 +71,8 @@ def load_image_folder(root, class_names=CLASS_NAMES, size: int = 40, *, require_
     ------
     InputError
         Missing folder, class folders that are not classes (with the closest valid name), no
-        crops at all, multi-colour crops, or (``require_all``) classes without crops.
+        crops at all, multi-colour crops, crops with NaN or infinite pixels (named), or
+        (``require_all``) classes without crops.
     """
     root = Path(root)
     if not root.is_dir():
@@ -129,7 +130,7 @@ def load_image_folder(root, class_names=CLASS_NAMES, size: int = 40, *, require_
         lo, hi = np.percentile(ints, [1, 99.5])
         crops[~is_float] = (ints - lo) / max(hi - lo, 1e-6)
         notes.append(f"{int((~is_float).sum())} integer crops normalised with the folder's range [{lo:g}, {hi:g}]")
-    crops = np.nan_to_num(crops, nan=0.0, posinf=0.0, neginf=0.0)
+    # NaN or infinite pixels are refused by name below, never set to 0 and trained on as a blank cell
     normalisation = "as stored (float crops)"
     if (~is_float).any():
         normalisation = (f"integer crops: (value - {lo:g}) / ({hi:g} - {lo:g}), the folder's 1st and 99.5th "
@@ -143,6 +144,7 @@ def load_image_folder(root, class_names=CLASS_NAMES, size: int = 40, *, require_
     origin = {"kind": "external", "folder": str(root.resolve()), "normalisation": normalisation,
               "resized": int(resized), "crop_size": size}
     cs = CropSet(crops, np.asarray(targets, dtype=np.int64), tuple(names), paths, notes=notes, origin=origin)
+    cs.check_finite(f"the crop folder {root}")
     empty = [c for c, k in cs.counts().items() if k == 0]
     if empty:
         msg = f"{root}: no crops for {', '.join(empty)}"

@@ -177,6 +177,45 @@ def movie_stats(image, labels, settings: CropSettings = CropSettings(), max_fram
     return MovieStats(low, high, side)
 
 
+#: a cell with less than this share of finite pixels (the rest NaN or infinite) is not data: its crop
+#: would be mostly blank background, not the cell
+MIN_FINITE_SHARE = 0.5
+
+#: pixels of a frame handled at a time where a whole-frame temporary would be large
+BAND_PIXELS = 1 << 22
+
+
+def finite_share(image, labels, cells: pd.DataFrame, band_pixels: int = BAND_PIXELS) -> np.ndarray:
+    """(N,) share of each cell's pixels (``cells``: rows of one frame, with ``label`` and ``area``) whose
+    image value is a finite number; 1 for integer images. Read in bands of rows: memory follows
+    ``band_pixels``, not the frame."""
+    n = len(cells)
+    out = np.ones(n)
+    image = np.asarray(image)
+    if n == 0 or image.dtype.kind not in "fc":
+        return out
+    labels = np.asarray(labels)
+    ids = cells["label"].to_numpy(np.int64)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    bad = np.zeros(n)
+    rows = max(1, band_pixels // max(labels.shape[1], 1))
+    for y in range(0, labels.shape[0], rows):
+        off = ~np.isfinite(image[y:y + rows])
+        if not off.any():
+            continue
+        lab = labels[y:y + rows][off]
+        lab = lab[lab > 0]
+        if not lab.size:
+            continue
+        u, c = np.unique(lab.astype(np.int64, copy=False), return_counts=True)
+        pos = np.searchsorted(sorted_ids, u)
+        hit = (pos < n) & (sorted_ids[np.minimum(pos, n - 1)] == u)
+        np.add.at(bad, order[pos[hit]], c[hit])
+    area = cells["area"].to_numpy(np.float64)
+    return 1.0 - bad / np.maximum(area, 1.0)
+
+
 def window_geometry(cells: pd.DataFrame, settings: CropSettings, stats: MovieStats
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centre (cy, cx) and side of each cell's square window, in pixel coordinates."""
@@ -224,16 +263,10 @@ def extract_crops(image: np.ndarray, labels: np.ndarray, cells: pd.DataFrame,
         return out
     low, high = stats.low, stats.high
     scale = 1.0 / (high - low)
-    with np.errstate(over="ignore"):
-        img = np.asarray(image, dtype=np.float32).ravel()
-    finite = np.isfinite(img)
-    if image.dtype.kind == "f" and image.dtype.itemsize > 4 and not finite.all():
-        # float64 values beyond float32's range turned infinite: they would be blanked, not cells
-        over = ~finite & np.isfinite(image.ravel())
-        if over.any():
-            where = f"frame {int(cells['frame'].iloc[0])} of the image" if "frame" in cells else "the image"
-            check_image_range(0.0, float(np.abs(image.ravel()[over]).max()), where)
-    img = np.where(finite, (img - low) * scale, 0.0).astype(np.float32)
+    where = f"frame {int(cells['frame'].iloc[0])} of the image" if "frame" in cells else "the image"
+    # the image is read where the windows are, in its own type: no float copy of the whole frame (a
+    # 20,000 x 20,000 frame made three of them), and each value is normalised as it is gathered
+    img = _Normalised(image.ravel(), low, scale, where)
     lab = labels.ravel()
     ny, nx = labels.shape
     cy, cx, side = window_geometry(cells, settings, stats)
@@ -250,6 +283,29 @@ def extract_crops(image: np.ndarray, labels: np.ndarray, cells: pd.DataFrame,
             out[rows, 0] = _resample_windows(img, lab, ny, nx, cy[rows], cx[rows], side[rows], ids[rows], s,
                                              int(k), settings.mask)
     return out
+
+
+class _Normalised:
+    """A frame's pixels as the crops take them, computed at the positions read (``img[idx]``): float32,
+    mapped by the movie's range, NaN and infinity as the background (0).
+
+    Float64 values beyond float32's range (which would turn infinite, and be blanked, not cells)
+    are refused in plain words.
+    """
+
+    def __init__(self, flat: np.ndarray, low: float, scale: float, where: str):
+        self.flat, self.low, self.scale, self.where = flat, low, scale, where
+
+    def __getitem__(self, idx) -> np.ndarray:
+        raw = self.flat[idx]
+        with np.errstate(over="ignore"):
+            v = np.asarray(raw, dtype=np.float32)
+        finite = np.isfinite(v)
+        if raw.dtype.kind == "f" and raw.dtype.itemsize > 4 and not finite.all():
+            over = ~finite & np.isfinite(raw)
+            if over.any():
+                check_image_range(0.0, float(np.abs(raw[over]).max()), self.where)
+        return np.where(finite, (v - self.low) * self.scale, 0.0).astype(np.float32)
 
 
 def _resample_windows(img, lab, ny, nx, cy, cx, side, ids, s, k, mask) -> np.ndarray:

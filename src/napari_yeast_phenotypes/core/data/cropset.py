@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
+
 
 @dataclass
 class CropSet:
@@ -32,6 +34,22 @@ class CropSet:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def check_finite(self, where: str = "the crops") -> None:
+        """Refuse crops holding NaN or infinity, naming their files.
+
+        Such a crop is not data: set to 0 it would be trained on as a blank cell of its class, and
+        kept as it is it turns the loss NaN in the first batch that holds it, which reads as a
+        learning rate too high.
+        """
+        flat = self.crops.reshape(len(self.crops), -1)
+        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)) if flat.size else np.zeros(0, int)
+        if bad.size:
+            names = [str(self.paths[i]) if self.paths else f"#{i}" for i in bad[:5]]
+            more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+            raise InputError(f"{bad.size} of the {len(self)} crops of {where} hold NaN or infinite pixels: "
+                             f"{', '.join(names)}{more}. A crop must be numbers only; take these out of the set "
+                             "(or make them again from their movie) before training")
 
     def counts(self) -> dict[str, int]:
         return {c: int((self.targets == i).sum()) for i, c in enumerate(self.class_names)}

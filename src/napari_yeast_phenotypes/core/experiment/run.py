@@ -21,10 +21,11 @@ from ..config import ClassifyConfig
 from ..errors import InputError
 from ..files.atomic import atomic_write, check_writable_dir
 from ..files.fingerprint import describe_file, file_sha256, model_fingerprint
+from ..files.inside import path_inside
 from ..files.locking import FileLock, LockHeld
 from ..files.tables import write_csv
 from ..jobs.classify import check_track_model_file, with_track_model
-from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, result_complete
+from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, read_run, result_complete
 from ..results.schema import cell_columns, track_columns
 from .cluster import (
     _torch_threads_here,
@@ -89,10 +90,10 @@ def movie_state(folder, config: dict, model_fp: str, movie: MovieSpec, hashes: d
     content: SHA-256, see :func:`_same_input`).
     """
     folder = Path(folder)
-    if not result_complete(folder):
+    if not _reached_without_links(folder) or not result_complete(folder):
         return "todo", ""
     try:
-        run = json.loads((folder / RUN_FILE).read_text())
+        run = read_run(folder)
     except (OSError, ValueError):
         return "todo", ""
     if not isinstance(run, dict):
@@ -155,6 +156,15 @@ def check_distinct_movies(movies: list[MovieSpec], hashes: dict | None = None) -
                         "twice in the statistics. List each movie once (to compare two segmentations of "
                         "one movie, run classify-many once for each)")
                 same[digest] = m
+
+
+def _reached_without_links(movie_folder: Path) -> bool:
+    """Whether ``<out>/movies/<movie>`` is reached from the experiment folder without a symbolic link."""
+    try:
+        path_inside(movie_folder.parent.parent, f"{movie_folder.parent.name}/{movie_folder.name}")
+    except InputError:
+        return False
+    return True
 
 
 def clean_leftovers(folder: Path) -> None:
@@ -245,6 +255,8 @@ def run_movie(task: dict) -> dict:
     folder = Path(task["folder"])
     movie = MovieSpec(task["movie"], Path(task["image"]), Path(task["labels"]))
     try:
+        # a link in movies/ would send this movie's results (and the tidying of leftovers) elsewhere
+        path_inside(folder.parent.parent, f"{folder.parent.name}/{folder.name}")
         config = ClassifyConfig.from_dict(task["config"])
         for _ in range(5):  # a killed run's task may still hold the folder: wait, then look again
             _wait_and_tidy(folder, task.get("lock_wait_s", 3600.0))

@@ -68,7 +68,10 @@ def _unlock(fd: int) -> None:
 def holder(path: str | os.PathLike) -> dict:
     """Who holds (or last held) the lock at ``path``, as written by the holder; ``{}`` if unknown."""
     try:
-        return json.loads(Path(path).read_text() or "{}")
+        from .jsonfile import loads_json
+
+        found = loads_json(Path(path).read_text() or "{}")
+        return found if isinstance(found, dict) else {}
     except (OSError, ValueError):
         return {}
 

@@ -81,6 +81,18 @@ def external_crops_warning(clf) -> str | None:
     return EXTERNAL_CROPS_WARNING.format(how=how)
 
 
+def no_data_warning(left_out: dict | None) -> str | None:
+    """The plain-words note for cells left out because most of their pixels are NaN or infinite, or ``None``."""
+    if not left_out or not left_out.get("cells"):
+        return None
+    frames = left_out.get("frames") or []
+    shown = ", ".join(map(str, frames[:10])) + (f" and {len(frames) - 10} more" if len(frames) > 10 else "")
+    return (f"{left_out['cells']} cell-frame(s) (in frame{'s' * (len(frames) > 1)} {shown}) have most of their pixels "
+            "NaN or infinite in the image; they were left out of the tables (their tracks have a gap there) instead "
+            "of being classified from a blank crop. A registration or background correction often leaves such "
+            "borders; check how the image was made")
+
+
 def ood_report(result: Result, clf) -> dict:
     """How unlike the model's training data this movie is
     (:func:`~napari_yeast_phenotypes.core.network.ood.movie_report`), with a plain-words ``warning`` when a large
@@ -154,6 +166,9 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
         if warning:
             notes.append(warning)
         result = yield from analyse_iter(image, labels, clf, config)
+        blank = no_data_warning(result.cells.attrs.get("cells_without_data"))
+        if blank:
+            notes.append(blank)
         for key, arr in (("image", image), ("labels", labels)):
             if key not in inputs:
                 inputs[key] = _describe_array(arr, (names or {}).get(key, key))
@@ -168,6 +183,7 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
             inputs=inputs,
             inference=attrs.get("inference", {}),
             relinked=bool(attrs.get("relinked", False)),
+            cells_without_data=attrs.get("cells_without_data"),
             movie_stats=attrs.get("movie_stats"),
             crop_settings=clf.crop_settings.to_dict(),
             ood=ood,

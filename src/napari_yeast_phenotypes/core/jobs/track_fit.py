@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..config import parse_class_names
 from ..data.movies import read_array
 from ..errors import InputError
 from ..files.atomic import check_writable_file
 from ..files.fingerprint import file_sha256
+from ..files.inside import open_inside
 from ..files.tables import read_own_csv
-from ..results.folder import RUN_FILE, result_complete
+from ..results.folder import RUN_FILE, read_run, result_complete
 from ..track.track_model import MIN_LABELLED_TRACKS
 from .record import RunRecord
 
@@ -33,15 +34,19 @@ def read_result_folder(result_dir) -> tuple:
         raise InputError(f"{folder} is not a folder; give the result folder of a classified movie (what "
                          "yeast-phenotypes classify wrote with --out, or the Classify dock exported)")
     if not result_complete(folder):
-        why = ("it has no run.json" if not (folder / RUN_FILE).exists() else
-               "its files are not the ones its run.json lists: changed since, or an interrupted write")
+        why = ("its run.json is a symbolic link, and nothing is read through one" if (folder / RUN_FILE).is_symlink()
+               else "it has no run.json" if not (folder / RUN_FILE).exists() else
+               "its files are not the ones its run.json lists (changed since, an interrupted write, or names that "
+               "are not plain files of the folder)")
         raise InputError(f"{folder} is not a complete result folder ({why}); classify the movie into it again")
-    run = json.loads((folder / RUN_FILE).read_text())
+    run = read_run(folder)
     if "cells.csv" not in (run.get("outputs") or {}):
         raise InputError(f"{folder} holds no cells.csv of a classified movie (is it a classify-many folder? give "
                          "one of its movies/<movie> folders)")
-    cells = read_own_csv(folder / "cells.csv")
+    with open_inside(folder, "cells.csv") as fh:  # never through a link
+        cells = read_own_csv(fh)
     names = (run.get("model") or {}).get("class_names") or [c[2:] for c in cells.columns if c.startswith("p_")]
+    names = parse_class_names(names, f"{folder / RUN_FILE}: the model's class names")
     missing = [c for c in ("track_id", "frame", "label", *prob_columns(names)) if c not in cells.columns]
     if missing:
         raise InputError(f"{folder / 'cells.csv'} lacks the columns {missing[:5]}; it is not a cells.csv written by "
@@ -102,7 +107,7 @@ def labels_of_result(run: dict, class_names, *, curated=None, labels=None):
     if not (root / "settings.json").is_file():
         raise InputError(f"{root} is not a curated set (no settings.json): give the folder that the Annotate dock "
                          "or yeast-phenotypes curate writes into")
-    cs = CuratedSet(root)
+    cs = CuratedSet.read(root)
     other = sorted(set(cs.class_names) - set(class_names))
     if other:
         raise InputError(f"the curated set in {root} has the classes {', '.join(other)}, which the model of this "

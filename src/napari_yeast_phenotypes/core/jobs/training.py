@@ -31,7 +31,7 @@ def load_crop_folder(path, class_names):
 
     path = Path(path)
     if (path.parent / "manifest.csv").exists() and (path.parent / "settings.json").exists():
-        cs = CuratedSet(path.parent)
+        cs = CuratedSet.read(path.parent)  # reading wants no writers' lock: a read-only set trains too
         return cs.load_split(path.name), cs.crop_settings
     if (path / "manifest.csv").exists() and (path / "settings.json").exists():
         raise InputError(f"{path} is a whole curated set; name one of its splits, e.g. {path / 'train'}, or "

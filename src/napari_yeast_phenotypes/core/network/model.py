@@ -332,7 +332,10 @@ def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = 
     fc = state.get("fc.weight")
     if fc is None or state.get("conv1.weight") is None:
         raise InputError(f"{path}: not a ResNet50 classifier (no conv1/fc weights)")
-    n_out = fc.shape[0]
+    n_out = fc.shape[0] if fc.ndim == 2 else 0
+    if n_out < 2:
+        raise InputError(f"{path}: its last layer has {n_out} output(s); a classifier needs at least two classes "
+                         "(with one it calls every cell that class, at confidence 1)")
     names = data.get("class_names")
     if names is not None:
         names = list(parse_class_names(names, f"{path}'s class names"))

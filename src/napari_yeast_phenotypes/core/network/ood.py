@@ -159,7 +159,14 @@ class OODSummary:
     @classmethod
     def from_state(cls, d, where: str = "the checkpoint") -> OODSummary:
         """Read back :meth:`to_state`'s dict (version 1 or 2), checking shapes (a changed file is refused in words)."""
+        version = d.get("version", 0) if isinstance(d, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > OOD_VERSION:
+            raise InputError(f"{where}: its summary of the training data was written by a newer "
+                             f"napari-yeast-phenotypes (format {version}; this version reads up to {OOD_VERSION}); "
+                             "update the package")
         try:
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise ValueError(f"its version is {version!r}, not a whole number")
             if not isinstance(d, dict):
                 raise ValueError("not a summary this version can read")
             version = int(d.get("version", 0))

@@ -16,6 +16,7 @@ Without a validation set, a part of the training set (again whole tracks) become
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -242,6 +243,38 @@ def plan_splits(train: CropSet, val: CropSet | None, test: CropSet | None, confi
                          f"epoch and from calibration; the other {int((~mask).sum())} chose them"}
 
 
+def check_held_out(train: CropSet, other: CropSet, what: str, against: str = "training") -> None:
+    """Refuse ``other`` (validation or test crops) when it shares crops with ``train``: by pixels (the same
+    crop under another name, or the same folder given twice) or by cell (one track on both sides).
+
+    Figures on crops the model learnt from would be called held out while they flatter.
+    """
+    seen = {}
+    for i, c in enumerate(train.crops):
+        seen.setdefault(hashlib.sha256(c.tobytes()).digest(), i)
+    same = [(j, seen[d]) for j, c in enumerate(other.crops) if (d := hashlib.sha256(c.tobytes()).digest()) in seen]
+    ids_t, ids_o = crop_ids(train), crop_ids(other)
+    if same:
+        j, i = same[0]
+        whole = "all" if len(same) == len(other) else f"{len(same)} of the {len(other)}"
+        raise InputError(f"{whole} {what} crops are also {against} crops (the same pixels: e.g. {ids_o[j]} is "
+                         f"{ids_t[i]}), so figures on them would not be held out. Give {what} crops the model does "
+                         f"not learn from (another folder, or the set's {what} split), or none: a part of the "
+                         "training set, whole tracks, is then held out")
+    if train.tracks is not None and other.tracks is not None:
+        shared = set(map(str, train.tracks)) & set(map(str, other.tracks))
+        if shared:
+            raise InputError(f"{len(shared)} cell(s) have crops among both the {against} and the {what} crops (e.g. "
+                             f"{sorted(shared)[0]}); the frames of one cell look alike, so figures on them would not "
+                             f"be held out. Keep each cell's crops on one side")
+
+
+def unfinished_record(epoch: int, epochs: int) -> str:
+    """The ``stopped`` record of a checkpoint written while training still runs (each better epoch)."""
+    return (f"not finished: written after epoch {epoch} of {epochs} while the training ran; it was interrupted "
+            "before the end (or is still running), so this model was not calibrated nor judged on its report crops")
+
+
 def crop_ids(data: CropSet) -> list[str]:
     """The ids of the crops (their file names without suffix; their index when they have no file)."""
     return [Path(p).stem for p in data.paths] if data.paths else [f"#{i}" for i in range(len(data))]
@@ -285,9 +318,15 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         raise InputError("the training set is empty")
     if out is not None:
         check_writable_file(out, overwrite=True)  # before the first epoch, not after it
+    train.check_finite("the training set")
     for other, what in ((val, "validation"), (test, "test")):
         if other is not None and tuple(other.class_names) != tuple(train.class_names):
             raise InputError(f"training and {what} sets use different class lists")
+        if other is not None:
+            other.check_finite(f"the {what} set")
+            check_held_out(train, other, what)
+    if val is not None and test is not None:
+        check_held_out(val, test, "test", "validation")
     plan = plan_splits(train, val, test, config)
     train, select, report_set = plan["train"], plan["select"], plan["report"]
     torch.manual_seed(config.seed)
@@ -371,9 +410,11 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             best_probs = probs if m is not None else None
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if out is not None:
+                # what this file says until the training ends: a SIGINT, a crash or a kill leaves it so
                 save_checkpoint(out, Classifier(model, train.class_names, crop_settings),
                                 base_weights=config.base_weights, training=config.to_dict(), history=history,
-                                validation=m, best_epoch=epoch, **info)
+                                validation=m, best_epoch=epoch, stopped=unfinished_record(epoch, config.epochs),
+                                **info)
         elif config.patience and epoch - best_epoch >= config.patience:
             stopped = f"stopped early: the validation macro-F1 has not improved for {config.patience} epochs"
         yield {"epoch": epoch, "epochs": config.epochs, "done_epoch": True, "best_epoch": best_epoch, **record}

@@ -18,6 +18,8 @@ from pathlib import Path
 from ..errors import WRITE_ERRNOS, InputError, write_error
 from ..files.atomic import _fsync_dir, atomic_write, check_writable_dir
 from ..files.fingerprint import file_sha256
+from ..files.inside import OutsideFolder, path_inside, read_text_inside, sha256_inside
+from ..files.jsonfile import loads_json
 from ..files.locking import FileLock
 
 RESULT_FILES = ("cells.csv", "tracks.csv", "summary.png")
@@ -39,13 +41,43 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def read_run(out: str | os.PathLike, run_file: str = RUN_FILE) -> dict:
+    """``run.json`` of the folder ``out``: a regular file in it (never through a link), a JSON object.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is none.
+    ValueError
+        When it is not a JSON object (an :class:`~napari_yeast_phenotypes.core.errors.InputError` when it is a
+        link, a device or a folder).
+    """
+    run = loads_json(read_text_inside(out, run_file))
+    if not isinstance(run, dict):
+        raise ValueError(f"{Path(out) / run_file} is not a JSON object")
+    return run
+
+
 def result_complete(out: str | os.PathLike, run_file: str = RUN_FILE) -> bool:
-    """Whether ``out`` holds a complete result: ``run.json`` and every file it lists, unchanged."""
+    """Whether ``out`` holds a complete result: ``run.json`` and every file it lists, unchanged.
+
+    Only regular files of ``out`` itself count, never through a symbolic link, and a file whose size
+    is not the recorded one is not hashed: a ``run.json`` naming ``/dev/zero``, ``../x`` or a link
+    says "not complete" at once, without reading anything outside the folder.
+    """
     out = Path(out)
     try:
-        run = json.loads((out / run_file).read_text())
-        outputs = run["outputs"]
-        return bool(outputs) and all(file_sha256(out / name) == meta["sha256"] for name, meta in outputs.items())
+        outputs = read_run(out, run_file)["outputs"]
+        if not isinstance(outputs, dict) or not outputs:
+            return False
+        for name, meta in outputs.items():
+            if not _plain_name(name) or not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+                return False
+            size = meta.get("bytes")
+            size = size if isinstance(size, int) and not isinstance(size, bool) else None
+            if sha256_inside(out, name, size) != meta["sha256"]:
+                return False
+        return True
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -64,7 +96,7 @@ def _plain_name(name) -> bool:
 def _read_mark(out: Path) -> dict:
     """The mark of an interrupted commit; names that are not plain file names in ``out`` are dropped."""
     try:
-        mark = json.loads((out / WRITING_MARK).read_text())
+        mark = loads_json(read_text_inside(out, WRITING_MARK))
     except (OSError, ValueError):
         return {}
     if not isinstance(mark, dict):
@@ -93,7 +125,12 @@ def recover_result_folder(out: str | os.PathLike, files=RESULT_FILES, run_file: 
         if "files" in mark:
             files, run_file = mark["files"], mark["run_file"]  # the interrupted job's own
         names = [*files, run_file]
-        previous = out / str(mark.get("staging", "")) / PREVIOUS if mark.get("staging") else None
+        previous = None
+        if mark.get("staging"):
+            try:  # a staging folder that is a link would bring files from elsewhere into the folder
+                previous = path_inside(out, f"{mark['staging']}/{PREVIOUS}")
+            except OutsideFolder:
+                previous = None
         if mark.get("phase") == "in" and result_complete(out, run_file):
             done = "finished"  # killed after run.json: the new result is whole
         else:
@@ -204,4 +241,4 @@ class ResultFolder:
             shutil.rmtree(self.out, ignore_errors=True)
 
 
-__all__ = ["ResultFolder", "recover_result_folder", "result_complete"]
+__all__ = ["ResultFolder", "read_run", "recover_result_folder", "result_complete"]

@@ -27,6 +27,10 @@ import pandas as pd
 from ...phenotypes import CLASS_NAMES
 from ..errors import InputError
 from ..results.schema import prob_columns, track_columns
+from .hmm import _normalise_log, emissions, messages, transition_matrix
+
+#: the smallest emission floor accepted (:attr:`TimelineSettings.min_probability`)
+MIN_EMISSION_FLOOR = 1e-12
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,17 @@ class TimelineSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 <= v < 1):
                 raise InputError(f"timeline {name} must be a number in [0, 1), not {v!r}")
+        for name in ("switch_rate", "senescence_rate"):
+            if not getattr(self, name) >= MIN_EMISSION_FLOOR:
+                # a rate of 0 forbids every such change: a person's label of one makes the track impossible
+                raise InputError(f"timeline {name} must be at least {MIN_EMISSION_FLOOR:g} (a rate of 0 forbids "
+                                 f"every such change, so a labelled one could not be followed), not "
+                                 f"{getattr(self, name)!r}")
+        if not self.min_probability >= MIN_EMISSION_FLOOR:
+            # a floor of 0 lets one frame rule out every class (a confusion matrix with a column of
+            # zeros: the network's call has no true class), and the track becomes NaN
+            raise InputError(f"timeline min_probability must be at least {MIN_EMISSION_FLOOR:g} (a floor of 0 lets a "
+                             f"single frame rule out every class), not {self.min_probability!r}")
         if self.switch_rate + self.senescence_rate >= 1:
             raise InputError("timeline switch_rate + senescence_rate must stay below 1")
         t = self.temperature
@@ -83,6 +98,10 @@ class TimelineSettings:
                     or (m < 0).any() or not np.allclose(m.sum(axis=1), 1.0, atol=1e-6):
                 raise InputError("timeline confusion must be a square matrix of probabilities whose rows "
                                  "sum to 1 (P(call | true class)), one row and column per class")
+            if float(np.ptp(m, axis=0).max()) < 1e-9:
+                raise InputError("timeline confusion has the same row for every true class: the network's call "
+                                 "would say nothing about the class, and every cell would get the class the "
+                                 "transitions favour. Fit the track model again on labelled cells")
             # a tuple of tuples: the settings stay hashable and compare by value
             object.__setattr__(self, "confusion", tuple(tuple(float(v) for v in row) for row in m))
 
@@ -103,47 +122,28 @@ class TimelineSettings:
         return cls(**d)
 
     def check_classes(self, n: int) -> None:
-        """Refuse a confusion matrix fitted for another number of classes."""
+        """Refuse a confusion matrix fitted for another number of classes, and an emission floor that would
+        flatten the evidence of every frame for ``n`` classes."""
         if self.confusion is not None and len(self.confusion) != n:
             raise InputError(f"the track model's confusion matrix is for {len(self.confusion)} classes, but the "
                              f"model classifies into {n}; fit the track model again for this model")
+        if n and self.min_probability >= 1.0 / n:
+            raise InputError(f"the track model's min_probability {self.min_probability:g} is at least 1/{n}: every "
+                             f"frame's evidence would be flattened to the same value for all {n} classes, and the "
+                             "network's calls ignored; use a small floor (the default is 0.0001)")
 
 
-def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities with their log divided by ``temperature`` and renormalised (rows)."""
+def check_probabilities(probs: np.ndarray, where: str = "the cell table") -> np.ndarray:
+    """``probs`` as float64, refused (:class:`InputError`) unless every value is a finite number in [0, 1]
+    and no row is all zero: such a row would make the track model compute NaN for a whole track."""
     probs = np.asarray(probs, dtype=np.float64)
-    if temperature == 1.0:
-        return probs
-    logp = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logp -= logp.max(axis=1, keepdims=True)
-    q = np.exp(logp)
-    return q / q.sum(axis=1, keepdims=True)
-
-
-def emissions(probs: np.ndarray, settings: TimelineSettings) -> np.ndarray:
-    """(T, C) emission of each class at each frame from the network's probabilities (rows sum to 1)."""
-    if settings.confusion is not None:
-        q = np.asarray(settings.confusion, dtype=np.float64).T[np.asarray(probs).argmax(axis=1)]
-    else:
-        q = calibrated(probs, settings.temperature)
-    emis = np.clip(q, settings.min_probability, 1.0)
-    emis /= emis.sum(axis=1, keepdims=True)
-    return emis
-
-
-def transition_matrix(n: int, absorbing: int | None, s: TimelineSettings) -> np.ndarray:
-    """Row-stochastic (n, n) transition matrix with ``absorbing`` as a sink state."""
-    live = [i for i in range(n) if i != absorbing]
-    a = np.zeros((n, n))
-    for i in live:
-        others = [j for j in live if j != i]
-        a[i, others] = s.switch_rate / max(len(others), 1)
-        if absorbing is not None:
-            a[i, absorbing] = s.senescence_rate
-        a[i, i] = 1.0 - a[i].sum()
-    if absorbing is not None:
-        a[absorbing, absorbing] = 1.0
-    return a
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(probs) & (probs >= 0) & (probs <= 1 + 1e-6)).all(axis=1) | ~(probs.sum(axis=1) > 0)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} row(s) of {where} hold class probabilities that are not numbers from 0 "
+                         "to 1 summing above 0 (NaN, infinite, negative or all zero), so their tracks cannot be "
+                         "smoothed; classify the movie again")
+    return probs
 
 
 def check_fixed(fixed, absorbing: int | None, class_names=CLASS_NAMES, frames=None, track=None) -> None:
@@ -207,7 +207,7 @@ def smooth_track(probs: np.ndarray, absorbing: int | None, settings: TimelineSet
 def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: TimelineSettings = TimelineSettings(),
                            fixed=None) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`smooth_track`, with the whole (T, C) posterior instead of the chosen class's."""
-    probs = np.asarray(probs, dtype=np.float64)
+    probs = check_probabilities(probs, "this track")
     t_len, n = probs.shape
     settings.check_classes(n)
     emis = emissions(probs, settings)
@@ -223,6 +223,8 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     with np.errstate(divide="ignore"):
         log_a = np.log(a)
         log_e = np.log(emis)
+    if t_len == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, n))
     # Viterbi with a flat prior over the start state
     score = log_e[0].copy()
     back = np.zeros((t_len, n), dtype=np.int64)
@@ -234,13 +236,8 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     path[-1] = int(score.argmax())
     for t in range(t_len - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
-    fwd, bwd = forward_backward(emis, a)
-    post = np.empty((t_len, n))
-    post[-1] = fwd[-1]
-    for t in range(t_len - 2, -1, -1):
-        p = fwd[t] * bwd[t]
-        post[t] = p / p.sum()
-    return path, post
+    lf, lb = messages(emis, a)
+    return path, _normalise_log(lf + lb)
 
 
 def smooth_tracks(probs: np.ndarray, track_ids: np.ndarray, absorbing: int | None,
@@ -334,30 +331,6 @@ def smooth_tracks(probs: np.ndarray, track_ids: np.ndarray, absorbing: int | Non
     return out_path, out_post
 
 
-def forward_backward(emis: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled forward and backward messages of one track (flat prior over the start state).
-
-    Each row of both is normalised to sum 1, so ``fwd[t] * bwd[t]`` is proportional to the
-    posterior of frame ``t`` and ``fwd[t-1, i] * a[i, j] * emis[t, j] * bwd[t, j]`` to the
-    posterior of the transition ``i -> j`` into frame ``t``.
-    """
-    t_len, n = emis.shape
-    fwd = np.empty((t_len, n))
-    f = emis[0] / n
-    fwd[0] = f / f.sum()
-    for t in range(1, t_len):
-        f = (fwd[t - 1] @ a) * emis[t]
-        fwd[t] = f / f.sum()
-    bwd = np.empty((t_len, n))
-    bwd[-1] = 1.0
-    b = bwd[-1]
-    for t in range(t_len - 2, -1, -1):
-        b = a @ (emis[t + 1] * b)
-        b /= b.sum()
-        bwd[t] = b
-    return fwd, bwd
-
-
 def _unsmoothed(emis: np.ndarray, absorbing: int | None, fixed) -> tuple[np.ndarray, np.ndarray]:
     """No smoothing: each frame on its own (calibrated probabilities; a person's labels win)."""
     post = emis.copy()
@@ -374,13 +347,29 @@ def fixed_classes(cells: pd.DataFrame, annotations: pd.DataFrame | None, class_n
     """(N,) class index a person gave each row of ``cells`` (``-1`` where none).
 
     ``annotations`` has ``frame, label, phenotype``; rows without a class (marks such as
-    "unsure") are no evidence and are ignored.
+    "unsure") are no evidence and are ignored. The same label given twice counts once.
+
+    Raises
+    ------
+    InputError
+        When one cell-frame is given two different classes: which one is true cannot be told,
+        and either would shape the track model silently.
     """
     out = np.full(len(cells), -1, dtype=np.int64)
     if annotations is None or not len(annotations):
         return out
     names = list(class_names)
-    ann = annotations[annotations["phenotype"].isin(names)].drop_duplicates(["frame", "label"], keep="last")
+    ann = annotations[annotations["phenotype"].isin(names)]
+    kinds = ann.groupby([ann["frame"].astype(np.int64), ann["label"].astype(np.int64)])["phenotype"].nunique()
+    torn = kinds[kinds > 1]
+    if len(torn):
+        f, lab = torn.index[0]
+        said = sorted(set(ann["phenotype"][(ann["frame"] == f) & (ann["label"] == lab)]))
+        raise InputError(f"{len(torn)} cell-frame(s) are labelled with two different classes (e.g. frame {f}, label "
+                         f"{lab}: {' and '.join(said)}); a cell shows one phenotype at a time, so which label is "
+                         "true cannot be told. Keep one label for each (the curated set lists its conflicts in the "
+                         "manifest's conflict column)")
+    ann = ann.drop_duplicates(["frame", "label"], keep="last")
     where = pd.MultiIndex.from_arrays([ann["frame"].astype(np.int64), ann["label"].astype(np.int64)])
     pos = where.get_indexer(pd.MultiIndex.from_arrays([cells["frame"].astype(np.int64),
                                                        cells["label"].astype(np.int64)]))
@@ -405,7 +394,7 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
     names = list(class_names)
     settings.check_classes(len(names))
     cells = cells.sort_values(["track_id", "frame"], kind="stable").reset_index(drop=True)
-    probs = cells[prob_columns(names)].to_numpy(dtype=np.float64)
+    probs = check_probabilities(cells[prob_columns(names)].to_numpy(dtype=np.float64))
     raw = probs.argmax(axis=1) if len(cells) else np.zeros(0, int)
     smooth = raw.copy()
     conf = probs.max(axis=1) if len(cells) else np.zeros(0)
@@ -414,13 +403,21 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
     tracks = cells["track_id"].to_numpy()
     frames = cells["frame"].to_numpy()
     bounds = np.flatnonzero(np.diff(tracks)) + 1
-    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(cells)]):
+    starts, stops = np.r_[0, bounds], np.r_[bounds, len(cells)]
+    for a, b in zip(starts, stops):
         if b > a and (fixed[a:b] >= 0).any():
             check_fixed(fixed[a:b], sink, names, frames[a:b], tracks[a])  # said with the track and frames
     if len(cells):
         # all tracks at once: the same numbers as smooth_track track by track (tests/test_live_head.py)
         smooth, post = smooth_tracks(probs, tracks, sink, settings, fixed if (fixed >= 0).any() else None)
         conf = post[np.arange(len(cells)), smooth]
+        # a long track whose messages underflow (labels far from their evidence): smooth_track's log-space
+        # messages give it exactly, never NaN
+        bad = ~np.isfinite(conf)
+        for a, b in zip(starts, stops):
+            if bad[a:b].any():
+                fx = fixed[a:b] if (fixed[a:b] >= 0).any() else None
+                smooth[a:b], conf[a:b] = smooth_track(probs[a:b], sink, settings, fx)
     out = cells.copy()
     out["phenotype_raw"] = np.asarray(names, dtype=object)[raw]
     out["phenotype"] = np.asarray(names, dtype=object)[smooth]
@@ -430,26 +427,43 @@ def add_timeline(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: Timelin
 
 
 def track_summary(cells: pd.DataFrame, class_names=CLASS_NAMES, absorbing: str = "Senescent") -> pd.DataFrame:
-    """One row per track: span, dominant phenotype, senescence frame, frames per class, transitions."""
+    """One row per track: span, dominant phenotype, senescence frame, frames per class, transitions.
+
+    Computed for all tracks at once (a frame of a million cells is a million tracks: a loop over
+    them took minutes and a dictionary per track).
+    """
     names = list(class_names)
     cols = track_columns(names)
-    rows = []
-    for tid, g in cells.sort_values(["track_id", "frame"]).groupby("track_id", sort=True):
-        ph = g["phenotype"].to_numpy()
-        fr = g["frame"].to_numpy()
-        counts = {c: int((ph == c).sum()) for c in names}
-        sen = fr[ph == absorbing]
-        change = np.flatnonzero(ph[1:] != ph[:-1]) + 1
-        rows.append({
-            "track_id": int(tid),
-            "first_frame": int(fr[0]),
-            "last_frame": int(fr[-1]),
-            "n_frames": int(len(fr)),
-            "dominant_phenotype": max(names, key=lambda c: (counts[c], -names.index(c))),
-            "senescence_frame": int(sen[0]) if sen.size else pd.NA,
-            **{f"frames_{c}": counts[c] for c in names},
-            "transitions": "; ".join(f"{fr[i]}:{ph[i - 1]}>{ph[i]}" for i in change),
-        })
-    out = pd.DataFrame(rows, columns=cols)
-    out["senescence_frame"] = out["senescence_frame"].astype("Int64")
-    return out
+    if not len(cells):
+        out = pd.DataFrame(columns=cols)
+        out["senescence_frame"] = out["senescence_frame"].astype("Int64")
+        return out
+    c = cells.sort_values(["track_id", "frame"], kind="stable")
+    tid = c["track_id"].to_numpy(np.int64)
+    fr = c["frame"].to_numpy(np.int64)
+    ph = c["phenotype"].to_numpy(dtype=object)
+    code = pd.Categorical(ph, categories=names).codes.astype(np.int64)
+    start = np.r_[0, np.flatnonzero(np.diff(tid)) + 1]
+    stop = np.r_[start[1:], len(c)]
+    track = np.repeat(np.arange(start.size), stop - start)
+    counts = np.zeros((start.size, len(names)), dtype=np.int64)
+    known = code >= 0
+    np.add.at(counts, (track[known], code[known]), 1)
+    out = pd.DataFrame({"track_id": tid[start], "first_frame": fr[start], "last_frame": fr[stop - 1],
+                        "n_frames": (stop - start).astype(np.int64),
+                        "dominant_phenotype": np.asarray(names, dtype=object)[counts.argmax(axis=1)]})
+    sen = pd.array([pd.NA] * start.size, dtype="Int64")
+    if absorbing in names:
+        at = np.flatnonzero(code == names.index(absorbing))
+        first = pd.Series(fr[at]).groupby(track[at]).first()
+        sen[first.index.to_numpy()] = first.to_numpy()
+    out["senescence_frame"] = sen
+    for j, name in enumerate(names):
+        out[f"frames_{name}"] = counts[:, j]
+    change = np.flatnonzero((ph[1:] != ph[:-1]) & (track[1:] == track[:-1])) + 1
+    text = pd.Series([f"{fr[i]}:{ph[i - 1]}>{ph[i]}" for i in change], dtype=object)
+    joined = text.groupby(track[change]).agg("; ".join) if change.size else pd.Series(dtype=object)
+    trans = np.full(start.size, "", dtype=object)
+    trans[joined.index.to_numpy(np.int64)] = joined.to_numpy()
+    out["transitions"] = trans
+    return out[cols]

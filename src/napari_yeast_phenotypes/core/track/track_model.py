@@ -34,7 +34,8 @@ import pandas as pd
 from ...phenotypes import CLASS_NAMES
 from ..errors import InputError
 from ..results.schema import prob_columns
-from .timeline import TimelineSettings, emissions, fixed_classes, forward_backward, smooth_track, transition_matrix
+from .hmm import emissions, messages, transition_matrix
+from .timeline import TimelineSettings, check_fixed, check_probabilities, fixed_classes, smooth_track
 
 #: the confusion matrix's prior: this share of calls off the diagonal, worth this many cells
 TRACK_MODEL_FORMAT = "napari-yeast-phenotypes/track-model"
@@ -68,6 +69,15 @@ def _sorted_tracks(cells: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[int, i
 def truth_codes(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_NAMES) -> np.ndarray:
     """(N,) class index of each row of ``cells`` from ``truth`` (``frame, label, phenotype``), -1 where none."""
     return fixed_classes(cells, truth, class_names)
+
+
+def _check_label_sequences(cells: pd.DataFrame, bounds, codes: np.ndarray, sink: int | None, names) -> None:
+    """Refuse labels no track can follow (a live phenotype after Senescent), naming the track and frames:
+    fitted on, they would teach the model transitions it forbids."""
+    frames, tracks = cells["frame"].to_numpy(), cells["track_id"].to_numpy()
+    for a, b in bounds:
+        if (codes[a:b] >= 0).any():
+            check_fixed(codes[a:b], sink, names, frames[a:b], tracks[a])
 
 
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -166,9 +176,13 @@ def expected_transitions(probs: np.ndarray, settings: TimelineSettings, absorbin
     if len(emis) < 2:
         return 0.0, 0.0, 0.0
     a = transition_matrix(n, absorbing, settings)
-    fwd, bwd = forward_backward(emis, a)
-    # xi[t, i, j] for the transition into frame t+1, normalised per t
-    xi = fwd[:-1, :, None] * a[None] * (emis[1:] * bwd[1:])[:, None, :]
+    with np.errstate(divide="ignore"):
+        log_a, log_e = np.log(a), np.log(emis)
+    lf, lb = messages(emis, a)
+    # xi[t, i, j] for the transition into frame t+1, normalised per t (in log space: long tracks never underflow)
+    log_xi = lf[:-1, :, None] + log_a[None] + (log_e[1:] + lb[1:])[:, None, :]
+    log_xi -= log_xi.max(axis=(1, 2), keepdims=True)
+    xi = np.exp(log_xi)
     xi /= xi.sum(axis=(1, 2), keepdims=True)
     tot = xi.sum(axis=0)
     live = [i for i in range(n) if i != absorbing]
@@ -202,7 +216,9 @@ def fit_em(cells: pd.DataFrame, class_names=CLASS_NAMES, settings: TimelineSetti
     sink = names.index(absorbing) if absorbing in names else None
     cells, bounds = _sorted_tracks(cells)
     probs = cells[prob_columns(names)].to_numpy(dtype=np.float64)
+    check_probabilities(probs)
     fixed = fixed_classes(cells, annotations, names)
+    _check_label_sequences(cells, bounds, fixed, sink, names)
     history, converged = [], False
     for _ in range(iterations):
         sw = se = live = 0.0
@@ -336,7 +352,9 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
     n = len(names)
     sink = names.index(absorbing) if absorbing in names else None
     cells, bounds = _sorted_tracks(cells)
+    check_probabilities(cells[prob_columns(names)].to_numpy(dtype=np.float64))
     codes = truth_codes(cells, truth, names)
+    _check_label_sequences(cells, bounds, codes, sink, names)
     annotated_tracks = np.unique(cells["track_id"].to_numpy()[codes >= 0])
     if len(annotated_tracks) < 2:
         raise InputError(f"{len(annotated_tracks)} track(s) have a labelled cell; the track model needs labelled "

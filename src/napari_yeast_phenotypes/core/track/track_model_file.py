@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import parse_class_names
 from ..errors import InputError
 from ..files.atomic import atomic_write
+from ..files.jsonfile import TooDeep, loads_json
 from .timeline import TimelineSettings
-from .track_model import TRACK_MODEL_FORMAT, TrackModelFit
+from .track_model import TRACK_MODEL_FORMAT, TRACK_MODEL_VERSION, TrackModelFit
 
 
 def save_track_model(path: str | os.PathLike, fit: TrackModelFit, *, keep_earlier: bool = False,
@@ -44,24 +46,41 @@ def load_track_model(path: str | os.PathLike, class_names=None) -> TimelineSetti
     """The :class:`TimelineSettings` saved by :func:`save_track_model` (checked against ``class_names``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"track model file not found: {path}") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a folder; give a track model file (written by yeast-phenotypes "
                          "fit-track-model)") from None
     except (OSError, ValueError) as exc:
-        why = "not JSON text" if isinstance(exc, ValueError) else exc.strerror
+        why = (str(exc) if isinstance(exc, TooDeep) else "not JSON text" if isinstance(exc, ValueError)
+               else exc.strerror)
         raise InputError(f"{path} is not a track model file ({why}); give the JSON file written by yeast-phenotypes "
                          "fit-track-model (or the Annotate dock's track_model.json)") from exc
     if not isinstance(data, dict) or data.get("format") != TRACK_MODEL_FORMAT:
         raise InputError(f"{path} is not a track model file saved by napari-yeast-phenotypes; give the JSON file "
                          "written by yeast-phenotypes fit-track-model (or the Annotate dock's track_model.json)")
-    if class_names is not None and list(data.get("class_names", [])) != list(class_names):
-        raise InputError(f"{path} was fitted for the classes {', '.join(map(str, data.get('class_names') or []))}, "
+    version = data.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InputError(f"{path}: its format_version is {version!r}, not a version number this package writes; the "
+                         "file was changed or made by another program. Fit the track model again")
+    if version > TRACK_MODEL_VERSION:
+        raise InputError(f"{path} was written by a newer napari-yeast-phenotypes (track model format {version}; "
+                         f"this version reads up to {TRACK_MODEL_VERSION}); update the package, or fit the track "
+                         "model again with this version")
+    names = parse_class_names(data.get("class_names"), f"{path}'s class_names")
+    if class_names is not None and list(names) != list(class_names):
+        raise InputError(f"{path} was fitted for the classes {', '.join(names)}, "
                          f"but the model classifies into {', '.join(class_names)}; fit a track model on a movie "
                          "classified by this model")
-    return TimelineSettings.from_dict(data.get("timeline"))
+    try:
+        settings = TimelineSettings.from_dict(data.get("timeline"))
+        settings.check_classes(len(names))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    if not isinstance(data.get("report", {}), dict):
+        raise InputError(f"{path}: its report is not a mapping; the file was changed or made by another program")
+    return settings
 
 
 def _share(x) -> str:

@@ -78,6 +78,24 @@ def _is_split(name: str) -> bool:
     return True
 
 
+def _refuse_cells_without_data(image, labels, cells: pd.DataFrame) -> None:
+    """Refuse annotated cells most of whose pixels are NaN or infinite: their crops would be blank, and a
+    blank crop in the curated set would teach the model that a blank is their class."""
+    from ..crops import MIN_FINITE_SHARE, finite_share
+
+    if np.asarray(image[:0]).dtype.kind not in "fc":
+        return
+    bad = []
+    for t, idx in cells.groupby("frame").indices.items():
+        rows = cells.iloc[idx]
+        share = finite_share(np.asarray(image[int(t)]), np.asarray(labels[int(t)]), rows)
+        bad += [f"frame {int(t)} label {int(lab)}" for lab in rows["label"][share < MIN_FINITE_SHARE]]
+    if bad:
+        raise InputError(f"{len(bad)} annotated cell(s) have most of their pixels NaN or infinite in the image "
+                         f"({', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''}): their crops would be blank, "
+                         "not the cell. Leave them out of the annotations, or fix the image")
+
+
 def crops_for_annotations(image, labels, annotations: pd.DataFrame, settings: CropSettings, source: str,
                           experiment: str = "", *, movie_id: str | None = None, movie_path: str = "",
                           stats=None, table: pd.DataFrame | None = None) -> tuple[np.ndarray, pd.DataFrame]:
@@ -118,6 +136,7 @@ def crops_for_annotations(image, labels, annotations: pd.DataFrame, settings: Cr
         pairs = ", ".join(f"frame {f} label {lab}" for f, lab in zip(missing["frame"], missing["label"]))
         raise InputError(f"{len(missing)} annotated cells are not in the labels ({pairs[:300]}); check that "
                          "the annotations belong to this movie")
+    _refuse_cells_without_data(image, labels, merged)
     crops = movie_crops(image, labels, merged, settings, stats)
     keep = [c for c in ("frame", "label", "track_id", "phenotype", "split", "mark", "model_phenotype")
             if c in merged]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ...errors import InputError
 from ...files.atomic import atomic_write
+from ...files.inside import open_inside
 from ...files.tables import csv_text, restore_table
 
 LEGACY_COLUMNS = ["crop_id", "split", "phenotype", "path", "experiment", "source", "frame", "label",
@@ -48,9 +49,6 @@ MARK_FOLDER = "_marked"
 
 #: below this many crops a class is reported as too few to learn from
 MIN_PER_CLASS = 20
-
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -92,19 +90,14 @@ def normalise_mark(value) -> str:
 
 
 def check_class_names(names, where: str = "") -> tuple[str, ...]:
-    """Class names that can be folder names: unique, non-empty, no path separators or dots first."""
-    names = tuple(str(n) for n in names)
-    bad = [n for n in names if not _SAFE_NAME.match(n) or n.startswith(MARK_FOLDER)]
-    if bad:
-        raise InputError(f"{where}class names {bad} cannot be folder names (letters, digits, space, . _ + - only, "
-                         "not starting with a dot)")
-    lowered = [n.lower() for n in names]
-    dupes = sorted({n for n in names if lowered.count(n.lower()) > 1})
-    if dupes:
-        raise InputError(f"{where}class names {dupes} appear twice (names are matched without case)")
-    if not names:
-        raise InputError(f"{where}no class names")
-    return names
+    """Class names of a curated set (they become folder names): the package's one rule,
+    :func:`~napari_yeast_phenotypes.core.config.parse_class_names`."""
+    from ...config import parse_class_names
+
+    if isinstance(names, str):
+        raise InputError(f"{where}class names must be a list of names, not the text {names[:80]!r}")
+    return parse_class_names(list(names) if isinstance(names, tuple) else names,
+                             f"{where}class names")
 
 
 def movie_identity(image, labels) -> str:
@@ -206,12 +199,15 @@ class ManifestMixin:
 
     def _read_manifest(self) -> pd.DataFrame:
         path = self.root / "manifest.csv"
-        if not path.exists():
+        if not os.path.lexists(path):
             return pd.DataFrame({c: pd.Series(dtype=object if c in _STR_COLUMNS else np.int64)
                                  for c in MANIFEST_COLUMNS})
         try:
-            df = pd.read_csv(path, dtype=dict.fromkeys(_STR_COLUMNS, str), keep_default_na=False)
+            with open_inside(self.root, "manifest.csv") as fh:  # never through a link
+                df = pd.read_csv(fh, dtype=dict.fromkeys(_STR_COLUMNS, str), keep_default_na=False)
             df = restore_table(df)  # what the writer neutralised for spreadsheets, as it was given
+        except InputError:
+            raise
         except Exception as exc:
             raise InputError(f"{path} cannot be read ({exc}); restore it from a backup") from exc
         missing = [c for c in LEGACY_COLUMNS if c not in df.columns]

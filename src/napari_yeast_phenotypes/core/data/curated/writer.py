@@ -50,6 +50,21 @@ def _copy_into_place(src: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
+def _check_crops(crops: np.ndarray, rows: pd.DataFrame, size: int) -> None:
+    """Refuse crops of another size than the set's, or holding NaN or infinity (naming their cells)."""
+    if len(crops) == 0:
+        return
+    if crops.ndim not in (3, 4) or crops.shape[-2:] != (size, size) or (crops.ndim == 4 and crops.shape[1] != 1):
+        raise InputError(f"crops of shape {crops.shape[1:]} cannot join a set of {size}x{size} crops; make them with "
+                         "the set's crop settings")
+    bad = np.flatnonzero(~np.isfinite(crops.reshape(len(crops), -1)).all(axis=1))
+    if bad.size:
+        r = rows.iloc[int(bad[0])]
+        first = f"frame {r.get('frame', '?')} label {r.get('label', '?')}"
+        raise InputError(f"{bad.size} of the {len(crops)} crops hold NaN or infinite pixels (e.g. {first}); a crop "
+                         "must be numbers only, so none was added")
+
+
 @dataclass
 class AddReport:
     """What :meth:`CuratedSet.add` did with each row it was given."""
@@ -95,12 +110,15 @@ class WriterMixin:
         return crop_id
 
     def _apply(self, keys: list[tuple], targets: list[dict | None], crops: dict | None = None,
-               index: dict | None = None) -> None:
+               index: dict | None = None, log: tuple | None = None) -> None:
         """Bring each cell of ``keys`` to its target row (None: out of the set), files first.
 
         Order (what a kill at any moment leaves): new and moved files are written first (a kill
-        leaves orphans, set aside on the next open); then the manifest (the change happens);
-        then the old files are moved away (a kill leaves orphans again). Called under the lock.
+        leaves orphans, set aside on the next open); then the change's record is appended to
+        ``history.jsonl`` (``log``: the arguments of :meth:`_log`); then the manifest (the change
+        happens); then the old files are moved away (a kill leaves orphans again). If the manifest
+        cannot be written (a full disk), the record is taken back: the change and its record agree,
+        and the error says nothing was changed. Called under the lock.
         """
         crops = crops or {}
         df = self.manifest
@@ -146,7 +164,15 @@ class WriterMixin:
         if not drop:
             index_after = dict(index)
             index_after.update({cell_key(t): n_before + j for j, t in enumerate(rows_new)})
-        self._save_manifest(df, index_after, appended_to=self.manifest if not (drop or changed) else None)
+        logged = self._log(*log) if log is not None else None
+        try:
+            self._save_manifest(df, index_after, appended_to=self.manifest if not (drop or changed) else None)
+        except BaseException as exc:
+            if logged is not None:
+                self._unlog(logged)
+            if isinstance(exc, InputError) and log is not None:
+                raise InputError(f"{exc}; nothing was changed") from exc
+            raise
         for old, to in after_moves:
             src = self.root / old
             if not src.exists():
@@ -186,6 +212,7 @@ class WriterMixin:
         """
         if len(crops) != len(rows):
             raise ValueError("one row per crop is needed")
+        _check_crops(np.asarray(crops), rows, self.crop_settings.size)
         report = AddReport()
         norm = self._normalise_rows(rows)
         # two rows of one cell-frame that disagree are a conflict of the input itself: neither is taken
@@ -273,9 +300,8 @@ class WriterMixin:
                 before.append(None if cur is None else {k: _plain(v) for k, v in cur.items()})
                 after.append({k: _plain(v) for k, v in target.items()})
             if keys:
-                self._apply(keys, after, new_crops, index)
                 change = Change("add", keys, before, after)
-                self._log(change, annotator, {"model": model})
+                self._apply(keys, after, new_crops, index, log=(change, annotator, {"model": model}))
                 self._push(change)
         return report
 
@@ -327,9 +353,8 @@ class WriterMixin:
             target = dict(cur, phenotype=phen, mark="", annotated_at=_now(), annotator=annotator or cur["annotator"])
             target["path"] = self._path_for(target["split"], phen, "", crop_id)
             key = cell_key(cur)
-            self._apply([key], [target])
             change = Change("relabel", [key], [cur], [target])
-            self._log(change, annotator)
+            self._apply([key], [target], log=(change, annotator))
             self._push(change)
 
     def remove_cells(self, keys: list[tuple], annotator: str = "") -> int:
@@ -341,8 +366,7 @@ class WriterMixin:
             if not keys:
                 return 0
             before = [_record(self.manifest, index[k]) for k in keys]
-            self._apply(keys, [None] * len(keys))
             change = Change("remove", keys, before, [None] * len(keys))
-            self._log(change, annotator)
+            self._apply(keys, [None] * len(keys), log=(change, annotator))
             self._push(change)
         return len(keys)
