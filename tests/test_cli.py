@@ -140,7 +140,9 @@ def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, cap
     clf = load_classifier(model)
     meta = clf.metadata
     assert meta["training"]["epochs"] == 1 and meta["base_weights"] == "none"
-    n_val = int((truth.index % 3 == 0).sum())  # the epoch is chosen on a part, the figures are on the rest
+    val = truth.index % 3 == 0
+    # the epoch is chosen on a part, the figures are on the rest (of the classes that have training crops)
+    n_val = int((val & truth["phenotype"].isin(set(truth.loc[~val, "phenotype"]))).sum())
     assert meta["validation"]["n"] + (0 if meta["report"]["optimistic"] else meta["report"]["n"]) == n_val
     assert clf.model.trainable == ("conv1", "fc")
     assert "final figures on" in capsys.readouterr().out
@@ -160,7 +162,7 @@ def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, cap
 
 
 @pytest.mark.slow
-def test_crossval_groups_by_experiment(tmp_path, movie_dir):
+def test_crossval_groups_by_experiment(tmp_path, movie_dir, capsys):
     cur = tmp_path / "cur"
     sizes = []
     for i, exp in enumerate(("e1", "e2", "e3")):
@@ -183,6 +185,11 @@ def test_crossval_groups_by_experiment(tmp_path, movie_dir):
     # each fold tests exactly one experiment's crops, never seen in its training
     assert sorted(f["n"] for f in res["folds"]) == sorted(sizes)
     assert res["pooled"]["n"] == sum(sizes)
+    # every fold's figures and the pooled out-of-fold ones carry their 95% intervals
+    assert all(f["ci"]["accuracy"][0] <= f["accuracy"] <= f["ci"]["accuracy"][1] for f in res["folds"])
+    assert res["pooled"]["ci"]["macro_f1"] and res["random"]["pooled"]["ci"]["accuracy"]
+    printed = capsys.readouterr().out
+    assert "pooled out-of-fold calls" in printed and "95% intervals" in printed
     # leave-one-experiment-out: one fold per experiment, whatever --folds says
     assert main(["crossval", "--data", str(cur / "train"), "--folds", "4", "--by", "experiment", "--epochs", "1",
                  "--batch-size", "8", "--base-weights", "none", "--out", str(tmp_path / "cv2.json")]) == 0

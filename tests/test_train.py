@@ -264,9 +264,19 @@ def test_info_prints_the_record_and_compares_with_the_previous_model(tmp_path, t
                 previous=prev)
     rep = clf.metadata["report"]
     assert rep["previous"]["n"] == 8 and 0 <= rep["previous"]["accuracy"] <= 1
+    # intervals and the verdict are in the record, as plain values (the checkpoint loads with weights_only)
+    saved = load_classifier(out).metadata["report"]
+    assert saved["metrics"]["ci"] == rep["metrics"]["ci"] and saved["metrics"]["ci"]["accuracy"]
+    assert saved["previous"]["ci"]["accuracy"] and saved["comparison"]["verdict"] in ("better", "worse",
+                                                                                       "cannot tell")
+    assert saved["comparison"]["n_tracks"] == 8 and "the wider of" in saved["comparison"]["method"]
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "8 classes: Nuclear" in text and "OPTIMISTIC" in text and "temperature" in text
+    lo, hi = saved["metrics"]["ci"]["accuracy"]
+    assert f"accuracy {saved['metrics']['accuracy']:.3f} ({lo:.3f}-{hi:.3f})" in text
+    assert "95% intervals" in text and "only 8 tracks" in text
+    assert f"the new model is {saved['comparison']['words']}" in text
     assert f"crop ids sha256 {clf.metadata['training_set']['ids_sha256'][:16]}" in text
     assert "too few crops for a meaningful figure" in text  # 1 crop per class
 

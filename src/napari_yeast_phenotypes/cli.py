@@ -119,21 +119,59 @@ def _fmt(x) -> str:
     return "   -" if x is None else f"{x:.3f}"
 
 
-def _print_metrics(title: str, m: dict, previous: dict | None = None) -> None:
-    print(f"{title}: accuracy {m['accuracy']:.3f}, macro-F1 {m.get('macro_f1', float('nan')):.3f}, "
-          f"balanced accuracy {m['balanced_accuracy']:.3f} (n={m['n']})")
+def _ci(m: dict, key: str, value=None) -> str:
+    """A figure of ``m`` with its 95% interval when ``m`` has one: ``0.947 (0.921-0.968)``."""
+    from .core.network.evaluation import fmt_ci
+
+    ci = (m.get("ci") or m.get("_wilson") or {}).get(key)
+    return fmt_ci(m.get(key) if value is None else value, ci)
+
+
+def _interval_line(m: dict) -> str | None:
+    ci = m.get("ci")
+    if not ci:
+        return ("  (in brackets: Wilson's 95% interval, crops taken as independent; figures recorded before "
+                "intervals were, so the F1 have none: train again for them)") if m.get("n") else None
+    line = f"  (in brackets: {round(100 * ci['level'])}% intervals, {ci['method']})"
+    return line + (f"; note: {ci['note']}" if ci.get("note") else "")
+
+
+def _with_wilson(m: dict) -> dict:
+    """A record made before intervals were: Wilson's interval of its accuracy, from its crops (no F1 interval)."""
+    if m.get("ci") or not m.get("n"):
+        return m
+    from .core.network.evaluation import wilson
+
+    return {**m, "ci": None, "_wilson": {"accuracy": wilson(round(m["accuracy"] * m["n"]), m["n"])}}
+
+
+def _print_metrics(title: str, m: dict, previous: dict | None = None, comparison: dict | None = None) -> None:
+    from .core.network.evaluation import fmt_ci
+
+    m = _with_wilson(m)
     if previous:
-        print(f"  previous model on the same crops: accuracy {previous['accuracy']:.3f}, "
-              f"macro-F1 {previous['macro_f1']:.3f}")
-    print(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}" + ("  f1 before" if previous else ""))
+        previous = _with_wilson(previous)
+    print(f"{title}: accuracy {_ci(m, 'accuracy')}, macro-F1 {_ci(m, 'macro_f1')}, "
+          f"balanced accuracy {_ci(m, 'balanced_accuracy')} (n={m['n']})")
+    if _interval_line(m):
+        print(_interval_line(m))
+    if previous:
+        print(f"  previous model on the same crops: accuracy {_ci(previous, 'accuracy')}, "
+              f"macro-F1 {_ci(previous, 'macro_f1')}")
+    if comparison:
+        print(f"  the new model is {comparison['words']} ({comparison['method']})")
+    f1_ci = (m.get("ci") or {}).get("f1") or {}
+    w = 22 if f1_ci else 8
+    print(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>{w}}{'n':>6}" + ("  f1 before" if previous else ""))
     for c, v in m["per_class"].items():
         prev = f"  {_fmt(previous['per_class'][c]['f1'])}" if previous else ""
-        print(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}{v['support']:>6}{prev}")
+        f1 = _fmt(v["f1"]) if not f1_ci.get(c) or v["f1"] is None else fmt_ci(v["f1"], f1_ci[c])
+        print(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{f1:>{w}}{v['support']:>6}{prev}")
 
 
 def print_report(meta: dict) -> None:
-    """The honest part of a checkpoint's record: what the figures are on, the figures, calibration, and the
-    classes the model cannot call (no labelled crop)."""
+    """The honest part of a checkpoint's record: what the figures are on, the figures with their 95% intervals,
+    the verdict against the previous model, calibration, and the classes the model cannot call (no labelled crop)."""
     if meta.get("not_labelled"):
         print(f"not labelled yet (the model cannot call them): {', '.join(meta['not_labelled'])}")
     rep = meta.get("report")
@@ -143,7 +181,7 @@ def print_report(meta: dict) -> None:
     if not rep:
         return
     print(f"final figures on {rep['on']}" + (" -- OPTIMISTIC" if rep.get("optimistic") else ""))
-    _print_metrics("  report", rep["metrics"], rep.get("previous"))
+    _print_metrics("  report", rep["metrics"], rep.get("previous"), rep.get("comparison"))
     if rep.get("few_classes"):
         print(f"  too few crops for a meaningful figure: {', '.join(rep['few_classes'])}")
     cal = meta.get("calibration") or {}
@@ -173,26 +211,41 @@ def _summary_line(name: str, res: dict) -> str:
             f"macro-F1 {s['macro_f1']['mean']:.3f}{sd(s['macro_f1'])} (mean ± sd over {len(res['folds'])} folds)")
 
 
+def _pooled_line(res: dict) -> str:
+    p = res["pooled"]
+    return (f"  pooled out-of-fold calls ({p['n']} crops): accuracy {_ci(p, 'accuracy')}, "
+            f"macro-F1 {_ci(p, 'macro_f1')}")
+
+
 def cmd_crossval(args) -> int:
     from .core.jobs.training import crossvalidate
+    from .core.network.evaluation import fmt_ci
     from .core.progress import training_bar
 
     res = crossvalidate(args.data, args.folds, _train_config(args), class_names=_class_names(args), out=args.out,
                         curated=args.curated,
                         progress=training_bar("fold"), by=args.by, random_split=not args.no_random_split)
     for i, m in enumerate(res["folds"]):
-        print(f"fold {i + 1}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
+        print(f"fold {i + 1}: accuracy {_ci(m, 'accuracy')}, macro-F1 {_ci(m, 'macro_f1')} (n={m['n']})")
     for note in res["notes"]:
         print(f"note: {note}")
     what = "leave-one-experiment-out" if res["by"] == "experiment" else f"folds of whole {res['by']}s"
     print(_summary_line(f"{res['k']}-fold cross-validation, {what}", res))
-    print(f"  {'class':<16}{'f1 mean':>8}{'sd':>7}" + (f"{'random':>8}" if "random" in res else ""))
+    print(_pooled_line(res))
+    if _interval_line(res["pooled"]):
+        print(_interval_line(res["pooled"]))
+    pooled_ci = (res["pooled"].get("ci") or {}).get("f1") or {}
+    print(f"  {'class':<16}{'f1 mean':>8}{'sd':>7}{'pooled f1 (95% interval)':>26}"
+          + (f"{'random':>8}" if "random" in res else ""))
     for c in res["summary"]["f1"]:
         v = res["summary"]["f1"][c]
+        pc = res["pooled"]["per_class"][c]
+        pooled = "-" if pc["support"] == 0 else fmt_ci(pc["f1"] or 0.0, pooled_ci.get(c))
         r = f"{_fmt(res['random']['summary']['f1'][c]['mean']):>8}" if "random" in res else ""
-        print(f"  {c:<16}{_fmt(v['mean']):>8}{_fmt(v['sd']):>7}{r}")
+        print(f"  {c:<16}{_fmt(v['mean']):>8}{_fmt(v['sd']):>7}{pooled:>26}{r}")
     if "random" in res:
         print(_summary_line("a random split of the same crops would have claimed", res["random"]))
+        print(_pooled_line(res["random"]))
     if args.out:
         print(f"wrote {args.out}")
     return 0

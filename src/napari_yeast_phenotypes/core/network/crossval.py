@@ -18,6 +18,7 @@ from .evaluation import (
     metrics,
     random_folds,
     summarise_folds,
+    with_intervals,
 )
 from .train import evaluate, predict_probabilities, train
 
@@ -52,17 +53,24 @@ def crossval_folds(data: CropSet, k: int = 5, by: str = "auto", seed: int = 0) -
 
 
 def _run_folds(data: CropSet, folds: list[np.ndarray], config: TrainConfig, crop_settings, progress) -> dict:
-    pooled_t, pooled_p, per_fold = [], [], []
+    """Train and judge each fold; per-fold figures and the pooled out-of-fold calls, each with its 95% intervals
+    (bootstrap over the tracks of the crops judged)."""
+    pooled_t, pooled_p, pooled_g, per_fold = [], [], [], []
     for i, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
         clf = train(data.subset(train_idx), None, _quick(config), crop_settings,
                     progress=(lambda p, i=i: progress({**p, "fold": i + 1, "folds": len(folds)})) if progress else None)
         test = data.subset(test_idx)
         pred = predict_probabilities(clf.model, test, device=select_device(config.device)).argmax(axis=1)
-        per_fold.append(metrics(test.targets, pred, data.class_names))
+        per_fold.append(with_intervals(metrics(test.targets, pred, data.class_names), test.targets, pred,
+                                       test.tracks))
         pooled_t.append(test.targets)
         pooled_p.append(pred)
-    pooled = metrics(np.concatenate(pooled_t), np.concatenate(pooled_p), data.class_names)
+        pooled_g.append(test.tracks)
+    t, p = np.concatenate(pooled_t), np.concatenate(pooled_p)
+    groups = None if any(g is None for g in pooled_g) else np.concatenate(
+        [np.asarray(g, dtype=object) for g in pooled_g])
+    pooled = with_intervals(metrics(t, p, data.class_names), t, p, groups)
     return {"folds": per_fold, "pooled": pooled, "summary": summarise_folds(per_fold, data.class_names),
             "fold_sizes": [int(len(f)) for f in folds]}
 

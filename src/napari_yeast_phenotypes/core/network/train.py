@@ -34,6 +34,7 @@ from ..progress import run_to_end
 from .cpu_training import gemm_weight_grads
 from .device import select_device
 from .evaluation import (
+    compare_paired,
     expected_calibration_error,
     few_classes,
     fingerprint_ids,
@@ -43,6 +44,7 @@ from .evaluation import (
     log_loss,
     metrics,
     scale_probabilities,
+    with_intervals,
 )
 from .model import Classifier, build_model, save_checkpoint
 from .ood import summarise_training
@@ -384,6 +386,9 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         raise TrainingCancelled("training was cancelled before its first epoch ended: no model was kept")
     model.load_state_dict(best_state)
     model.eval()
+    if best_metrics is not None and best_probs is not None:
+        sel_pred = best_probs.argmax(axis=1)
+        with_intervals(best_metrics, select.targets, sel_pred, select.tracks)
     clf = Classifier(model, train.class_names, crop_settings)
     evaluation = _final_report(clf, select, report_set, plan, config, device, previous, best_probs)
     meta = {"base_weights": config.base_weights, "training": config.to_dict(), "history": history,
@@ -417,25 +422,56 @@ def _final_report(clf: Classifier, select: CropSet | None, report: CropSet, plan
                                                                       select.targets), 4)}
     before = sel_probs if report is select else predict_probabilities(clf.model, report, device=device)
     after = scale_probabilities(before, t) if t != 1.0 else before
-    m = metrics(report.targets, after.argmax(axis=1), report.class_names)
+    pred = after.argmax(axis=1)
+    m = with_intervals(metrics(report.targets, pred, report.class_names), report.targets, pred, report.tracks)
     record = {"on": plan["report_on"], "optimistic": plan["optimistic"], "n": len(report), "metrics": m,
               "ece_before": round(expected_calibration_error(before, report.targets), 4),
               "ece_after": round(expected_calibration_error(after, report.targets), 4),
               "log_loss_before": round(log_loss(before, report.targets), 4),
               "log_loss_after": round(log_loss(after, report.targets), 4),
-              "few_classes": few_classes(m), "notes": plan["notes"], "previous": None}
+              "few_classes": few_classes(m), "notes": plan["notes"], "previous": None, "comparison": None}
     cal.update(ece_before=record["ece_before"], ece_after=record["ece_after"], measured_on=plan["report_on"])
     if previous is not None:
-        if tuple(previous.class_names) == tuple(report.class_names):
-            prev = predict_probabilities(previous.model, report, device=device)
-            record["previous"] = metrics(report.targets, prev.argmax(axis=1), report.class_names)
-            record["previous"]["ece"] = round(expected_calibration_error(prev, report.targets), 4)
-        else:
-            record["notes"] = [*plan["notes"], "the previous model has other classes: not compared"]
+        _compare_with_previous(record, previous, report, pred, device)
     if t != 1.0:
         fold_temperature(clf.model, t)  # the checkpoint gives calibrated probabilities everywhere
     return {"record": record, "calibration": cal, "targets": report.targets, "before": before, "after": after,
             "report_set": report}
+
+
+#: the column of a previous model's calls of classes the new model does not have (counted wrong)
+OTHER_CLASSES = "(other classes)"
+
+
+def _compare_with_previous(record: dict, previous, report: CropSet, pred: np.ndarray, device) -> None:
+    """Judge ``previous`` on the report crops and add its figures and the paired verdict to ``record``.
+
+    A previous model with more classes (the new one calls only the classes labelled so far) is
+    judged by its own calls: a call of a class the new model does not have is wrong, counted in a
+    column of its own (``(other classes)``), so neither model is flattered.
+    """
+    names = tuple(report.class_names)
+    prev_names = tuple(previous.class_names)
+    if not set(names) <= set(prev_names):
+        missing = ", ".join(c for c in names if c not in prev_names)
+        record["notes"] = [*record["notes"], f"the previous model does not have the classes {missing}: not compared"]
+        return
+    probs = predict_probabilities(previous.model, report, device=device)
+    where = {c: i for i, c in enumerate(names)}
+    extra = names != prev_names and len(prev_names) > len(names)
+    as_new = np.array([where.get(c, len(names)) for c in prev_names])  # other classes -> the extra column
+    prev_pred = as_new[probs.argmax(axis=1)]
+    judged = (*names, OTHER_CLASSES) if extra else names
+    record["previous"] = with_intervals(metrics(report.targets, prev_pred, judged), report.targets, prev_pred,
+                                        report.tracks)
+    if names == prev_names:
+        record["previous"]["ece"] = round(expected_calibration_error(probs, report.targets), 4)
+    else:
+        record["notes"] = [*record["notes"], (f"the previous model has {len(prev_names)} classes; on these crops its "
+                                              f"calls of the {len(prev_names) - len(names)} the new model does not "
+                                              "have count as wrong")]
+    # the verdict: the same resampled tracks for both models (a paired bootstrap of the difference)
+    record["comparison"] = compare_paired(report.targets, pred, prev_pred, judged, report.tracks)
 
 
 def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfig = TrainConfig(),
