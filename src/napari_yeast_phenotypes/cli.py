@@ -91,6 +91,9 @@ def cmd_classify(args) -> int:
         print("cells were relinked by overlap (--relink)")
     print(f"{len(res.cells)} cell-frames in {len(res.tracks)} tracks; "
           f"{int(res.tracks['senescence_frame'].notna().sum())} tracks become senescent")
+    tm = job.run.get("track_model") or {}
+    if tm.get("why") and not tm.get("fell_back"):  # a fall-back is among the warnings above
+        print(f"track model {args.track_model}: {tm['why']}")
     inf = job.run.get("inference") or {}
     if inf:
         print(f"inference: {inf.get('path')} {inf.get('precision')}")
