@@ -1,5 +1,5 @@
 """The ``yeast-phenotypes`` command: demo, simulate, classify, fit-track-model, train, curate, crossval,
-learning-curve, info, classify-many, ageing, annotate (opens napari).
+learning-curve, info, install-weights, classify-many, ageing, annotate (opens napari).
 
 Every sub-command calls the same core functions as the napari plugin. User errors are printed as
 one plain message (what is wrong, what to do) with exit status 2, never as a traceback.
@@ -309,6 +309,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_install_weights(args) -> int:
+    from .core.network.model import install_imagenet_weights
+
+    path, already = install_imagenet_weights(args.file)
+    if already:
+        print(f"{path} is already this file (SHA-256 checked): nothing to do")
+    else:
+        print(f"installed {args.file} as {path}: its SHA-256 starts with the hash in its name, and it loads as "
+              "torchvision's ResNet50 state dict")
+    print("training with --base-weights imagenet (the default) now starts from these weights, as in the study")
+    return 0
+
+
 def cmd_curate(args) -> int:
     from .core.files.atomic import check_writable_dir
     from .core.jobs.curate import curate_movie
@@ -510,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="yeast-phenotypes",
         description="Phenotypes of budding-yeast cells along tracks: "
                     "simulate, classify, fit-track-model, curate, train, crossval, learning-curve, info, demo, "
-                    "classify-many, ageing, annotate.")
+                    "install-weights, classify-many, ageing, annotate.")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -620,6 +633,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what a model file holds: classes, crop settings, config, figures, training set")
     p.add_argument("model", help="checkpoint (.pt)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("install-weights",
+                       help="install a downloaded torchvision ResNet50 ImageNet weights file into the torch cache")
+    p.add_argument("file", help="the file as torchvision names it, e.g. resnet50-11ad3fa6.pth or resnet50-0676ba61.pth "
+                                "(from https://download.pytorch.org/models/); its hash is checked")
+    p.set_defaults(func=cmd_install_weights)
 
     p = sub.add_parser("curate", help="add annotated cells of a movie to a curated set")
     p.add_argument("--image", required=True, help="the movie's image (TIFF or .npy)")

@@ -61,15 +61,15 @@ def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> di
 
 def choose_base_weights() -> tuple[str, str, str]:
     """ImageNet weights with the study's freeze policy when cached here; otherwise train from scratch."""
-    from .core.network.model import imagenet_weights_path
+    from .core.network.model import imagenet_weights_available, imagenet_weights_path
 
-    path = imagenet_weights_path()
-    if path.exists() or path.with_name("resnet50-0676ba61.pth").exists():
+    if imagenet_weights_available():
         return "imagenet", "conv1,fc", "ImageNet weights found: training conv1 + fc, as in the study"
+    path = imagenet_weights_path()
     return "none", "all", (
-        f"ImageNet weights are not on this machine ({path} is missing and there is no internet "
-        "here), so the demo trains every layer from random weights instead. Put the file there "
-        "to train as in the study."
+        f"ImageNet weights are not on this machine ({path} is missing), so the demo trains every layer "
+        f"from random weights instead. To train as in the study, download {path.name} where the internet "
+        f"is reachable and install it: yeast-phenotypes install-weights {path.name}"
     )
 
 
