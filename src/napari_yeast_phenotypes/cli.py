@@ -108,7 +108,8 @@ def _train_config(args):
                        base_weights=args.base_weights, trainable=args.trainable,
                        augment="none" if args.no_augment else args.augment, device=args.device,
                        schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
-                       holdout=args.holdout, calibrate=not args.no_calibrate)
+                       holdout=args.holdout, calibrate=not args.no_calibrate, min_steps=args.min_steps,
+                       sampling=args.sampling, stop_folds=args.stop_folds, small_data=args.small_data)
 
 
 def _class_names(args) -> tuple[str, ...]:
@@ -480,7 +481,17 @@ _open_fraction.__name__ = "fraction"
 
 
 def _common_model_args(p):
-    from .core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TrainConfig
+    from .core.config import (
+        AUGMENTATIONS,
+        CLASS_WEIGHTING,
+        SAMPLING,
+        SCHEDULES,
+        SMALL_DATA,
+        SMALL_DATA_FOLDS,
+        SMALL_DATA_MIN_STEPS,
+        SMALL_DATA_PER_CLASS,
+        TrainConfig,
+    )
 
     d = TrainConfig()
     p.add_argument("--epochs", type=_whole(1), default=d.epochs,
@@ -510,6 +521,17 @@ def _common_model_args(p):
                    help="fraction held out (whole tracks) from the training set without --val, and from the "
                         f"validation set without --test, for honest final figures (default {d.holdout})")
     p.add_argument("--no-calibrate", action="store_true", help="no temperature scaling of the probabilities")
+    p.add_argument("--min-steps", type=_whole(0), default=d.min_steps,
+                   help="at least this many optimiser steps, whatever the batch size (epochs raised to reach them)")
+    p.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
+                   help="shuffle: each crop once per epoch; balanced: every class equally likely in each batch")
+    p.add_argument("--stop-folds", type=_whole(0), default=d.stop_folds,
+                   help="without --val: choose the number of steps on this many folds of whole tracks of the "
+                        "training crops, then train on all of them (0: hold a part out)")
+    p.add_argument("--small-data", choices=SMALL_DATA, default=d.small_data,
+                   help=f"auto (default): with under {SMALL_DATA_PER_CLASS} labelled crops in a class, at least "
+                        f"{SMALL_DATA_MIN_STEPS} steps, class-balanced batches and --stop-folds "
+                        f"{SMALL_DATA_FOLDS} without --val; off: as configured")
     p.add_argument("--class-names", help="comma-separated class names, in model output order (default: the eight)")
     p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
 

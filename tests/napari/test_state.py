@@ -84,7 +84,8 @@ def test_classify_settings_round_trip(qtbot, config):
 @pytest.mark.parametrize("config", [
     TrainConfig(),
     TrainConfig(epochs=3, batch_size=16, lr=2e-3, base_weights="none", trainable="all", augment="flips,noise",
-                schedule="step", class_weighting="none", patience=2, calibrate=False, seed=7, holdout=0.2),
+                schedule="step", class_weighting="none", patience=2, calibrate=False, seed=7, holdout=0.2,
+                small_data="off", min_steps=50, sampling="balanced", stop_folds=4),
     TrainConfig(base_weights="imagenet", trainable="conv1,layer4,fc", augment="none"),
 ])
 def test_train_settings_round_trip(qtbot, config, tmp_path):

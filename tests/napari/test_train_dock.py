@@ -54,6 +54,7 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     widget.epochs_spin.setValue(1)
     widget.batch_spin.setValue(4)
     widget.augment_boxes["affine"].setChecked(True)
+    widget.settings.small_data_choice.setCurrentText("off")  # one short epoch, as set (a test of the dock)
     cfg = widget.config()
     assert (cfg.epochs, cfg.batch_size, cfg.base_weights, cfg.augment) == (1, 4, "none", "flips,rot90,affine,intensity")
     out = tmp_path / "new.pt"

@@ -344,7 +344,13 @@ class TrainWidget(StatusLine, QWidget):
                 self.curves_view.set_image(p["curves_image"])
         elif "step" in p and time.perf_counter() - self._t_last > 0.5:  # repaint at most twice a second
             self._t_last = time.perf_counter()
-            self.progress.setFormat(f"epoch {p['epoch']}/{p['epochs']}, batch {p['step']}/{p['steps']}")
+            if "fold" in p:  # small data: folds of whole tracks choose when to stop
+                self.progress.setMaximum(p["folds"])
+                self.progress.setValue(p["fold"] - 1)
+                self.progress.setFormat(f"choosing when to stop: fold {p['fold']}/{p['folds']}, "
+                                        f"step {p['step']}/{p['steps']}")
+            else:
+                self.progress.setFormat(f"epoch {p['epoch']}/{p['epochs']}, batch {p['step']}/{p['steps']}")
 
     def _on_trained(self, value) -> None:
         if isinstance(value, Failed):

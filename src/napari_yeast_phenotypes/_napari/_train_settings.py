@@ -23,7 +23,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TRAINABLE_PRESETS, TrainConfig
+from ..core.config import (
+    AUGMENTATIONS,
+    CLASS_WEIGHTING,
+    SCHEDULES,
+    SMALL_DATA,
+    SMALL_DATA_MIN_STEPS,
+    SMALL_DATA_PER_CLASS,
+    TRAINABLE_PRESETS,
+    TrainConfig,
+)
 from ..core.errors import InputError
 
 IMAGENET, NONE, CURRENT, LOCAL = "imagenet", "none", "the current model (fine-tune)", "a local file"
@@ -41,7 +50,7 @@ def _spin(lo: int, hi: int, value: int) -> QSpinBox:
 
 class TrainSettings(QWidget):
     """Base weights, trainable layers, augmentations, epochs, batch, learning rate and schedule, class
-    weighting, early stopping and calibration of one training."""
+    weighting, early stopping, calibration and the small-data adaptation of one training."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -68,6 +77,12 @@ class TrainSettings(QWidget):
         self.patience_spin.setToolTip("stop when the validation macro-F1 has not improved for this many epochs "
                                       "(0: never)")
         self.calibrate_box = QCheckBox("temperature scaling")
+        self.small_data_choice = QComboBox()
+        self.small_data_choice.addItems(SMALL_DATA)
+        self.small_data_choice.setToolTip(
+            f"auto: with under {SMALL_DATA_PER_CLASS} labelled crops in a class, train for at least "
+            f"{SMALL_DATA_MIN_STEPS} steps whatever the batch size, on class-balanced batches, and (without a "
+            "validation set) stop where folds of whole tracks of the training crops say; off: as set here")
         self._hidden = TrainConfig()  # what the config holds that no widget shows (seed, holdout...)
 
         form = QFormLayout()
@@ -87,6 +102,7 @@ class TrainSettings(QWidget):
         form.addRow("class weighting", self.weighting_choice)
         form.addRow("early stop after", self.patience_spin)
         form.addRow("calibration", self.calibrate_box)
+        form.addRow("small data", self.small_data_choice)
         aug = QGroupBox("augmentation (training crops only)")
         row = QHBoxLayout(aug)
         for box in self.augment_boxes.values():
@@ -120,7 +136,8 @@ class TrainSettings(QWidget):
                               "trainable": self.trainable_choice.currentText().strip(), "augment": augment,
                               "schedule": self.schedule_choice.currentText(),
                               "class_weighting": self.weighting_choice.currentText(),
-                              "patience": self.patience_spin.value(), "calibrate": self.calibrate_box.isChecked()})
+                              "patience": self.patience_spin.value(), "calibrate": self.calibrate_box.isChecked(),
+                              "small_data": self.small_data_choice.currentText()})
 
     def set_config(self, config: TrainConfig, current_model: Path | None = None) -> None:
         """Show ``config``; base weights that are ``current_model``'s file show as "the current model"."""
@@ -144,6 +161,7 @@ class TrainSettings(QWidget):
         self.weighting_choice.setCurrentText(config.class_weighting)
         self.patience_spin.setValue(config.patience)
         self.calibrate_box.setChecked(config.calibrate)
+        self.small_data_choice.setCurrentText(config.small_data)
 
 
 __all__ = ["BASE_CHOICES", "CURRENT", "LOCAL", "TrainSettings"]

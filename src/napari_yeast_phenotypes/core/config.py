@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import InputError
 from .track.timeline import TimelineSettings
@@ -179,6 +179,14 @@ AUGMENTATIONS = ("flips", "rot90", "affine", "intensity", "noise")
 DEFAULT_AUGMENT = "flips,rot90,intensity"  # the study's: dihedral turns and mild intensity changes
 SCHEDULES = ("cosine", "step", "constant")
 CLASS_WEIGHTING = ("balanced", "none")
+SAMPLING = ("shuffle", "balanced")
+SMALL_DATA = ("auto", "off")
+#: with fewer labelled crops than this in a class, ``small_data="auto"`` adapts the training (:func:`adapt_to_data`)
+SMALL_DATA_PER_CLASS = 50
+#: small data: at least this many optimiser steps, whatever the batch size and the number of crops
+SMALL_DATA_MIN_STEPS = 200
+#: small data without a validation set: when to stop is chosen on this many folds of whole tracks
+SMALL_DATA_FOLDS = 3
 #: the trainable-layer presets the dock offers (any comma-separated list of layers is accepted)
 TRAINABLE_PRESETS = ("conv1,fc", "conv1,layer4,fc", "all")
 
@@ -236,6 +244,21 @@ class TrainConfig:
         Fit a temperature on the validation data and fold it into the classifier's last layer.
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    min_steps
+        At least this many optimiser steps (the epochs are raised to reach them; 0: ``epochs`` as given).
+    sampling
+        ``shuffle`` (each crop once per epoch) or ``balanced`` (each batch drawn with every class equally
+        likely, with replacement; the loss then weighs every crop the same).
+    stop_folds
+        0: the best epoch is chosen on the validation data. ``k`` >= 2, without a validation set: the
+        number of steps is chosen on ``k`` folds of whole tracks of the training crops (each trained
+        on the others and judged at regular steps), then the model trains on all of them for that
+        many steps; the report is on the test crops, else on the folds' out-of-fold calls.
+    small_data
+        ``auto``: with fewer than :data:`SMALL_DATA_PER_CLASS` labelled crops in a class, training
+        takes at least :data:`SMALL_DATA_MIN_STEPS` steps, draws class-balanced batches and (without
+        a validation set) stops where :data:`SMALL_DATA_FOLDS` folds of whole tracks say
+        (:func:`adapt_to_data`); ``off``: as configured.
     """
 
     epochs: int = 10
@@ -253,9 +276,21 @@ class TrainConfig:
     holdout: float = 0.3
     calibrate: bool = True
     device: str = "auto"
+    min_steps: int = 0
+    sampling: str = "shuffle"
+    stop_folds: int = 0
+    small_data: str = "auto"
 
     def __post_init__(self):
         _positive_int("epochs", self.epochs)
+        _positive_int("the minimum number of steps", self.min_steps, 0)
+        if self.sampling not in SAMPLING:
+            raise InputError(f"sampling {self.sampling!r}: use {', '.join(SAMPLING)}")
+        if self.stop_folds == 1 or isinstance(self.stop_folds, bool):
+            raise InputError("stop folds must be 0 (choose on the validation data) or 2 or more, not 1")
+        _positive_int("stop folds", self.stop_folds, 0)
+        if self.small_data not in SMALL_DATA:
+            raise InputError(f"small data {self.small_data!r}: use {', '.join(SMALL_DATA)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
             raise InputError("batch size must be a whole number of at least 2 (BatchNorm layers that train need 2)")
         if not _finite_number("the learning rate", self.lr) > 0:
@@ -301,5 +336,31 @@ class TrainConfig:
         return cls(**_from_dict(cls, d, "training"))
 
 
-__all__ = ["AUGMENTATIONS", "ClassifyConfig", "SCHEDULES", "TRAINABLE_PRESETS", "TrainConfig", "check_device_name",
-           "parse_augment", "parse_class_names", "parse_trainable"]
+def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tuple[TrainConfig, list[str]]:
+    """The training config for these crops: with ``small_data="auto"`` and fewer than
+    :data:`SMALL_DATA_PER_CLASS` labelled crops in a class, steps rather than epochs (at least
+    :data:`SMALL_DATA_MIN_STEPS`), class-balanced batches (the loss unweighted) and, without a
+    validation set, the stopping step chosen on :data:`SMALL_DATA_FOLDS` folds of whole tracks.
+
+    ``counts``: labelled training crops per class (classes with none are left out). Returns the
+    config to train with and what was adapted, in words (for the record and the user).
+    """
+    present = {c: int(n) for c, n in counts.items() if n > 0}
+    if config.small_data == "off" or not present or min(present.values()) >= SMALL_DATA_PER_CLASS:
+        return config, []
+    few = [f"{c} ({n})" for c, n in present.items() if n < SMALL_DATA_PER_CLASS]
+    adapted = replace(config, min_steps=max(config.min_steps, SMALL_DATA_MIN_STEPS), sampling="balanced",
+                      class_weighting="none",
+                      stop_folds=config.stop_folds or (0 if has_validation else SMALL_DATA_FOLDS))
+    how = [f"at least {adapted.min_steps} optimiser steps whatever the batch size (epochs raised as needed)",
+           "class-balanced batches"]
+    if adapted.stop_folds:
+        how.append(f"the number of steps chosen on {adapted.stop_folds} folds of whole tracks of the training crops, "
+                   "then trained on all of them")
+    return adapted, [f"small data (under {SMALL_DATA_PER_CLASS} labelled crops of {', '.join(few)}): "
+                     + "; ".join(how) + " (small_data=off trains as configured)"]
+
+
+__all__ = ["AUGMENTATIONS", "ClassifyConfig", "SAMPLING", "SCHEDULES", "SMALL_DATA", "SMALL_DATA_FOLDS",
+           "SMALL_DATA_MIN_STEPS", "SMALL_DATA_PER_CLASS", "TRAINABLE_PRESETS", "TrainConfig", "adapt_to_data",
+           "check_device_name", "parse_augment", "parse_class_names", "parse_trainable"]
