@@ -66,7 +66,7 @@ def test_config_round_trip_and_old_configs():
     # a config stored before augmentations had names: True/False
     assert TrainConfig.from_dict({"augment": True}).augmentations == ("flips", "rot90", "intensity")
     assert TrainConfig.from_dict({"augment": False}).augmentations == ()
-    for bad, match in (({"augment": "blur"}, "unknown augmentation blur"), ({"schedule": "linear"}, "schedule"),
+    for bad, match in (({"augment": "mixup"}, "unknown augmentation mixup"), ({"schedule": "linear"}, "schedule"),
                        ({"class_weighting": "inverse"}, "class weighting"), ({"patience": -1}, "patience"),
                        ({"holdout": 1.0}, "held-out fraction")):
         with pytest.raises(InputError, match=match):

@@ -102,14 +102,18 @@ def cmd_classify(args) -> int:
 
 
 def _train_config(args):
-    from .core.config import TrainConfig
+    """The :class:`TrainConfig` of the options: the recipe's (``--recipe``), with every option given on top."""
+    from .core.config import recipe_config
 
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       base_weights=args.base_weights, trainable=args.trainable,
-                       augment="none" if args.no_augment else args.augment, device=args.device,
-                       schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
-                       holdout=args.holdout, calibrate=not args.no_calibrate, min_steps=args.min_steps,
-                       sampling=args.sampling, stop_folds=args.stop_folds, small_data=args.small_data)
+    # options a recipe sets default to None: given, they win over the recipe
+    by_recipe = {"augment": "none" if args.no_augment else args.augment, "averaging": args.averaging,
+                 "label_smoothing": args.label_smoothing}
+    return recipe_config(args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         base_weights=args.base_weights, trainable=args.trainable, device=args.device,
+                         schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
+                         holdout=args.holdout, calibrate=not args.no_calibrate, min_steps=args.min_steps,
+                         sampling=args.sampling, stop_folds=args.stop_folds, small_data=args.small_data,
+                         **{k: v for k, v in by_recipe.items() if v is not None})
 
 
 def _class_names(args) -> tuple[str, ...]:
@@ -341,7 +345,7 @@ def cmd_demo(args) -> int:
 
     check_writable_dir(args.out)
     return run_demo(args.out, overwrite=args.overwrite, retrain=args.retrain, seed=args.seed,
-                    epochs=args.epochs)
+                    epochs=args.epochs, recipe=args.recipe, device=args.device)
 
 
 def cmd_annotate(args) -> int:
@@ -483,7 +487,9 @@ _open_fraction.__name__ = "fraction"
 def _common_model_args(p):
     from .core.config import (
         AUGMENTATIONS,
+        AVERAGING,
         CLASS_WEIGHTING,
+        RECIPES,
         SAMPLING,
         SCHEDULES,
         SMALL_DATA,
@@ -506,9 +512,19 @@ def _common_model_args(p):
                         "PATH to a ResNet50 state dict")
     p.add_argument("--trainable", default=d.trainable,
                    help="layers to train: conv1,fc (default, as in the study), e.g. conv1,layer4,fc, or all")
-    p.add_argument("--augment", default=d.augment,
+    p.add_argument("--recipe", choices=list(RECIPES), default=d.recipe,
+                   help="study (default): the original study's recipe; robust: weights averaged along the run and "
+                        "crops that look as if from another microscope (blur, gain/gamma/offset, noise), measured "
+                        "steadier over seeds (docs/training.md). Options given below win over the recipe")
+    p.add_argument("--augment", default=None,
                    help=f"augmentations of training crops only: none or a list of {', '.join(AUGMENTATIONS)} "
-                        f"(default {d.augment})")
+                        f"(default: the recipe's; study: {d.augment}; robust: {RECIPES['robust']['augment']})")
+    p.add_argument("--averaging", choices=AVERAGING, default=None,
+                   help="ema: evaluate and keep an exponential moving average of the weights along the run "
+                        "(default: the recipe's; study: none, robust: ema)")
+    p.add_argument("--label-smoothing", type=_fraction, default=None,
+                   help=f"of the training loss (default: the recipe's; study: {d.label_smoothing}, robust: "
+                        f"{RECIPES['robust']['label_smoothing']})")
     p.add_argument("--no-augment", action="store_true", help="no augmentation (same as --augment none)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help=f"learning rate after a short warm-up (default {d.schedule})")
@@ -538,7 +554,8 @@ def _common_model_args(p):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .core.config import PRECISIONS, ClassifyConfig
+    from .core.config import PRECISIONS, RECIPES, ClassifyConfig
+    from .demo import DEFAULT_RECIPE
 
     c = ClassifyConfig()
     ap = _Parser(
@@ -555,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train anew even if a cached demo model exists")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the simulated movies and of training (default 0)")
     p.add_argument("--epochs", type=_whole(1), default=None, help="training epochs (default 8)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"training recipe (default {DEFAULT_RECIPE}; see train --help)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="write a synthetic movie with ground truth")

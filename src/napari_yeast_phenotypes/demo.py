@@ -27,6 +27,8 @@ TRAIN_MOVIES = {"n_frames": 40, "size": 320, "n_cells": 45}
 PER_CLASS_TRAIN = 320
 PER_CLASS_VAL = 80
 DEFAULT_EPOCHS = 8
+#: the training recipe of the demo (core.config.RECIPES); ``--recipe study`` trains as the study did
+DEFAULT_RECIPE = "study"
 
 
 def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Generator, split: str,
@@ -39,15 +41,17 @@ def _balanced_annotations(truth: pd.DataFrame, per_class: int, rng: np.random.Ge
     return ann.assign(split=split, experiment=experiment)[["frame", "label", "phenotype", "split", "experiment"]]
 
 
-def demo_train_config(seed: int, epochs: int, base_weights: str, trainable: str):
-    """How the demo trains its model."""
-    from .core.config import TrainConfig
+def demo_train_config(seed: int, epochs: int, base_weights: str, trainable: str, recipe: str = DEFAULT_RECIPE,
+                      device: str = "auto"):
+    """How the demo trains its model: the recipe's settings, for the demo's data."""
+    from .core.config import recipe_config
 
-    return TrainConfig(epochs=epochs, batch_size=64, lr=2e-3 if trainable == "all" else 1e-3, seed=seed,
-                       base_weights=base_weights, trainable=trainable)
+    return recipe_config(recipe, epochs=epochs, batch_size=64, lr=2e-3 if trainable == "all" else 1e-3, seed=seed,
+                         base_weights=base_weights, trainable=trainable, device=device)
 
 
-def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> dict:
+def demo_config(seed: int, epochs: int, base_weights: str, trainable: str, recipe: str = DEFAULT_RECIPE,
+                device: str = "auto") -> dict:
     """Everything the demo model depends on: its cache key (a change of any of it trains anew)."""
     from .core.data.crops import CropSettings
     from .core.data.simulate import SIMULATOR_VERSION
@@ -56,7 +60,7 @@ def demo_config(seed: int, epochs: int, base_weights: str, trainable: str) -> di
     return {"version": __version__, "simulator": SIMULATOR_VERSION, "crop_settings": CropSettings().to_dict(),
             "checkpoint": CHECKPOINT_VERSION, "seed": seed, "epochs": epochs, "base_weights": base_weights,
             "trainable": trainable, "train_movies": TRAIN_MOVIES, "per_class": [PER_CLASS_TRAIN, PER_CLASS_VAL],
-            "training": demo_train_config(seed, epochs, base_weights, trainable).to_dict()}
+            "training": demo_train_config(seed, epochs, base_weights, trainable, recipe, device).to_dict()}
 
 
 def choose_base_weights() -> tuple[str, str, str]:
@@ -94,22 +98,24 @@ def build_curated_set(root: Path, seed: int) -> Path:
     return root
 
 
-def cached_model_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> Path:
+def cached_model_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS, recipe: str = DEFAULT_RECIPE,
+                      device: str = "auto") -> Path:
     """Where the demo model of ``seed`` is cached (it may not be there yet: ``yeast-phenotypes demo`` makes it)."""
     base, trainable, _ = choose_base_weights()
-    cfg = demo_config(seed, epochs, base, trainable)
+    cfg = demo_config(seed, epochs, base, trainable, recipe, device)
     key = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / f"demo-model-{key}.pt"
 
 
-def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
+def get_model(out: Path, seed: int, epochs: int, retrain: bool, recipe: str = DEFAULT_RECIPE,
+              device: str = "auto") -> Path:
     """Train the demo model (or copy the cached one) to ``out/model.pt``."""
     from .core.jobs.training import train_model_iter, training_data
     from .core.progress import run_to_end, training_bar
 
     base, trainable, note = choose_base_weights()
     print(f"  {note}")
-    cached = cached_model_path(seed, epochs)
+    cached = cached_model_path(seed, epochs, recipe, device)
     model_path = out / "model.pt"
     if cached.exists() and not retrain:
         shutil.copyfile(cached, model_path)
@@ -117,7 +123,8 @@ def get_model(out: Path, seed: int, epochs: int, retrain: bool) -> Path:
         return model_path
     data = training_data(curated=out / "curated")
     print(f"  {len(data.train)} training crops, {len(data.val)} validation crops (never augmented)")
-    config = demo_train_config(seed, epochs, base, trainable)
+    config = demo_train_config(seed, epochs, base, trainable, recipe, device)
+    print(f"  training recipe: {recipe}")
     run_to_end(train_model_iter(data, config, model_path, overwrite=True), training_bar())
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, cached)
@@ -147,8 +154,10 @@ def score(cells: pd.DataFrame, tracks: pd.DataFrame, truth: pd.DataFrame) -> dic
     }
 
 
-def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0, epochs: int | None = None) -> int:
+def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0, epochs: int | None = None,
+             recipe: str = DEFAULT_RECIPE, device: str = "auto") -> int:
     """Run the demo into ``out``; returns an exit status."""
+    from .core.config import ClassifyConfig
     from .core.data.simulate import simulate_movie, write_movie
     from .core.files.atomic import atomic_write, prepare_output_dir
     from .core.jobs.classify import classify_movie
@@ -163,17 +172,18 @@ def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0,
     print("[1/4] simulating 3 training/validation movies and curating their ground truth")
     build_curated_set(out / "curated", seed)
     print("[2/4] getting a model")
-    model_path = get_model(out, seed, epochs, retrain)
+    model_path = get_model(out, seed, epochs, retrain, recipe, device)
     print("[3/4] simulating a new movie and classifying it")
     movie = simulate_movie(**DEMO_MOVIE, seed=seed * 1000 + 99)
     write_movie(movie, out / "movie")
     # prepare_output_dir has refused earlier results unless --overwrite
-    res = classify_movie(movie.image, movie.labels, model_path, out=out, overwrite=True,
+    res = classify_movie(movie.image, movie.labels, model_path, ClassifyConfig(device=device), out=out, overwrite=True,
                          progress=frames_bar("classifying"), title="demo movie (synthetic)",
                          names={"image": "movie/image.tif", "labels": "movie/labels.tif"}).result
     print("[4/4] comparing with the ground truth")
     s = score(res.cells, res.tracks, movie.truth)
     s["seconds"] = round(time.perf_counter() - t0, 1)
+    s["recipe"], s["device"] = recipe, device
     with atomic_write(out / "accuracy.json") as fh:
         json.dump(s, fh, indent=2)
     print(f"  accuracy per cell-frame: {s['accuracy']:.3f} (unsmoothed {s['accuracy_unsmoothed']:.3f}, "

@@ -175,8 +175,10 @@ def parse_class_names(names, where: str = "--class-names") -> tuple[str, ...]:
     return names
 
 
-AUGMENTATIONS = ("flips", "rot90", "affine", "intensity", "noise")
+#: in the order they are applied: geometry, then the optics (blur), the detector (intensity), the noise
+AUGMENTATIONS = ("flips", "rot90", "affine", "blur", "intensity", "microscope", "noise")
 DEFAULT_AUGMENT = "flips,rot90,intensity"  # the study's: dihedral turns and mild intensity changes
+AVERAGING = ("none", "ema")
 SCHEDULES = ("cosine", "step", "constant")
 CLASS_WEIGHTING = ("balanced", "none")
 SAMPLING = ("shuffle", "balanced")
@@ -189,6 +191,24 @@ SMALL_DATA_MIN_STEPS = 200
 SMALL_DATA_FOLDS = 3
 #: the trainable-layer presets the dock offers (any comma-separated list of layers is accepted)
 TRAINABLE_PRESETS = ("conv1,fc", "conv1,layer4,fc", "all")
+
+
+#: named training recipes: the fields each sets (any field can still be set on top of a recipe)
+RECIPES = {
+    # the original study's: ImageNet weights, conv1 + fc, flips, 90-degree turns and mild intensity changes
+    "study": {},
+    # measured on the demo (docs/training.md): weights averaged along the run (an exponential moving average,
+    # evaluated and saved), and crops that look as if from another microscope (blur, gain/offset/gamma, noise)
+    "robust": {"averaging": "ema", "augment": "flips,rot90,blur,intensity,microscope,noise",
+               "label_smoothing": 0.1},
+}
+
+
+def recipe_config(name: str = "study", **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of the recipe ``name`` (:data:`RECIPES`), with ``overrides`` on top."""
+    if name not in RECIPES:
+        raise InputError(f"unknown training recipe {name!r}: use {', '.join(RECIPES)}")
+    return TrainConfig(**{**TrainConfig().to_dict(), **RECIPES[name], "recipe": name, **overrides})
 
 
 def parse_augment(augment) -> tuple[str, ...]:
@@ -225,8 +245,8 @@ class TrainConfig:
         top-level layers. Frozen layers keep their weights and their BatchNorm statistics.
     augment
         Augmentations of training batches only (never of validation data): ``none`` or a list of
-        ``flips, rot90, affine, intensity, noise``. ``True``/``False`` (older configs) mean the
-        default list / none.
+        ``flips, rot90, affine, blur, intensity, microscope, noise``. ``True``/``False`` (older
+        configs) mean the default list / none.
     label_smoothing
         Of the training loss.
     schedule
@@ -254,6 +274,12 @@ class TrainConfig:
         number of steps is chosen on ``k`` folds of whole tracks of the training crops (each trained
         on the others and judged at regular steps), then the model trains on all of them for that
         many steps; the report is on the test crops, else on the folds' out-of-fold calls.
+    averaging
+        ``none``: the weights of the best epoch; ``ema``: an exponential moving average of the
+        weights (and BatchNorm statistics) along the run, over about its last quarter, is what is
+        evaluated, chosen and saved.
+    recipe
+        The named recipe (:data:`RECIPES`) the config started from, for the record.
     small_data
         ``auto``: with fewer than :data:`SMALL_DATA_PER_CLASS` labelled crops in a class, training
         takes at least :data:`SMALL_DATA_MIN_STEPS` steps, draws class-balanced batches and (without
@@ -280,8 +306,14 @@ class TrainConfig:
     sampling: str = "shuffle"
     stop_folds: int = 0
     small_data: str = "auto"
+    averaging: str = "none"
+    recipe: str = "study"
 
     def __post_init__(self):
+        if self.averaging not in AVERAGING:
+            raise InputError(f"weight averaging {self.averaging!r}: use {', '.join(AVERAGING)}")
+        if self.recipe not in RECIPES:
+            raise InputError(f"unknown training recipe {self.recipe!r}: use {', '.join(RECIPES)}")
         _positive_int("epochs", self.epochs)
         _positive_int("the minimum number of steps", self.min_steps, 0)
         if self.sampling not in SAMPLING:
@@ -361,6 +393,7 @@ def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tu
                      + "; ".join(how) + " (small_data=off trains as configured)"]
 
 
-__all__ = ["AUGMENTATIONS", "ClassifyConfig", "SAMPLING", "SCHEDULES", "SMALL_DATA", "SMALL_DATA_FOLDS",
-           "SMALL_DATA_MIN_STEPS", "SMALL_DATA_PER_CLASS", "TRAINABLE_PRESETS", "TrainConfig", "adapt_to_data",
-           "check_device_name", "parse_augment", "parse_class_names", "parse_trainable"]
+__all__ = ["AUGMENTATIONS", "AVERAGING", "ClassifyConfig", "RECIPES", "SAMPLING", "SCHEDULES", "SMALL_DATA",
+           "SMALL_DATA_FOLDS", "SMALL_DATA_MIN_STEPS", "SMALL_DATA_PER_CLASS", "TRAINABLE_PRESETS", "TrainConfig",
+           "adapt_to_data", "check_device_name", "parse_augment", "parse_class_names", "parse_trainable",
+           "recipe_config"]

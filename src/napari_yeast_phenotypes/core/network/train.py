@@ -85,7 +85,10 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, augment=DEFAULT_AUGMENT
 
     ``flips`` (left-right, up-down), ``rot90`` (turns by 90 degrees; with ``flips`` the eight
     symmetries of a square), ``affine`` (turns up to 15 degrees, scale 0.9-1.1, shifts up to 2
-    pixels), ``intensity`` (gain x0.82-1.22, offset +-0.03), ``noise`` (Gaussian, sigma up to 0.03).
+    pixels), ``blur`` (Gaussian, sigma up to 1 pixel: another objective or focus), ``intensity``
+    (gain x0.82-1.22, offset +-0.03), ``microscope`` (what another microscope or exposure does to the
+    normalised crop: gain x0.6-1.65, gamma 0.7-1.4, offset +-0.08), ``noise`` (Gaussian, sigma up to
+    0.03). Applied in that order (geometry, optics, detector, noise).
     """
     names = parse_augment(augment)
     n = x.shape[0]
@@ -112,14 +115,63 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, augment=DEFAULT_AUGMENT
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta.to(out.dtype), list(out.shape), align_corners=False)
         out = F.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if "blur" in names:
+        out = gaussian_blur(out, torch.empty(n).uniform_(0.0, 1.0, generator=gen))
     if "intensity" in names:
         gain = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2, generator=gen))
         offset = torch.empty(n, 1, 1, 1).uniform_(-0.03, 0.03, generator=gen)
         out = out * gain + offset
+    if "microscope" in names:
+        gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(math.log(0.7), math.log(1.4), generator=gen))
+        gain = torch.exp(torch.empty(n, 1, 1, 1).uniform_(math.log(0.6), math.log(1.65), generator=gen))
+        offset = torch.empty(n, 1, 1, 1).uniform_(-0.08, 0.08, generator=gen)
+        out = torch.sign(out) * out.abs().pow(gamma) * gain + offset
     if "noise" in names:
         sigma = torch.empty(n, 1, 1, 1).uniform_(0, 0.03, generator=gen)
         out = out + sigma * torch.randn(out.shape, generator=gen)
     return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Each crop of ``x`` (N, 1, H, W) blurred with its own Gaussian of ``sigma`` (N,) pixels (0: as it is);
+    separable, as one grouped convolution per axis, edges repeated."""
+    n = x.shape[0]
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    s = sigma.to(x.dtype).clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None] / s) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # (N, 2r+1); sigma near 0: a delta
+    y = F.pad(x.reshape(1, n, *x.shape[2:]), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, k[:, None, :, None], groups=n)  # along rows
+    y = F.conv2d(y, k[:, None, None, :], groups=n)  # along columns
+    return y.reshape(x.shape)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, kept in a copy of it.
+
+    ``decay`` is reached after a short warm-up (``min(decay, (1 + t) / (10 + t))`` at step ``t``), so the
+    first steps do not weigh the random start. The copy is what is evaluated, chosen and saved.
+    """
+
+    def __init__(self, model, total_steps: int):
+        import copy
+
+        self.model = copy.deepcopy(model)
+        self.model.eval()
+        # about the last quarter of the run
+        self.decay = float(min(0.9999, max(0.9, 1.0 - 4.0 / max(total_steps, 1))))
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        src = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                v.lerp_(src[k].to(v.dtype), 1.0 - d)
+            else:
+                v.copy_(src[k])
 
 
 def class_weights(targets: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor | None:
@@ -286,6 +338,22 @@ def fold_temperature(model, temperature: float) -> None:
         model.fc.bias.div_(temperature)
 
 
+def deterministic_cuda(device) -> bool:
+    """On a CUDA device, ask for the same result from the same seed where it costs little: cuDNN's
+    deterministic kernels and no autotuning, cuBLAS's fixed workspace, and torch's deterministic algorithms
+    (a warning, not an error, where an operation has none). For the rest of the process (inference after
+    it as well). Not measured here (no GPU on the machines this was written on). Returns whether it applied."""
+    if torch.device(device).type != "cuda":
+        return False
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts its handle
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return True
+
+
 def epoch_batches(targets: np.ndarray, bs: int, steps: int, sampling: str, gen: torch.Generator) -> list:
     """The crops (indices) of the ``steps`` batches of one epoch: ``shuffle`` (a permutation: each crop
     once) or ``balanced`` (drawn with replacement, every present class equally likely)."""
@@ -321,6 +389,12 @@ class _Optimiser:
         w = class_weights(data.targets, len(data.class_names), mode)
         self.weights = w.to(device) if w is not None else None
         self.x, self.y = torch.from_numpy(data.crops), torch.from_numpy(data.targets)
+        self.average = WeightAverage(model, total) if config.averaging == "ema" else None
+
+    @property
+    def judged(self):
+        """The model that is evaluated, chosen and saved: the weight average when there is one."""
+        return self.average.model if self.average is not None else self.model
 
     def step(self, idx, gen) -> torch.Tensor:
         loss = batch_loss(self.model, self.x[idx], self.y[idx], gen, self.config.augmentations, self.weights,
@@ -330,6 +404,8 @@ class _Optimiser:
             loss.backward()
             self.opt.step()
             self.sched.step()
+            if self.average is not None:
+                self.average.update(self.model)
         return loss
 
     @property
@@ -381,7 +457,7 @@ def steps_by_folds(train: CropSet, config: TrainConfig, device="cpu",
                            "loss": float(loss.item())}
                     if step in eval_at:
                         model.eval()
-                        probs[eval_at.index(step), held] = predict_probabilities(model, judge, device=device)
+                        probs[eval_at.index(step), held] = predict_probabilities(opt.judged, judge, device=device)
                         model.train()
                     if should_stop is not None and should_stop():
                         return None
@@ -428,6 +504,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     asked = config
     config, adapted = adapt_to_data(config, train.counts(), val is not None and len(val) > 0)
     device = select_device(config.device)
+    deterministic_cuda(device)
     folds = None
     if config.stop_folds and (val is None or len(val) == 0):
         folds = yield from steps_by_folds(train, config, device, should_stop)
@@ -485,17 +562,18 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
                     break
         if stopped and step + 1 < steps and best_state is not None:
             break  # a part-epoch is not a model to judge: the best whole epoch is kept
-        if not _weights_finite(model):  # the last step's update may have broken them
+        judge = opt.judged  # the weight average, when there is one
+        if not _weights_finite(model) or not _weights_finite(judge):  # the last step may have broken them
             raise _diverged("the weights", epoch, None, config, out, best_epoch)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                   "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9), "lr": opt.lr, "steps_done": done}
         judged = select is not None and len(select) and folds is None
         try:
             if judged:
-                probs = predict_probabilities(model, select, device=device)
+                probs = predict_probabilities(judge, select, device=device)
                 m = metrics(select.targets, probs.argmax(axis=1), select.class_names)
             else:  # no validation data: the checkpoint must still compute numbers
-                predict_probabilities(model, train.subset(np.arange(min(n, 32))), device=device)
+                predict_probabilities(judge, train.subset(np.arange(min(n, 32))), device=device)
         except TrainingDiverged:
             raise _diverged("the network's outputs (in evaluation mode)", epoch, None, config, out, best_epoch) \
                 from None
@@ -509,9 +587,9 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         if score > best:
             best, best_epoch, best_metrics = score, epoch, m
             best_probs = probs if m is not None else None
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in judge.state_dict().items()}
             if out is not None:
-                save_checkpoint(out, Classifier(model, train.class_names, crop_settings),
+                save_checkpoint(out, Classifier(judge, train.class_names, crop_settings),
                                 base_weights=config.base_weights, training=record_config, history=history,
                                 validation=m, best_epoch=epoch, **info)
         elif config.patience and epoch - best_epoch >= config.patience:
@@ -623,6 +701,7 @@ def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfi
                       progress)
 
 
-__all__ = ["TrainingCancelled", "TrainingDiverged", "augment_batch", "class_weights", "epoch_batches", "evaluate",
-           "fold_temperature", "plan_splits", "predict_probabilities", "schedule_length", "steps_by_folds", "train",
-           "train_iter", "training_loss", "training_set_fingerprint"]
+__all__ = ["TrainingCancelled", "TrainingDiverged", "WeightAverage", "augment_batch", "class_weights",
+           "deterministic_cuda", "epoch_batches", "evaluate", "fold_temperature", "gaussian_blur", "plan_splits",
+           "predict_probabilities", "schedule_length", "steps_by_folds", "train", "train_iter", "training_loss",
+           "training_set_fingerprint"]
