@@ -24,6 +24,7 @@ def test_the_defaults_adapt_below_fifty_labels_in_a_class():
     cfg, notes = adapt_to_data(TrainConfig(), counts, has_validation=False)
     assert (cfg.min_steps, cfg.sampling, cfg.stop_folds) == (SMALL_DATA_MIN_STEPS, "balanced", SMALL_DATA_FOLDS)
     assert cfg.class_weighting == "none"  # balanced batches: the loss does not weigh classes again
+    assert cfg.class_prior == "labels"  # ... and the calls weigh them by how often they are among the labels
     assert len(notes) == 1 and "Circular (5)" in notes[0] and "Nuclear" not in notes[0]  # 0: not labelled, not few
     # with a validation set, the epoch is chosen on it (no folds)
     assert adapt_to_data(TrainConfig(), counts, has_validation=True)[0].stop_folds == 0
@@ -116,3 +117,21 @@ def test_small_data_is_adapted_and_said_in_the_record(tmp_path, monkeypatch):
     assert (eff["min_steps"], eff["sampling"], eff["stop_folds"]) == (9, "balanced", 0)  # a validation set: no folds
     assert meta["steps"] == 9 and meta["history"][-1]["steps_done"] == 9 and len(meta["history"]) == 3
     assert any(n.startswith("small data (under 50 labelled crops") for n in meta["train_notes"])
+
+
+def test_the_labels_prior_is_folded_into_the_bias_and_matches_the_reweighted_probabilities():
+    from napari_yeast_phenotypes.core.network.model import YeastResNet
+    from napari_yeast_phenotypes.core.network.train import fold_prior, log_prior, predict_probabilities, with_prior
+
+    data = small_set()
+    data = data.subset(np.r_[np.flatnonzero(data.targets != 2), np.flatnonzero(data.targets == 2)[:2]])
+    prior = log_prior(data, TrainConfig(class_prior="labels"))
+    assert np.allclose(np.exp(prior), np.bincount(data.targets) / len(data))
+    assert log_prior(data, TrainConfig()) is None  # uniform: nothing added
+    torch.manual_seed(0)
+    model = YeastResNet(3).eval()
+    before = predict_probabilities(model, data)
+    fold_prior(model, prior)
+    after = predict_probabilities(model, data)
+    np.testing.assert_allclose(after, with_prior(before, prior), atol=1e-5)
+    assert after[:, 2].mean() < before[:, 2].mean()  # the rare class is called less readily

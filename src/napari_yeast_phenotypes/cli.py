@@ -113,6 +113,7 @@ def _train_config(args):
                          schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
                          holdout=args.holdout, calibrate=not args.no_calibrate, min_steps=args.min_steps,
                          sampling=args.sampling, stop_folds=args.stop_folds, small_data=args.small_data,
+                         class_prior=args.class_prior,
                          **{k: v for k, v in by_recipe.items() if v is not None})
 
 
@@ -488,6 +489,7 @@ def _common_model_args(p):
     from .core.config import (
         AUGMENTATIONS,
         AVERAGING,
+        CLASS_PRIORS,
         CLASS_WEIGHTING,
         RECIPES,
         SAMPLING,
@@ -541,12 +543,15 @@ def _common_model_args(p):
                    help="at least this many optimiser steps, whatever the batch size (epochs raised to reach them)")
     p.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
                    help="shuffle: each crop once per epoch; balanced: every class equally likely in each batch")
+    p.add_argument("--class-prior", choices=CLASS_PRIORS, default=d.class_prior,
+                   help="uniform: every class equally likely before a crop is seen; labels: as often as among the "
+                        "training crops (the calls of rare classes need stronger evidence)")
     p.add_argument("--stop-folds", type=_whole(0), default=d.stop_folds,
                    help="without --val: choose the number of steps on this many folds of whole tracks of the "
                         "training crops, then train on all of them (0: hold a part out)")
     p.add_argument("--small-data", choices=SMALL_DATA, default=d.small_data,
                    help=f"auto (default): with under {SMALL_DATA_PER_CLASS} labelled crops in a class, at least "
-                        f"{SMALL_DATA_MIN_STEPS} steps, class-balanced batches and --stop-folds "
+                        f"{SMALL_DATA_MIN_STEPS} steps, class-balanced batches, --class-prior labels and --stop-folds "
                         f"{SMALL_DATA_FOLDS} without --val; off: as configured")
     p.add_argument("--class-names", help="comma-separated class names, in model output order (default: the eight)")
     p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")

@@ -182,6 +182,7 @@ AVERAGING = ("none", "ema")
 SCHEDULES = ("cosine", "step", "constant")
 CLASS_WEIGHTING = ("balanced", "none")
 SAMPLING = ("shuffle", "balanced")
+CLASS_PRIORS = ("uniform", "labels")
 SMALL_DATA = ("auto", "off")
 #: with fewer labelled crops than this in a class, ``small_data="auto"`` adapts the training (:func:`adapt_to_data`)
 SMALL_DATA_PER_CLASS = 50
@@ -274,6 +275,11 @@ class TrainConfig:
         number of steps is chosen on ``k`` folds of whole tracks of the training crops (each trained
         on the others and judged at regular steps), then the model trains on all of them for that
         many steps; the report is on the test crops, else on the folds' out-of-fold calls.
+    class_prior
+        How likely each class is before the crop is seen, in the model's calls: ``uniform`` (what
+        balanced weighting or sampling trains), or ``labels``: as often as among the training crops
+        (the log of their frequencies is added to the last layer's bias after training; a class with
+        4 crops of 300 is then called only on strong evidence).
     averaging
         ``none``: the weights of the best epoch; ``ema``: an exponential moving average of the
         weights (and BatchNorm statistics) along the run, over about its last quarter, is what is
@@ -308,8 +314,11 @@ class TrainConfig:
     small_data: str = "auto"
     averaging: str = "none"
     recipe: str = "study"
+    class_prior: str = "uniform"
 
     def __post_init__(self):
+        if self.class_prior not in CLASS_PRIORS:
+            raise InputError(f"class prior {self.class_prior!r}: use {', '.join(CLASS_PRIORS)}")
         if self.averaging not in AVERAGING:
             raise InputError(f"weight averaging {self.averaging!r}: use {', '.join(AVERAGING)}")
         if self.recipe not in RECIPES:
@@ -371,8 +380,10 @@ class TrainConfig:
 def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tuple[TrainConfig, list[str]]:
     """The training config for these crops: with ``small_data="auto"`` and fewer than
     :data:`SMALL_DATA_PER_CLASS` labelled crops in a class, steps rather than epochs (at least
-    :data:`SMALL_DATA_MIN_STEPS`), class-balanced batches (the loss unweighted) and, without a
-    validation set, the stopping step chosen on :data:`SMALL_DATA_FOLDS` folds of whole tracks.
+    :data:`SMALL_DATA_MIN_STEPS`), class-balanced batches (the loss unweighted: every class is learnt,
+    rare ones included) with the calls weighted by the labels' class frequencies (``class_prior``:
+    a class of 4 crops among 300 is not called as often as one of 169) and, without a validation set,
+    the stopping step chosen on :data:`SMALL_DATA_FOLDS` folds of whole tracks.
 
     ``counts``: labelled training crops per class (classes with none are left out). Returns the
     config to train with and what was adapted, in words (for the record and the user).
@@ -382,10 +393,10 @@ def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tu
         return config, []
     few = [f"{c} ({n})" for c, n in present.items() if n < SMALL_DATA_PER_CLASS]
     adapted = replace(config, min_steps=max(config.min_steps, SMALL_DATA_MIN_STEPS), sampling="balanced",
-                      class_weighting="none",
+                      class_weighting="none", class_prior="labels",
                       stop_folds=config.stop_folds or (0 if has_validation else SMALL_DATA_FOLDS))
     how = [f"at least {adapted.min_steps} optimiser steps whatever the batch size (epochs raised as needed)",
-           "class-balanced batches"]
+           "class-balanced batches, the calls then weighted by how often each class is among the labels"]
     if adapted.stop_folds:
         how.append(f"the number of steps chosen on {adapted.stop_folds} folds of whole tracks of the training crops, "
                    "then trained on all of them")
@@ -393,7 +404,7 @@ def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tu
                      + "; ".join(how) + " (small_data=off trains as configured)"]
 
 
-__all__ = ["AUGMENTATIONS", "AVERAGING", "ClassifyConfig", "RECIPES", "SAMPLING", "SCHEDULES", "SMALL_DATA",
-           "SMALL_DATA_FOLDS", "SMALL_DATA_MIN_STEPS", "SMALL_DATA_PER_CLASS", "TRAINABLE_PRESETS", "TrainConfig",
-           "adapt_to_data", "check_device_name", "parse_augment", "parse_class_names", "parse_trainable",
+__all__ = ["AUGMENTATIONS", "AVERAGING", "CLASS_PRIORS", "ClassifyConfig", "RECIPES", "SAMPLING", "SCHEDULES",
+           "SMALL_DATA", "SMALL_DATA_FOLDS", "SMALL_DATA_MIN_STEPS", "SMALL_DATA_PER_CLASS", "TRAINABLE_PRESETS",
+           "TrainConfig", "adapt_to_data", "check_device_name", "parse_augment", "parse_class_names", "parse_trainable",
            "recipe_config"]

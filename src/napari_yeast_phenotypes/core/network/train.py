@@ -354,6 +354,32 @@ def deterministic_cuda(device) -> bool:
     return True
 
 
+def log_prior(data: CropSet, config: TrainConfig) -> np.ndarray | None:
+    """The log of the training crops' class frequencies, added to the calls with ``class_prior="labels"``
+    (``None``: the uniform prior, nothing added)."""
+    if config.class_prior != "labels":
+        return None
+    counts = np.bincount(data.targets, minlength=len(data.class_names)).astype(np.float64)
+    return np.log(np.maximum(counts, 0.5) / counts.sum())
+
+
+def with_prior(probs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """``probs`` reweighted by the class prior ``exp(prior)`` and renormalised (as when it is in the bias)."""
+    if prior is None:
+        return probs
+    q = np.asarray(probs, dtype=np.float64) * np.exp(prior - prior.max())[None]
+    return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fold_prior(model, prior: np.ndarray | None) -> None:
+    """Add the log class prior to the last layer's bias for good: every path that classifies with the
+    checkpoint makes the calls :func:`with_prior` describes."""
+    if prior is None:
+        return
+    with torch.no_grad():
+        model.fc.bias.add_(torch.as_tensor(prior, dtype=model.fc.bias.dtype, device=model.fc.bias.device))
+
+
 def epoch_batches(targets: np.ndarray, bs: int, steps: int, sampling: str, gen: torch.Generator) -> list:
     """The crops (indices) of the ``steps`` batches of one epoch: ``shuffle`` (a permutation: each crop
     once) or ``balanced`` (drawn with replacement, every present class equally likely)."""
@@ -432,6 +458,7 @@ def steps_by_folds(train: CropSet, config: TrainConfig, device="cpu",
     _, _, total = schedule_length(len(train) - min(len(f) for f in folds), config)
     eval_at = sorted({max(1, int(round(total * f))) for f in np.linspace(0.1, 1.0, 10)})
     n_classes = len(train.class_names)
+    prior = log_prior(train, config)
     probs = np.zeros((len(eval_at), len(train), n_classes), dtype=np.float32)
     for i, held in enumerate(folds):
         part = train.subset(np.setdiff1d(np.arange(len(train)), held))
@@ -465,10 +492,15 @@ def steps_by_folds(train: CropSet, config: TrainConfig, device="cpu",
                         break
     curve = []
     for j, at in enumerate(eval_at):
-        m = metrics(train.targets, probs[j].argmax(axis=1), train.class_names)
-        curve.append({"step": at, "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4)})
+        m = metrics(train.targets, with_prior(probs[j], prior).argmax(axis=1), train.class_names)
+        point = {"step": at, "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4)}
+        if prior is not None:  # what the calls would be without the labels' prior (for the record)
+            u = metrics(train.targets, probs[j].argmax(axis=1), train.class_names)
+            point.update(macro_f1_uniform_prior=round(u["macro_f1"], 4), accuracy_uniform_prior=round(u["accuracy"], 4))
+        curve.append(point)
     best = max(range(len(eval_at)), key=lambda j: (curve[j]["macro_f1"], j))
-    return {"steps": eval_at[best], "total": total, "by": by, "folds": k, "curve": curve, "probs": probs[best]}
+    return {"steps": eval_at[best], "total": total, "by": by, "folds": k, "curve": curve,
+            "probs": with_prior(probs[best], prior)}
 
 
 def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainConfig(),
@@ -529,6 +561,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         total, stop_at = folds["total"], folds["steps"]
     epochs = -(-stop_at // steps_per_epoch)
     opt = _Optimiser(model, train, config, total, device)
+    prior = log_prior(train, config)  # the calls' class prior: in the choice of the epoch, then in the bias
     history, best, best_state, best_epoch = [], -1.0, None, None
     best_metrics = best_probs = None
     info = {**(metadata or {}), "class_counts_train": train.counts(),
@@ -570,7 +603,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         judged = select is not None and len(select) and folds is None
         try:
             if judged:
-                probs = predict_probabilities(judge, select, device=device)
+                probs = with_prior(predict_probabilities(judge, select, device=device), prior)
                 m = metrics(select.targets, probs.argmax(axis=1), select.class_names)
             else:  # no validation data: the checkpoint must still compute numbers
                 predict_probabilities(judge, train.subset(np.arange(min(n, 32))), device=device)
@@ -602,6 +635,7 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         raise TrainingCancelled("training was cancelled before its first epoch ended: no model was kept")
     model.load_state_dict(best_state)
     model.eval()
+    fold_prior(model, prior)  # the probabilities of the choice (best_probs, the folds') already have it
     if best_metrics is not None and best_probs is not None:
         sel_pred = best_probs.argmax(axis=1)
         with_intervals(best_metrics, select.targets, sel_pred, select.tracks)
@@ -702,6 +736,6 @@ def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfi
 
 
 __all__ = ["TrainingCancelled", "TrainingDiverged", "WeightAverage", "augment_batch", "class_weights",
-           "deterministic_cuda", "epoch_batches", "evaluate", "fold_temperature", "gaussian_blur", "plan_splits",
-           "predict_probabilities", "schedule_length", "steps_by_folds", "train", "train_iter", "training_loss",
-           "training_set_fingerprint"]
+           "deterministic_cuda", "epoch_batches", "evaluate", "fold_prior", "fold_temperature", "gaussian_blur",
+           "plan_splits", "predict_probabilities", "schedule_length", "steps_by_folds", "train", "train_iter",
+           "training_loss", "training_set_fingerprint", "with_prior"]
