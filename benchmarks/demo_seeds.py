@@ -34,6 +34,8 @@ def summarise(runs: list[dict], seeds, recipe: str, device) -> dict:
     import torch
 
     summary = {"seeds": seeds, "seeds_done": [r["seed"] for r in runs], "recipe": recipe, "device": str(device),
+               "track_model": "fitted on the validation movie's labels" if runs and runs[0].get("track_model")
+               else "the built-in transition rates",
                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "torch_threads": torch.get_num_threads(), "runs": runs}
     for key in ("accuracy", "accuracy_unsmoothed", "senescence_within_2_frames"):
@@ -58,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recipe", default=None, help="training recipe (default: the demo's)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (training and classifying)")
     ap.add_argument("--retrain", action="store_true", help="train anew even where the demo's cache has the model")
+    ap.add_argument("--no-track-model", action="store_true",
+                    help="smooth with the built-in rates, not a track model fitted on the validation movie's labels")
     ap.add_argument("--out", default=str(HERE / "results-demo-seeds.json"))
     add_threads_option(ap)
     args = ap.parse_args(argv)
@@ -74,7 +78,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             log = io.StringIO()
             with contextlib.redirect_stdout(log):
-                run_demo(Path(tmp) / "demo", seed=seed, recipe=recipe, device=args.device, retrain=args.retrain)
+                run_demo(Path(tmp) / "demo", seed=seed, recipe=recipe, device=args.device, retrain=args.retrain,
+                         track_model=not args.no_track_model)
             acc = json.loads((Path(tmp) / "demo" / "accuracy.json").read_text())
         acc["seed"], acc["seconds"] = seed, round(time.perf_counter() - t0, 1)
         runs.append(acc)

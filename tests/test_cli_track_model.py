@@ -207,3 +207,23 @@ def test_classify_with_a_track_model_that_lowered_agreement_uses_raw_calls_and_s
     assert run["config"]["timeline"]["smooth"] is False
     cells = pd.read_csv(root / "res_old" / "cells.csv")
     assert (cells["phenotype"] == cells["phenotype_raw"]).all()
+
+
+@pytest.mark.slow
+def test_the_demo_fits_its_track_model_on_the_validation_movies_labels(tmp_path, random_checkpoint):
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.demo import fit_demo_track_model
+
+    movie = simulate_movie(n_frames=6, size=128, n_cells=8, seed=5)
+    write_movie(movie, tmp_path / "training_movies" / "exp3")
+    cs = CuratedSet(tmp_path / "curated", CropSettings())
+    ann = movie.truth.iloc[::2].assign(split="val", experiment="exp3")
+    crops, rows = crops_for_annotations(movie.image, movie.labels, ann, cs.crop_settings, source="image.tif",
+                                        experiment="exp3")
+    cs.add(crops, rows, annotator="simulation truth")
+    path, report = fit_demo_track_model(tmp_path, random_checkpoint, "cpu")
+    assert path.is_file() and report["method"] == "labels" and report["fit_tracks"] + report["validation_tracks"] >= 4
+    assert report["labelled"]["smoothed_accuracy"] >= report["labelled"]["raw_accuracy"]
+    assert report["decision"]["use"] in ("smoothing", "raw calls")

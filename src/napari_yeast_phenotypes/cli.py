@@ -346,7 +346,8 @@ def cmd_demo(args) -> int:
 
     check_writable_dir(args.out)
     return run_demo(args.out, overwrite=args.overwrite, retrain=args.retrain, seed=args.seed,
-                    epochs=args.epochs, recipe=args.recipe, device=args.device)
+                    epochs=args.epochs, recipe=args.recipe, device=args.device,
+                    track_model=not args.no_track_model)
 
 
 def cmd_annotate(args) -> int:
@@ -580,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help=f"training recipe (default {DEFAULT_RECIPE}; see train --help)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--no-track-model", action="store_true",
+                   help="smooth with the built-in transition rates instead of a track model fitted on the "
+                        "validation movie's labelled cells")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="write a synthetic movie with ground truth")

@@ -3,8 +3,11 @@
 1. simulate three small movies from three "experiments" (two for training, one for validation);
 2. turn their ground truth into a curated set through the curate path (the one crop function);
 3. train the adapted ResNet50 on it (or reuse the cached demo model);
-4. simulate a new movie and classify it: ``cells.csv``, ``tracks.csv``, ``summary.png``;
-5. print the accuracy against the ground truth, per cell-frame and for senescence frames.
+4. classify the validation movie and fit the track model on its labelled cells (the curated set's
+   rows of it), which smooths only where it does not lower agreement with the labels;
+5. simulate a new movie and classify it with that track model: ``cells.csv``, ``tracks.csv``,
+   ``summary.png``;
+6. print the accuracy against the ground truth, per cell-frame and for senescence frames.
 """
 
 from __future__ import annotations
@@ -154,9 +157,28 @@ def score(cells: pd.DataFrame, tracks: pd.DataFrame, truth: pd.DataFrame) -> dic
     }
 
 
+def fit_demo_track_model(out: Path, model_path: Path, device: str) -> tuple[Path, dict]:
+    """Classify the validation movie (exp3) and fit the track model on the curated set's labels of it, as a lab
+    does with the cells it labelled (``fit-track-model --curated``). Returns the file and the fit's report."""
+    from .core.config import ClassifyConfig
+    from .core.jobs.classify import classify_movie
+    from .core.jobs.track_fit import fit_track_model_job
+    from .core.track.track_model_file import report_lines
+
+    movie = out / "training_movies" / "exp3"
+    classify_movie(movie / "image.tif", movie / "labels.tif", model_path, ClassifyConfig(device=device),
+                   out=out / "validation_result", overwrite=True, title="validation movie (synthetic, exp3)")
+    path = out / "track_model.json"
+    fit = fit_track_model_job(out / "validation_result", path, curated=out / "curated", overwrite=True)
+    for line in report_lines(fit.report):
+        print(f"  {line}")
+    return path, fit.report
+
+
 def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0, epochs: int | None = None,
-             recipe: str = DEFAULT_RECIPE, device: str = "auto") -> int:
-    """Run the demo into ``out``; returns an exit status."""
+             recipe: str = DEFAULT_RECIPE, device: str = "auto", track_model: bool = True) -> int:
+    """Run the demo into ``out``; returns an exit status. ``track_model``: fit the track model on the validation
+    movie's labels and classify with it (else: the built-in transition rates)."""
     from .core.config import ClassifyConfig
     from .core.data.simulate import simulate_movie, write_movie
     from .core.files.atomic import atomic_write, prepare_output_dir
@@ -165,29 +187,39 @@ def run_demo(out, overwrite: bool = False, retrain: bool = False, seed: int = 0,
 
     t0 = time.perf_counter()
     epochs = epochs or DEFAULT_EPOCHS
-    out = prepare_output_dir(out, ["cells.csv", "tracks.csv", "summary.png", "curated", "model.pt"], overwrite)
-    for stale in ("curated", "training_movies"):
+    out = prepare_output_dir(out, ["cells.csv", "tracks.csv", "summary.png", "curated", "model.pt",
+                                   "validation_result", "track_model.json"], overwrite)
+    for stale in ("curated", "training_movies", "validation_result"):
         if (out / stale).exists():
             shutil.rmtree(out / stale)  # only with --overwrite (prepare_output_dir refused otherwise)
-    print("[1/4] simulating 3 training/validation movies and curating their ground truth")
+    steps = 5 if track_model else 4
+    print(f"[1/{steps}] simulating 3 training/validation movies and curating their ground truth")
     build_curated_set(out / "curated", seed)
-    print("[2/4] getting a model")
+    print(f"[2/{steps}] getting a model")
     model_path = get_model(out, seed, epochs, retrain, recipe, device)
-    print("[3/4] simulating a new movie and classifying it")
+    tm_path = tm_report = None
+    if track_model:
+        print(f"[3/{steps}] fitting the track model on the validation movie's labelled cells")
+        tm_path, tm_report = fit_demo_track_model(out, model_path, device)
+    print(f"[{steps - 1}/{steps}] simulating a new movie and classifying it")
     movie = simulate_movie(**DEMO_MOVIE, seed=seed * 1000 + 99)
     write_movie(movie, out / "movie")
     # prepare_output_dir has refused earlier results unless --overwrite
     res = classify_movie(movie.image, movie.labels, model_path, ClassifyConfig(device=device), out=out, overwrite=True,
                          progress=frames_bar("classifying"), title="demo movie (synthetic)",
-                         names={"image": "movie/image.tif", "labels": "movie/labels.tif"}).result
-    print("[4/4] comparing with the ground truth")
+                         names={"image": "movie/image.tif", "labels": "movie/labels.tif"}, track_model=tm_path).result
+    print(f"[{steps}/{steps}] comparing with the ground truth")
     s = score(res.cells, res.tracks, movie.truth)
     s["seconds"] = round(time.perf_counter() - t0, 1)
     s["recipe"], s["device"] = recipe, device
+    s["track_model"] = None if tm_report is None else {
+        "use": tm_report["decision"]["use"], "model": tm_report["decision"]["model"],
+        "why": tm_report["decision"]["why"], "labelled": tm_report["labelled"]}
     with atomic_write(out / "accuracy.json") as fh:
         json.dump(s, fh, indent=2)
     print(f"  accuracy per cell-frame: {s['accuracy']:.3f} (unsmoothed {s['accuracy_unsmoothed']:.3f}, "
-          f"n={s['cell_frames']})")
+          f"n={s['cell_frames']}" + (f"; track model: {s['track_model']['use']}" if s["track_model"] else "")
+          + ")")
     print("  recall per class: " + ", ".join(f"{c} {v:.2f}" for c, v in s["recall_per_class"].items()))
     print(f"  senescence frame within 2 frames of the truth: {s['senescence_within_2_frames']:.0%} "
           f"of {s['senescent_tracks']} tracks that become senescent")
