@@ -104,19 +104,26 @@ def test_folds_of_whole_tracks_choose_when_to_stop_then_all_crops_train(tmp_path
 
 
 @pytest.mark.slow
-def test_small_data_is_adapted_and_said_in_the_record(tmp_path, monkeypatch):
+def test_small_data_is_adapted_and_said_in_the_record(tmp_path, monkeypatch, capsys):
+    from napari_yeast_phenotypes.cli import main
     from napari_yeast_phenotypes.core import config as config_mod
     from napari_yeast_phenotypes.core.network.train import train
 
     monkeypatch.setattr(config_mod, "SMALL_DATA_MIN_STEPS", 9)  # the mechanism, quickly
     train_set, val = small_set(6, 2), small_set(3, 2, seed=3)
-    clf = train(train_set, val, TrainConfig(epochs=1, batch_size=4, base_weights="none", augment="none"))
+    clf = train(train_set, val, TrainConfig(epochs=1, batch_size=4, base_weights="none", augment="none"),
+                out=tmp_path / "m.pt")
     meta = clf.metadata
     assert meta["training"]["small_data"] == "auto" and meta["training"]["min_steps"] == 0  # as asked
     eff = meta["effective_training"]  # as trained
     assert (eff["min_steps"], eff["sampling"], eff["stop_folds"]) == (9, "balanced", 0)  # a validation set: no folds
     assert meta["steps"] == 9 and meta["history"][-1]["steps_done"] == 9 and len(meta["history"]) == 3
     assert any(n.startswith("small data (under 50 labelled crops") for n in meta["train_notes"])
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "m.pt")]) == 0
+    text = capsys.readouterr().out
+    assert "adapted to the data: " in text and "min_steps=9" in text and "(9 optimiser steps)" in text
+    assert "note: small data (under 50 labelled crops" in text
 
 
 def test_the_labels_prior_is_folded_into_the_bias_and_matches_the_reweighted_probabilities():

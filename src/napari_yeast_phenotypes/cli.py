@@ -303,6 +303,11 @@ def cmd_info(args) -> int:
         print("no training record (a bare state dict or a model made elsewhere)")
         return 0
     print("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
+    eff = meta.get("effective_training") or {}
+    changed = {k: v for k, v in eff.items() if meta["training"].get(k) != v}
+    if changed:
+        print("adapted to the data: " + ", ".join(f"{k}={v}" for k, v in changed.items())
+              + f" ({meta.get('steps')} optimiser steps)")
     print(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
           f"({meta.get('stopped', 'finished')})")
     ts = meta.get("training_set") or {}
