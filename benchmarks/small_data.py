@@ -77,7 +77,9 @@ def demo_model_of_seed_0() -> Path | None:
     return None
 
 
-def run_one(curated: Path, base: str, batch: int, seed: int, mode: str, work: Path, shares: bool) -> dict:
+def run_one(curated: Path, base: str, batch: int, seed: int, mode: str, work: Path, movie: Path | None) -> dict:
+    """One training (fine-tuning ``base``) judged on the test split; ``movie``: also the share of it called each
+    class."""
     from napari_yeast_phenotypes.core.config import TrainConfig
     from napari_yeast_phenotypes.core.jobs.training import train_model_iter, training_data
     from napari_yeast_phenotypes.core.progress import run_to_end
@@ -98,8 +100,8 @@ def run_one(curated: Path, base: str, batch: int, seed: int, mode: str, work: Pa
            "steps": meta["steps"], "best_epoch": meta["best_epoch"], "epochs_run": len(meta["history"]),
            "stopping_folds": (meta.get("stopping_folds") or {}).get("curve"),
            "classes": list(clf.class_names), "report_on": rep["on"], "seconds": round(seconds, 1)}
-    if shares:
-        run["movie_share"] = movie_shares(out, MOVIE)
+    if movie is not None:
+        run["movie_share"] = movie_shares(out, movie)
     out.unlink()
     return run
 
@@ -128,6 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", nargs="+", default=["off", "auto"], choices=["off", "auto"])
     ap.add_argument("--base", help="model to fine-tune (default: the cached demo model of seed 0)")
     ap.add_argument("--no-movie-shares", action="store_true", help="do not classify the whole movie after each run")
+    ap.add_argument("--movie", default=str(MOVIE), help=f"the yeastvision movie's folder (default {MOVIE})")
     ap.add_argument("--out", default=str(HERE / "results-small-data.json"))
     add_threads_option(ap, default=1)
     args = ap.parse_args(argv)
@@ -138,21 +141,23 @@ def main(argv=None) -> int:
               "or give --base")
         return 2
     from napari_yeast_phenotypes.core.files.fingerprint import file_sha256
+    movie = Path(args.movie)
     runs = []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        curated = build_curated(Path(tmp) / "curated", LABELS, MOVIE)
+        curated = build_curated(Path(tmp) / "curated", LABELS, movie)
         for mode in args.modes:
             for seed in args.seeds:
                 for b in args.batches:
-                    r = run_one(curated, str(base), b, seed, mode, Path(tmp), not args.no_movie_shares)
+                    r = run_one(curated, str(base), b, seed, mode, Path(tmp),
+                                None if args.no_movie_shares else movie)
                     runs.append(r)
                     print(f"small_data={mode} batch {b} seed {seed}: judge accuracy {r['accuracy']:.3f} "
                           f"({r['accuracy_ci'][0]:.3f}-{r['accuracy_ci'][1]:.3f}), macro-F1 {r['macro_f1']:.3f}, "
                           f"{r['steps']} steps, {r['seconds']:.0f} s"
                           + (f"; movie {r['movie_share']}" if "movie_share" in r else ""), flush=True)
     summary = summarise(runs, args.modes, args.batches)
-    res = {"labels": str(LABELS.relative_to(HERE.parent)), "movie": MOVIE.name, "base_model": base.name,
+    res = {"labels": str(LABELS.relative_to(HERE.parent)), "movie": movie.name, "base_model": base.name,
            "base_model_sha256": file_sha256(base),
            "threads": args.threads, "seconds": round(time.perf_counter() - t_all, 1), "summary": summary,
            "runs": runs}
