@@ -157,3 +157,28 @@ def test_a_set_with_other_crop_settings_is_refused(tmp_path, small_movie):
     with pytest.raises(InputError, match="other settings"):
         AnnotationSession(classified(small_movie), small_movie.image, small_movie.labels,
                           {"crop_settings": CropSettings().to_dict()}, cs)
+
+
+def test_fit_track_model_from_my_labels_never_lowers_agreement(tmp_path, small_movie):
+    """The Annotate dock's "Fit track model from my labels": on tracks whose phenotype changes at every frame (called
+    right by the network), smoothing would lower agreement, and the fit says what it uses instead."""
+    table = build_cell_table(small_movie.labels)
+    cls = (table["track_id"].to_numpy() + table["frame"].to_numpy()) % 7  # a live class, another at every frame
+    probs = np.full((len(table), 8), 0.03)
+    probs[np.arange(len(table)), cls] = 0.5
+    probs[np.arange(len(table)), (cls + 1) % 7] = 0.29
+    table[prob_columns()] = probs / probs.sum(axis=1, keepdims=True)
+    cells = add_timeline(table)
+    res = types.SimpleNamespace(cells=cells, tracks=track_summary(cells), class_names=CLASS_NAMES)
+    run = {"crop_settings": CropSettings().to_dict(),
+           "movie_stats": movie_stats(small_movie.image, small_movie.labels).to_dict(), "model": {"fingerprint": "x"}}
+    s = AnnotationSession(res, small_movie.image, small_movie.labels, run, CuratedSet(tmp_path / "set"), split="val")
+    for row in range(len(s.cells)):  # the person labels what the network called
+        s.label(row, CLASS_NAMES[int(np.argmax(s.cells.loc[row, prob_columns()].to_numpy()))])
+    fit = s.fit_track_model()
+    r = fit.report
+    assert r["labelled"]["raw_accuracy"] == 1.0 and r["labelled"]["smoothed_accuracy"] == 1.0
+    assert r["validation"]["smoothed_accuracy"] >= r["validation"]["raw_accuracy"]
+    assert r["decision"]["use"] in ("smoothing", "raw calls") and r["decision"]["why"]
+    again = add_timeline(s.cells[["track_id", "frame", "label", *prob_columns()]], CLASS_NAMES, fit.settings)
+    assert (again["phenotype"] == again["phenotype_raw"]).all()  # nothing the labels say is smoothed away

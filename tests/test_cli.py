@@ -136,7 +136,8 @@ def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, cap
                  "--annotations", str(tmp_path / "ann.csv"), "--out", str(cur)]) == 0
     model = tmp_path / "model.pt"
     assert main(["train", "--train", str(cur / "train"), "--val", str(cur / "val"), "--out", str(model),
-                 "--epochs", "1", "--batch-size", "8", "--base-weights", "none", "--seed", "3"]) == 0
+                 "--epochs", "1", "--batch-size", "8", "--base-weights", "none", "--seed", "3",
+                 "--small-data", "off"]) == 0
     clf = load_classifier(model)
     meta = clf.metadata
     assert meta["training"]["epochs"] == 1 and meta["base_weights"] == "none"
@@ -162,7 +163,7 @@ def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, cap
 
 
 @pytest.mark.slow
-def test_crossval_groups_by_experiment(tmp_path, movie_dir):
+def test_crossval_groups_by_experiment(tmp_path, movie_dir, capsys):
     cur = tmp_path / "cur"
     sizes = []
     for i, exp in enumerate(("e1", "e2", "e3")):
@@ -178,6 +179,7 @@ def test_crossval_groups_by_experiment(tmp_path, movie_dir):
                      "--annotations", str(tmp_path / "ann.csv"), "--out", str(cur), "--experiment", exp]) == 0
     out = tmp_path / "cv.json"
     assert main(["crossval", "--data", str(cur / "train"), "--folds", "3", "--epochs", "1", "--batch-size", "8",
+                 "--small-data", "off",
                  "--base-weights", "none", "--out", str(out)]) == 0
     import json
 
@@ -185,8 +187,14 @@ def test_crossval_groups_by_experiment(tmp_path, movie_dir):
     # each fold tests exactly one experiment's crops, never seen in its training
     assert sorted(f["n"] for f in res["folds"]) == sorted(sizes)
     assert res["pooled"]["n"] == sum(sizes)
+    # every fold's figures and the pooled out-of-fold ones carry their 95% intervals
+    assert all(f["ci"]["accuracy"][0] <= f["accuracy"] <= f["ci"]["accuracy"][1] for f in res["folds"])
+    assert res["pooled"]["ci"]["macro_f1"] and res["random"]["pooled"]["ci"]["accuracy"]
+    printed = capsys.readouterr().out
+    assert "pooled out-of-fold calls" in printed and "95% intervals" in printed
     # leave-one-experiment-out: one fold per experiment, whatever --folds says
     assert main(["crossval", "--data", str(cur / "train"), "--folds", "4", "--by", "experiment", "--epochs", "1",
+                 "--small-data", "off",
                  "--batch-size", "8", "--base-weights", "none", "--out", str(tmp_path / "cv2.json")]) == 0
     assert sorted(f["n"] for f in json.loads((tmp_path / "cv2.json").read_text())["folds"]) == sorted(sizes)
 
@@ -202,7 +210,7 @@ def test_training_on_a_curated_set_keeps_its_crop_settings(tmp_path, movie_dir):
                  "--annotations", str(tmp_path / "ann.csv"), "--out", str(cur)]) == 0
     assert CuratedSet(cur).crop_settings.margin == 0.3
     model = tmp_path / "m.pt"
-    assert main(["train", "--train", str(cur / "train"), "--out", str(model), "--epochs", "1",
+    assert main(["train", "--train", str(cur / "train"), "--out", str(model), "--epochs", "1", "--small-data", "off",
                  "--batch-size", "8", "--base-weights", "none"]) == 0
     # the checkpoint makes crops at inference exactly as the set's crops were made
     assert load_classifier(model).crop_settings == CropSettings(margin=0.3, mask="outside")

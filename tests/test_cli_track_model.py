@@ -54,6 +54,10 @@ def test_fit_on_labels_then_classify_with_it(classified, random_checkpoint, caps
     assert "live tracks called senescent" in printed
     assert saved["report"]["method"] == "labels"
     assert saved["report"]["fit_tracks"] + saved["report"]["validation_tracks"] == 8
+    # what the fit uses, and why, in words: never lower agreement with the labels than the raw calls
+    decision = saved["report"]["decision"]
+    assert f"uses: {decision['why']}" in printed
+    assert saved["report"]["labelled"]["smoothed_accuracy"] >= saved["report"]["labelled"]["raw_accuracy"]
     settings = load_track_model(out, CLASS_NAMES)
     assert settings != TimelineSettings()  # fitted: a temperature (and a confusion matrix unless refused)
 
@@ -61,6 +65,9 @@ def test_fit_on_labels_then_classify_with_it(classified, random_checkpoint, caps
     assert _classify(movie, random_checkpoint, root / "res_tm", "--track-model", str(out)) == 0
     run = json.loads((root / "res_tm" / "run.json").read_text())
     assert TimelineSettings.from_dict(run["config"]["timeline"]) == settings
+    # run.json and the command line say what the classification used: smoothing or raw calls, and why
+    assert run["track_model"]["use"] == decision["use"] and run["track_model"]["why"] == decision["why"]
+    assert f"track model {out}: {decision['why']}" in capsys.readouterr().out
     assert run["model"]["sha256"] == json.loads((res / "run.json").read_text())["model"]["sha256"]
     cells = pd.read_csv(root / "res_tm" / "cells.csv")
     # the phenotype column is the fitted model's smoothing of these very probabilities ...
@@ -179,3 +186,44 @@ def test_classify_many_with_a_track_model(classified, random_checkpoint, tmp_pat
     assert main(["classify-many", str(tmp_path / "spec.csv"), "--model", str(random_checkpoint), "--out",
                  str(tmp_path / "exp2"), "--workers", "0", "--track-model", str(movie / "truth.csv")]) == 2
     assert "is not a track model file" in _one_error_line(capsys)
+
+
+def test_classify_with_a_track_model_that_lowered_agreement_uses_raw_calls_and_says_so(classified, random_checkpoint,
+                                                                                       capsys):
+    root, movie, res = classified
+    out = root / "tm_old.json"
+    assert main(["fit-track-model", str(res), "--labels", str(movie / "truth.csv"), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())  # as a file written before decisions were recorded, whose smoothing did worse
+    data["timeline"]["smooth"] = True
+    del data["report"]["decision"]
+    data["report"]["validation"].update(raw_accuracy=0.75, smoothed_accuracy=0.5)
+    out.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert _classify(movie, random_checkpoint, root / "res_old", "--track-model", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "raw calls: the file's smoothing lowered agreement" in err and "0.500 vs 0.750" in err
+    run = json.loads((root / "res_old" / "run.json").read_text())
+    assert run["track_model"]["use"] == "raw calls" and run["track_model"]["fell_back"]
+    assert run["config"]["timeline"]["smooth"] is False
+    cells = pd.read_csv(root / "res_old" / "cells.csv")
+    assert (cells["phenotype"] == cells["phenotype_raw"]).all()
+
+
+@pytest.mark.slow
+def test_the_demo_fits_its_track_model_on_the_validation_movies_labels(tmp_path, random_checkpoint):
+    from napari_yeast_phenotypes.core.data.crops import CropSettings
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet, crops_for_annotations
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
+    from napari_yeast_phenotypes.demo import fit_demo_track_model
+
+    movie = simulate_movie(n_frames=6, size=128, n_cells=8, seed=5)
+    write_movie(movie, tmp_path / "training_movies" / "exp3")
+    cs = CuratedSet(tmp_path / "curated", CropSettings())
+    ann = movie.truth.iloc[::2].assign(split="val", experiment="exp3")
+    crops, rows = crops_for_annotations(movie.image, movie.labels, ann, cs.crop_settings, source="image.tif",
+                                        experiment="exp3")
+    cs.add(crops, rows, annotator="simulation truth")
+    path, report = fit_demo_track_model(tmp_path, random_checkpoint, "cpu")
+    assert path.is_file() and report["method"] == "labels" and report["fit_tracks"] + report["validation_tracks"] >= 4
+    assert report["labelled"]["smoothed_accuracy"] >= report["labelled"]["raw_accuracy"]
+    assert report["decision"]["use"] in ("smoothing", "raw calls")

@@ -22,7 +22,7 @@ from napari_yeast_phenotypes.core.track.track_model import TrackModelFit
 from napari_yeast_phenotypes.core.track.track_model_file import save_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
-QUICK = TrainConfig(epochs=1, batch_size=8, base_weights="none", seed=1)
+QUICK = TrainConfig(epochs=1, batch_size=8, base_weights="none", seed=1, small_data="off")
 
 
 def _is_record(run: dict, job: str) -> None:
@@ -151,7 +151,7 @@ def test_a_model_calls_only_the_labelled_classes(curated, tmp_path, capsys):
     crops = np.stack([tifffile.imread(cs.root / p) for p in keep["path"]])
     sub.add(crops, keep.drop(columns=["path", "crop_id"]), annotator="t")
     out = tmp_path / "two.pt"
-    assert main(["train", "--curated", str(tmp_path / "two"), "--out", str(out), "--epochs", "1",
+    assert main(["train", "--curated", str(tmp_path / "two"), "--out", str(out), "--epochs", "1", "--small-data", "off",
                  "--batch-size", "4", "--base-weights", "none"]) == 0
     from napari_yeast_phenotypes.core.network.model import load_classifier
 

@@ -51,7 +51,8 @@ def test_classify_config_round_trip():
 
 
 def test_train_config_round_trip():
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.01, seed=4, base_weights="none", trainable="all", augment=False)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.01, seed=4, base_weights="none", trainable="all", augment=False,
+                      small_data="off")
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
@@ -232,8 +233,9 @@ def test_external_crops_are_recorded_and_warned_about(tmp_path, small_movie, ran
         for i in range(3):
             tifffile.imwrite(tmp_path / "crops" / c / f"{i}.tif", rng.integers(0, 4000, (64, 48), dtype=np.uint16))
     said = []
-    clf = train_model(tmp_path / "crops", None, TrainConfig(epochs=1, batch_size=2, base_weights="none"),
-                      tmp_path / "m.pt", class_names=CLASS_NAMES, notes=said.append)
+    clf = train_model(tmp_path / "crops", None,
+                      TrainConfig(epochs=1, batch_size=2, base_weights="none", small_data="off"), tmp_path / "m.pt",
+                      class_names=CLASS_NAMES, notes=said.append)
     assert any("64x48" in s and "resized to 40x40" in s for s in said)
     origin = load_classifier(tmp_path / "m.pt").metadata["crop_origin"]
     assert origin["kind"] == "external" and "percentile" in origin["normalisation"]

@@ -67,6 +67,7 @@ def test_offline_imagenet_message_says_what_to_do(tmp_path, monkeypatch):
     msg = str(err.value)
     assert str(model_mod.imagenet_weights_path()) in msg
     assert "--base-weights none --trainable all" in msg and "--base-weights PATH" in msg
+    assert "yeast-phenotypes install-weights resnet50-11ad3fa6.pth" in msg  # the command that installs it
 
 
 def test_default_policy_trains_only_conv1_and_fc():
@@ -218,3 +219,109 @@ def test_model_for_another_number_of_classes(tmp_path):
     torch.save(YeastResNet(5).state_dict(), bare)
     with pytest.raises(InputError, match="classifies into 5 classes but 8 class names"):
         load_classifier(bare)
+
+
+# ------------------------------------------------------------------------------ install-weights
+
+def fake_resnet50_file(folder, value=0.5, name=None):
+    """A small stand-in for torchvision's ResNet50 weights: every tensor of the right name and shape, each one
+    value broadcast (stride 0: a few bytes each), saved under the name torchvision would give it (its own
+    SHA-256 prefix)."""
+    shapes = model_mod._resnet50_shapes()
+    state = {k: (torch.zeros((), dtype=torch.int64) if k.endswith("num_batches_tracked")
+                 else torch.full((1,) * max(len(s), 1), value).expand(s) if s else torch.tensor(value))
+             for k, s in shapes.items()}
+    tmp = folder / "download.tmp"
+    torch.save(state, tmp)
+    path = folder / (name or f"resnet50-{file_sha256(tmp)[:8]}.pth")
+    tmp.rename(path)
+    return path
+
+
+def test_install_weights_checks_the_hash_and_installs_atomically_where_training_finds_them(tmp_path, monkeypatch,
+                                                                                             capsys):
+    from napari_yeast_phenotypes.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake = fake_resnet50_file(tmp_path, 0.5)
+    assert fake.stat().st_size < 1_000_000  # small: the tensors are broadcast
+    assert not model_mod.imagenet_weights_available()
+    assert main(["install-weights", str(fake)]) == 0
+    out = capsys.readouterr().out
+    dest = tmp_path / "torch" / "hub" / "checkpoints" / fake.name
+    assert f"installed {fake} as {dest}" in out and "SHA-256" in out
+    assert dest.read_bytes() == fake.read_bytes() and not list(dest.parent.glob(".*tmp"))
+    assert model_mod.imagenet_weights_available()
+    # training from "imagenet" now starts from them (conv1 averaged over RGB, fc new)
+    m = build_model(8, base_weights="imagenet")
+    assert torch.all(m.conv1.weight == 0.5) and torch.all(m.layer1[0].conv1.weight == 0.5)
+    # again: the same file is there already
+    assert main(["install-weights", str(fake)]) == 0
+    assert "already this file" in capsys.readouterr().out
+
+
+def test_install_weights_refuses_a_wrong_file_in_plain_words(tmp_path, monkeypatch, capsys):
+    from napari_yeast_phenotypes.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+
+    def refused(path, *words):
+        assert main(["install-weights", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, err
+        for w in words:
+            assert w in err, err
+        assert not cache.exists() or not list(cache.iterdir())  # nothing (and no half file) in the cache
+
+    good = fake_resnet50_file(tmp_path, 0.25)
+    # a download cut short, under the name it was to have
+    cut = tmp_path / "cut" / good.name
+    cut.parent.mkdir()
+    cut.write_bytes(good.read_bytes()[:-1000])
+    refused(cut, "damaged or not the file its name says", f"not {good.name[9:17]}", "Download it again")
+    # a file with no hash in its name that is none of torchvision's
+    plain = tmp_path / "weights.pth"
+    plain.write_bytes(good.read_bytes())
+    refused(plain, "none of torchvision's ResNet50 ImageNet weights files", "resnet50-11ad3fa6.pth")
+    # its hash is right, but it is no ResNet50: another network's state dict
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.tmp")
+    r18 = tmp_path / f"resnet50-{file_sha256(tmp_path / 'r18.tmp')[:8]}.pth"
+    (tmp_path / "r18.tmp").rename(r18)
+    refused(r18, "is not torchvision's ResNet50 ImageNet weights", "missing")
+    # not a weights file at all (an HTML error page saved under the name)
+    html = tmp_path / "html"
+    html.mkdir()
+    page = html / "x.pth"
+    page.write_bytes(b"<html>proxy error</html>")
+    page = page.rename(html / f"resnet50-{file_sha256(page)[:8]}.pth")
+    refused(page, "cannot be read as a weights file without running code")
+    refused(tmp_path / "missing.pth", "is not a file")
+
+
+def test_install_weights_knows_a_renamed_download_by_its_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake = fake_resnet50_file(tmp_path, 0.75)
+    real_files = model_mod.imagenet_files
+    # let the stand-in be "torchvision's V2 file" (these machines cannot download the real one)
+    monkeypatch.setattr(model_mod, "imagenet_files",
+                        lambda: [(real_files()[0][0].with_name(fake.name), "url"), *real_files()[1:]])
+    renamed = fake.rename(tmp_path / "resnet50 (1).pth")  # a browser's name for a second download
+    dest, already = model_mod.install_imagenet_weights(renamed)
+    assert dest.name == fake.name and not already and dest.read_bytes() == renamed.read_bytes()
+
+
+def test_a_copy_that_fails_midway_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake = fake_resnet50_file(tmp_path)
+
+    def full_disk(src, dst, length=0):
+        dst.write(src.read(100))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full_disk)
+    with pytest.raises(InputError, match="No space left"):
+        model_mod.install_imagenet_weights(fake)
+    assert not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())

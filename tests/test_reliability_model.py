@@ -36,7 +36,8 @@ def crops(n: int = 8) -> CropSet:
 def test_a_huge_learning_rate_stops_training_without_a_checkpoint(tmp_path):
     out = tmp_path / "m.pt"
     with pytest.raises(TrainingDiverged, match=r"NaN or infinite.*no checkpoint was written.*lower one \(e.g. --lr"):
-        train(crops(), None, TrainConfig(epochs=3, batch_size=4, lr=1e12, base_weights="none"), out=out)
+        train(crops(), None, TrainConfig(epochs=3, batch_size=4, lr=1e12, base_weights="none", small_data="off"),
+              out=out)
     assert not out.exists()
 
 
@@ -57,7 +58,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "m.pt"
     kept = rf"epoch 2, step 1: the loss.*{out} keeps the best epoch before that \(1\)"
     with pytest.raises(TrainingDiverged, match=kept):
-        train(crops(), None, TrainConfig(epochs=3, batch_size=4, base_weights="none"), out=out)
+        train(crops(), None, TrainConfig(epochs=3, batch_size=4, base_weights="none", small_data="off"), out=out)
     clf = load_classifier(out)  # whole, finite, from epoch 1
     assert clf.metadata["best_epoch"] == 1
     assert all(torch.isfinite(v).all() for v in clf.model.state_dict().values() if v.is_floating_point())
@@ -255,7 +256,7 @@ def test_training_checks_out_before_the_first_epoch(tmp_path):
     steps = []
     for out in (blocker / "m.pt", tmp_path):
         with pytest.raises(InputError, match="not a folder|is a folder"):
-            train(crops(), None, TrainConfig(epochs=1, batch_size=4, base_weights="none"), out=out,
+            train(crops(), None, TrainConfig(epochs=1, batch_size=4, base_weights="none", small_data="off"), out=out,
                   progress=steps.append)
     assert steps == []
 
@@ -283,7 +284,7 @@ def test_a_disk_full_at_the_checkpoint_is_one_plain_message(tmp_path, monkeypatc
     monkeypatch.setattr(io_mod.os, "fdopen", lambda fd, *a, **kw: Full(real_fdopen(fd, *a, **kw)))
     out = tmp_path / "m.pt"
     with pytest.raises(InputError, match=rf"cannot write {out} \(No space left on device\): free some space"):
-        train(crops(), None, TrainConfig(epochs=1, batch_size=4, base_weights="none"), out=out)
+        train(crops(), None, TrainConfig(epochs=1, batch_size=4, base_weights="none", small_data="off"), out=out)
     assert list(tmp_path.iterdir()) == []
 
 

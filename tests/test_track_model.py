@@ -205,3 +205,129 @@ def test_evaluate_counts_false_senescence(rng):
     assert m["live_tracks"] == 2
     assert m["raw_false_senescence_tracks"] == 0.5 and m["smoothed_false_senescence_tracks"] == 0.5
     assert m["raw_false_senescence_frames"] == pytest.approx(5 / 20)
+
+
+# --------------------------------------------------------------------------- the guarantee: never lower agreement
+
+def _alternating(n_tracks, length, rng, offset=0):
+    """Tracks whose class changes at every frame, called right with confidence: smoothing can only hurt."""
+    rows, truth = [], []
+    for tid in range(offset + 1, offset + n_tracks + 1):
+        for t in range(length):
+            c = (tid + t) % SENESCENT
+            p = np.full(N, 0.02)
+            p[c] = 0.6
+            p[(c + 1) % SENESCENT] = 0.26  # the next frame's class is the runner-up: smoothing follows it
+            p = p / p.sum()
+            rows.append({"track_id": tid, "label": tid, "frame": t,
+                         **{f"p_{n}": p[j] for j, n in enumerate(CLASS_NAMES)}})
+            truth.append({"frame": t, "label": tid, "phenotype": CLASS_NAMES[c]})
+    return pd.DataFrame(rows), pd.DataFrame(truth)
+
+
+def _steady(n_tracks, length, rng, offset=0):
+    """Tracks that keep one class, called wrong now and then: smoothing helps."""
+    seqs = [[int(rng.integers(0, SENESCENT))] * length for _ in range(n_tracks)]
+    cells, truth = network(seqs, rng, frag_as_senescent=0.0, accuracy=0.7, conf=3)
+    cells["track_id"] += offset
+    cells["label"] += offset
+    truth["label"] += offset
+    return cells, truth
+
+
+def test_smoothing_that_lowers_agreement_on_the_validation_tracks_falls_back_to_raw_calls():
+    from napari_yeast_phenotypes.core.track.track_model import split_tracks
+
+    rng = np.random.default_rng(1)
+    n = 20
+    val = set(split_tracks(np.arange(1, n + 1), 0.5, 0).tolist())
+    parts = [(_alternating if tid in val else _steady)(1, 20, rng, offset=tid - 1) for tid in range(1, n + 1)]
+    cells = pd.concat([c for c, _ in parts], ignore_index=True)
+    truth = pd.concat([t for _, t in parts], ignore_index=True)
+    fit = fit_track_model(cells, truth, seed=0)
+    r = fit.report
+    fitted_on_fit = r["candidates_on_fit_tracks"][r["decision"]["first_choice"]]
+    assert fitted_on_fit["smoothed_accuracy"] > fitted_on_fit["raw_accuracy"]  # smoothing helped where it was fitted
+    assert r["decision"]["fell_back"] and r["decision"]["use"] == "raw calls" and not fit.settings.smooth
+    low = r["decision"]["lower_on_validation"]
+    assert low["smoothed_accuracy"] < low["raw_accuracy"]
+    assert r["validation"]["smoothed_accuracy"] == r["validation"]["raw_accuracy"]
+    assert r["labelled"]["smoothed_accuracy"] == r["labelled"]["raw_accuracy"]
+    assert "would have lowered agreement" in r["decision"]["why"] and "raw calls" in r["decision"]["why"]
+    from napari_yeast_phenotypes.core.track.track_model_file import report_lines
+
+    assert any(line.startswith("uses: raw calls") for line in report_lines(r))
+    # classified with it, phenotype is the network's own call
+    out = add_timeline(cells, CLASS_NAMES, fit.settings)
+    assert (out["phenotype"] == out["phenotype_raw"]).all()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_track_model_never_lowers_agreement_on_labelled_tracks(seed):
+    """Whatever the movie (tracks that smoothing helps, hurts, or both), the fit's model is at least as accurate as
+    the raw calls on the fitting tracks, on the validation tracks and on all labelled tracks."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for tid in range(1, int(rng.integers(4, 16)) + 1):
+        kind = rng.choice(["steady", "alternating", "markov"])
+        if kind == "markov":
+            c, t = network(markov_tracks(1, int(rng.integers(3, 25)), 0.1, 0.03, rng), rng,
+                           accuracy=float(rng.uniform(0.5, 0.95)))
+            c["track_id"] += tid - 1
+            c["label"] += tid - 1
+            t["label"] += tid - 1
+        else:
+            c, t = (_steady if kind == "steady" else _alternating)(1, int(rng.integers(3, 25)), rng, offset=tid - 1)
+        parts.append((c, t))
+    cells = pd.concat([c for c, _ in parts], ignore_index=True)
+    truth = pd.concat([t for _, t in parts], ignore_index=True).sample(frac=0.8, random_state=seed)  # some unlabelled
+    fit = fit_track_model(cells, truth, seed=seed, validation_fraction=float(rng.uniform(0.2, 0.8)))
+    r = fit.report
+    for where in (r["candidates_on_fit_tracks"][r["chosen"]], r["validation"], r["labelled"]):
+        assert where["smoothed_accuracy"] >= where["raw_accuracy"]
+    assert r["decision"]["use"] == ("smoothing" if fit.settings.smooth else "raw calls")
+    # what the report says is what classifying with the settings gives
+    from napari_yeast_phenotypes.core.track.track_model import truth_codes
+
+    out = add_timeline(cells, CLASS_NAMES, fit.settings).sort_values(["track_id", "frame"]).reset_index(drop=True)
+    codes = truth_codes(out, truth)
+    known = codes >= 0
+    used = (np.array([CLASS_NAMES.index(c) for c in out["phenotype"]])[known] == codes[known]).mean()
+    raw = (np.array([CLASS_NAMES.index(c) for c in out["phenotype_raw"]])[known] == codes[known]).mean()
+    assert used == pytest.approx(r["labelled"]["smoothed_accuracy"]) and used >= raw
+
+
+def test_no_smoothing_is_the_networks_own_call_even_with_a_confusion_matrix():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(N), 30)
+    confusion = np.full((N, N), 0.02)
+    confusion[:, 0] = 1 - 0.02 * (N - 1)  # a matrix whose most likely true class is always 0
+    s = TimelineSettings(confusion=tuple(map(tuple, confusion)), smooth=False)
+    path, _ = smooth_track(probs, SENESCENT, s)
+    assert (path == probs.argmax(axis=1)).all()
+
+
+def test_a_track_model_file_that_lowered_agreement_gives_raw_calls_and_says_so(tmp_path):
+    from napari_yeast_phenotypes.core.track.track_model_file import read_track_model, track_model_decision
+
+    rng = np.random.default_rng(0)
+    cells, truth = network(markov_tracks(12, 10, 0.05, 0.02, rng), rng)
+    fit = fit_track_model(cells, truth)
+    path = save_track_model(tmp_path / "tm.json", fit)
+    settings, decision = track_model_decision(*read_track_model(path, CLASS_NAMES))
+    assert decision["why"] == fit.report["decision"]["why"] and not decision["fell_back"]
+    # a file from before decisions were recorded, whose smoothing was worse on its validation tracks
+    import json
+
+    data = json.loads(path.read_text())
+    data["timeline"]["smooth"] = True
+    del data["report"]["decision"]
+    data["report"]["validation"].update(raw_accuracy=0.9, smoothed_accuracy=0.8)
+    path.write_text(json.dumps(data))
+    settings, decision = track_model_decision(*read_track_model(path, CLASS_NAMES))
+    assert not settings.smooth and decision["use"] == "raw calls" and decision["fell_back"]
+    assert "0.800 vs 0.900" in decision["why"]
+    data["report"] = {"method": "em", "validation": None}
+    path.write_text(json.dumps(data))
+    settings, decision = track_model_decision(*read_track_model(path, CLASS_NAMES))
+    assert settings.smooth and "not checked against labels" in decision["why"]

@@ -53,7 +53,7 @@ def tiny():
     return crop_set(16)
 
 
-CFG = TrainConfig(epochs=3, batch_size=8, base_weights="none", seed=1)
+CFG = TrainConfig(epochs=3, batch_size=8, base_weights="none", seed=1, small_data="off")
 
 
 # --------------------------------------------------------------------------- options
@@ -66,7 +66,7 @@ def test_config_round_trip_and_old_configs():
     # a config stored before augmentations had names: True/False
     assert TrainConfig.from_dict({"augment": True}).augmentations == ("flips", "rot90", "intensity")
     assert TrainConfig.from_dict({"augment": False}).augmentations == ()
-    for bad, match in (({"augment": "blur"}, "unknown augmentation blur"), ({"schedule": "linear"}, "schedule"),
+    for bad, match in (({"augment": "mixup"}, "unknown augmentation mixup"), ({"schedule": "linear"}, "schedule"),
                        ({"class_weighting": "inverse"}, "class weighting"), ({"patience": -1}, "patience"),
                        ({"holdout": 1.0}, "held-out fraction")):
         with pytest.raises(InputError, match=match):
@@ -191,7 +191,7 @@ def test_frozen_layers_keep_their_weights_and_batchnorm_statistics(tmp_path, tin
     save_checkpoint(base, Classifier(YeastResNet(8)))
     before = torch.load(base, weights_only=True)["model_state"]
     clf = train(tiny, None, TrainConfig(epochs=1, batch_size=8, base_weights=str(base), trainable="conv1,layer4,fc",
-                                        calibrate=False, augment="none", seed=2))
+                                        calibrate=False, augment="none", seed=2, small_data="off"))
     after = {k: v.cpu() for k, v in clf.model.state_dict().items()}
     frozen = [k for k in before if k.split(".")[0] in ("bn1", "layer1", "layer2", "layer3")]
     assert any("running_mean" in k for k in frozen) and any("num_batches_tracked" in k for k in frozen)
@@ -210,7 +210,8 @@ def test_augmentation_touches_training_batches_only(tiny, monkeypatch):
     monkeypatch.setattr(train_mod, "augment_batch", lambda x, g, a: augmented.append(x.clone()) or real_aug(x, g, a))
     monkeypatch.setattr(train_mod, "predict_crops", lambda m, c, *a, **k: predicted.append(c.copy()) or
                         real_pred(m, c, *a, **k))
-    train(tiny, val, TrainConfig(epochs=1, batch_size=8, base_weights="none", augment="flips,rot90,noise"))
+    train(tiny, val, TrainConfig(epochs=1, batch_size=8, base_weights="none", augment="flips,rot90,noise",
+                                 small_data="off"))
     seen = torch.cat(augmented).numpy()
     assert len(seen) == len(tiny)  # every training crop once per epoch, and nothing else
     assert sorted(map(bytes, seen)) == sorted(map(bytes, tiny.crops))
@@ -260,13 +261,24 @@ def test_info_prints_the_record_and_compares_with_the_previous_model(tmp_path, t
     val = crop_set(8, seed=4, prefix="v")
     prev = Classifier(YeastResNet(8).eval())
     out = tmp_path / "m.pt"
-    clf = train(tiny, val, TrainConfig(epochs=1, batch_size=8, base_weights="none", patience=1), out=out,
+    clf = train(tiny, val, TrainConfig(epochs=1, batch_size=8, base_weights="none", patience=1, small_data="off"),
+                out=out,
                 previous=prev)
     rep = clf.metadata["report"]
     assert rep["previous"]["n"] == 8 and 0 <= rep["previous"]["accuracy"] <= 1
+    # intervals and the verdict are in the record, as plain values (the checkpoint loads with weights_only)
+    saved = load_classifier(out).metadata["report"]
+    assert saved["metrics"]["ci"] == rep["metrics"]["ci"] and saved["metrics"]["ci"]["accuracy"]
+    assert saved["previous"]["ci"]["accuracy"] and saved["comparison"]["verdict"] in ("better", "worse",
+                                                                                       "cannot tell")
+    assert saved["comparison"]["n_tracks"] == 8 and "the wider of" in saved["comparison"]["method"]
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "8 classes: Nuclear" in text and "OPTIMISTIC" in text and "temperature" in text
+    lo, hi = saved["metrics"]["ci"]["accuracy"]
+    assert f"accuracy {saved['metrics']['accuracy']:.3f} ({lo:.3f}-{hi:.3f})" in text
+    assert "95% intervals" in text and "only 8 tracks" in text
+    assert f"the new model is {saved['comparison']['words']}" in text
     assert f"crop ids sha256 {clf.metadata['training_set']['ids_sha256'][:16]}" in text
     assert "too few crops for a meaningful figure" in text  # 1 crop per class
 

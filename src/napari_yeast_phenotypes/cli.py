@@ -1,5 +1,5 @@
 """The ``yeast-phenotypes`` command: demo, simulate, classify, fit-track-model, train, curate, crossval,
-learning-curve, info, classify-many, ageing, annotate (opens napari).
+learning-curve, info, install-weights, classify-many, ageing, annotate (opens napari).
 
 Every sub-command calls the same core functions as the napari plugin. User errors are printed as
 one plain message (what is wrong, what to do) with exit status 2, never as a traceback.
@@ -91,6 +91,9 @@ def cmd_classify(args) -> int:
         print("cells were relinked by overlap (--relink)")
     print(f"{len(res.cells)} cell-frames in {len(res.tracks)} tracks; "
           f"{int(res.tracks['senescence_frame'].notna().sum())} tracks become senescent")
+    tm = job.run.get("track_model") or {}
+    if tm.get("why") and not tm.get("fell_back"):  # a fall-back is among the warnings above
+        print(f"track model {args.track_model}: {tm['why']}")
     inf = job.run.get("inference") or {}
     if inf:
         print(f"inference: {inf.get('path')} {inf.get('precision')}")
@@ -99,13 +102,19 @@ def cmd_classify(args) -> int:
 
 
 def _train_config(args):
-    from .core.config import TrainConfig
+    """The :class:`TrainConfig` of the options: the recipe's (``--recipe``), with every option given on top."""
+    from .core.config import recipe_config
 
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       base_weights=args.base_weights, trainable=args.trainable,
-                       augment="none" if args.no_augment else args.augment, device=args.device,
-                       schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
-                       holdout=args.holdout, calibrate=not args.no_calibrate)
+    # options a recipe sets default to None: given, they win over the recipe
+    by_recipe = {"augment": "none" if args.no_augment else args.augment, "averaging": args.averaging,
+                 "label_smoothing": args.label_smoothing}
+    return recipe_config(args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         base_weights=args.base_weights, trainable=args.trainable, device=args.device,
+                         schedule=args.schedule, class_weighting=args.class_weighting, patience=args.patience,
+                         holdout=args.holdout, calibrate=not args.no_calibrate, min_steps=args.min_steps,
+                         sampling=args.sampling, stop_folds=args.stop_folds, small_data=args.small_data,
+                         class_prior=args.class_prior,
+                         **{k: v for k, v in by_recipe.items() if v is not None})
 
 
 def _class_names(args) -> tuple[str, ...]:
@@ -119,24 +128,61 @@ def _fmt(x) -> str:
     return "   -" if x is None else f"{x:.3f}"
 
 
-def _metrics_lines(title: str, m: dict, previous: dict | None = None) -> list[str]:
-    lines = [(f"{title}: accuracy {m['accuracy']:.3f}, macro-F1 {m.get('macro_f1', float('nan')):.3f}, "
-              f"balanced accuracy {m['balanced_accuracy']:.3f} (n={m['n']})")]
+def _ci(m: dict, key: str, value=None) -> str:
+    """A figure of ``m`` with its 95% interval when ``m`` has one: ``0.947 (0.921-0.968)``."""
+    from .core.network.evaluation import fmt_ci
+
+    ci = (m.get("ci") or m.get("_wilson") or {}).get(key)
+    return fmt_ci(m.get(key) if value is None else value, ci)
+
+
+def _interval_line(m: dict) -> str | None:
+    ci = m.get("ci")
+    if not ci:
+        return ("  (in brackets: Wilson's 95% interval, crops taken as independent; figures recorded before "
+                "intervals were, so the F1 have none: train again for them)") if m.get("n") else None
+    line = f"  (in brackets: {round(100 * ci['level'])}% intervals, {ci['method']})"
+    return line + (f"; note: {ci['note']}" if ci.get("note") else "")
+
+
+def _with_wilson(m: dict) -> dict:
+    """A record made before intervals were: Wilson's interval of its accuracy, from its crops (no F1 interval)."""
+    if m.get("ci") or not m.get("n"):
+        return m
+    from .core.network.evaluation import wilson
+
+    return {**m, "ci": None, "_wilson": {"accuracy": wilson(round(m["accuracy"] * m["n"]), m["n"])}}
+
+
+def _metrics_lines(title: str, m: dict, previous: dict | None = None, comparison: dict | None = None) -> list[str]:
+    from .core.network.evaluation import fmt_ci
+
+    m = _with_wilson(m)
     if previous:
-        lines.append(f"  previous model on the same crops: accuracy {previous['accuracy']:.3f}, "
-                     f"macro-F1 {previous['macro_f1']:.3f}")
-    lines.append(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>6}"
+        previous = _with_wilson(previous)
+    lines = [(f"{title}: accuracy {_ci(m, 'accuracy')}, macro-F1 {_ci(m, 'macro_f1')}, "
+              f"balanced accuracy {_ci(m, 'balanced_accuracy')} (n={m['n']})")]
+    if _interval_line(m):
+        lines.append(_interval_line(m))
+    if previous:
+        lines.append(f"  previous model on the same crops: accuracy {_ci(previous, 'accuracy')}, "
+                     f"macro-F1 {_ci(previous, 'macro_f1')}")
+    if comparison:
+        lines.append(f"  the new model is {comparison['words']} ({comparison['method']})")
+    f1_ci = (m.get("ci") or {}).get("f1") or {}
+    w = 22 if f1_ci else 8
+    lines.append(f"  {'class':<16}{'precision':>10}{'recall':>8}{'f1':>{w}}{'n':>6}"
                  + ("  f1 before" if previous else ""))
     for c, v in m["per_class"].items():
         prev = f"  {_fmt(previous['per_class'][c]['f1'])}" if previous else ""
-        lines.append(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{_fmt(v['f1']):>8}"
-                     f"{v['support']:>6}{prev}")
+        f1 = _fmt(v["f1"]) if not f1_ci.get(c) or v["f1"] is None else fmt_ci(v["f1"], f1_ci[c])
+        lines.append(f"  {c:<16}{_fmt(v['precision']):>10}{_fmt(v['recall']):>8}{f1:>{w}}{v['support']:>6}{prev}")
     return lines
 
 
 def report_lines(meta: dict) -> list[str]:
-    """The honest part of a checkpoint's record: what the figures are on, the figures, calibration, and the
-    classes the model cannot call (no labelled crop)."""
+    """The honest part of a checkpoint's record: what the figures are on, the figures with their 95% intervals,
+    the verdict against the previous model, calibration, and the classes the model cannot call (no labelled crop)."""
     lines: list[str] = []
     if meta.get("not_labelled"):
         lines.append(f"not labelled yet (the model cannot call them): {', '.join(meta['not_labelled'])}")
@@ -147,7 +193,7 @@ def report_lines(meta: dict) -> list[str]:
     if not rep:
         return lines
     lines.append(f"final figures on {rep['on']}" + (" -- OPTIMISTIC" if rep.get("optimistic") else ""))
-    lines += _metrics_lines("  report", rep["metrics"], rep.get("previous"))
+    lines += _metrics_lines("  report", rep["metrics"], rep.get("previous"), rep.get("comparison"))
     if rep.get("few_classes"):
         lines.append(f"  too few crops for a meaningful figure: {', '.join(rep['few_classes'])}")
     cal = meta.get("calibration") or {}
@@ -184,26 +230,41 @@ def _summary_line(name: str, res: dict) -> str:
             f"macro-F1 {s['macro_f1']['mean']:.3f}{sd(s['macro_f1'])} (mean ± sd over {len(res['folds'])} folds)")
 
 
+def _pooled_line(res: dict) -> str:
+    p = res["pooled"]
+    return (f"  pooled out-of-fold calls ({p['n']} crops): accuracy {_ci(p, 'accuracy')}, "
+            f"macro-F1 {_ci(p, 'macro_f1')}")
+
+
 def cmd_crossval(args) -> int:
     from .core.jobs.training import crossvalidate
+    from .core.network.evaluation import fmt_ci
     from .core.progress import training_bar
 
     res = crossvalidate(args.data, args.folds, _train_config(args), class_names=_class_names(args), out=args.out,
                         curated=args.curated,
                         progress=training_bar("fold"), by=args.by, random_split=not args.no_random_split)
     for i, m in enumerate(res["folds"]):
-        print(f"fold {i + 1}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} (n={m['n']})")
+        print(f"fold {i + 1}: accuracy {_ci(m, 'accuracy')}, macro-F1 {_ci(m, 'macro_f1')} (n={m['n']})")
     for note in res["notes"]:
         print(f"note: {note}")
     what = "leave-one-experiment-out" if res["by"] == "experiment" else f"folds of whole {res['by']}s"
     print(_summary_line(f"{res['k']}-fold cross-validation, {what}", res))
-    print(f"  {'class':<16}{'f1 mean':>8}{'sd':>7}" + (f"{'random':>8}" if "random" in res else ""))
+    print(_pooled_line(res))
+    if _interval_line(res["pooled"]):
+        print(_interval_line(res["pooled"]))
+    pooled_ci = (res["pooled"].get("ci") or {}).get("f1") or {}
+    print(f"  {'class':<16}{'f1 mean':>8}{'sd':>7}{'pooled f1 (95% interval)':>26}"
+          + (f"{'random':>8}" if "random" in res else ""))
     for c in res["summary"]["f1"]:
         v = res["summary"]["f1"][c]
+        pc = res["pooled"]["per_class"][c]
+        pooled = "-" if pc["support"] == 0 else fmt_ci(pc["f1"] or 0.0, pooled_ci.get(c))
         r = f"{_fmt(res['random']['summary']['f1'][c]['mean']):>8}" if "random" in res else ""
-        print(f"  {c:<16}{_fmt(v['mean']):>8}{_fmt(v['sd']):>7}{r}")
+        print(f"  {c:<16}{_fmt(v['mean']):>8}{_fmt(v['sd']):>7}{pooled:>26}{r}")
     if "random" in res:
         print(_summary_line("a random split of the same crops would have claimed", res["random"]))
+        print(_pooled_line(res["random"]))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -250,6 +311,11 @@ def info_lines(path, clf) -> list[str]:
         lines.append("no training record (a bare state dict or a model made elsewhere)")
         return lines
     lines.append("training config: " + ", ".join(f"{k}={v}" for k, v in meta["training"].items()))
+    eff = meta.get("effective_training") or {}
+    changed = {k: v for k, v in eff.items() if meta["training"].get(k) != v}
+    if changed:
+        lines.append("adapted to the data: " + ", ".join(f"{k}={v}" for k, v in changed.items())
+                     + f" ({meta.get('steps')} optimiser steps)")
     lines.append(f"best epoch {meta.get('best_epoch')} of {len(meta.get('history') or [])} run "
                  f"({meta.get('stopped', 'not recorded: written during a training, which may not have finished')})")
     ts = meta.get("training_set") or {}
@@ -277,6 +343,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_install_weights(args) -> int:
+    from .core.network.model import install_imagenet_weights
+
+    path, already = install_imagenet_weights(args.file)
+    if already:
+        print(f"{path} is already this file (SHA-256 checked): nothing to do")
+    else:
+        print(f"installed {args.file} as {path}: its SHA-256 starts with the hash in its name, and it loads as "
+              "torchvision's ResNet50 state dict")
+    print("training with --base-weights imagenet (the default) now starts from these weights, as in the study")
+    return 0
+
+
 def cmd_curate(args) -> int:
     from .core.files.atomic import check_writable_dir
     from .core.jobs.curate import curate_movie
@@ -295,7 +374,8 @@ def cmd_demo(args) -> int:
 
     check_writable_dir(args.out)
     return run_demo(args.out, overwrite=args.overwrite, retrain=args.retrain, seed=args.seed,
-                    epochs=args.epochs)
+                    epochs=args.epochs, recipe=args.recipe, device=args.device,
+                    track_model=not args.no_track_model)
 
 
 def cmd_annotate(args) -> int:
@@ -463,7 +543,20 @@ _open_fraction.__name__ = "fraction"
 
 
 def _common_model_args(p):
-    from .core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TrainConfig
+    from .core.config import (
+        AUGMENTATIONS,
+        AVERAGING,
+        CLASS_PRIORS,
+        CLASS_WEIGHTING,
+        RECIPES,
+        SAMPLING,
+        SCHEDULES,
+        SMALL_DATA,
+        SMALL_DATA_FOLDS,
+        SMALL_DATA_MIN_STEPS,
+        SMALL_DATA_PER_CLASS,
+        TrainConfig,
+    )
 
     d = TrainConfig()
     p.add_argument("--epochs", type=_whole(1), default=d.epochs,
@@ -478,9 +571,19 @@ def _common_model_args(p):
                         "PATH to a ResNet50 state dict")
     p.add_argument("--trainable", default=d.trainable,
                    help="layers to train: conv1,fc (default, as in the study), e.g. conv1,layer4,fc, or all")
-    p.add_argument("--augment", default=d.augment,
+    p.add_argument("--recipe", choices=list(RECIPES), default=d.recipe,
+                   help="study (default): the original study's recipe; robust: weights averaged along the run and "
+                        "crops that look as if from another microscope (blur, gain/gamma/offset, noise), measured "
+                        "steadier over seeds (docs/training.md). Options given below win over the recipe")
+    p.add_argument("--augment", default=None,
                    help=f"augmentations of training crops only: none or a list of {', '.join(AUGMENTATIONS)} "
-                        f"(default {d.augment})")
+                        f"(default: the recipe's; study: {d.augment}; robust: {RECIPES['robust']['augment']})")
+    p.add_argument("--averaging", choices=AVERAGING, default=None,
+                   help="ema: evaluate and keep an exponential moving average of the weights along the run "
+                        "(default: the recipe's; study: none, robust: ema)")
+    p.add_argument("--label-smoothing", type=_fraction, default=None,
+                   help=f"of the training loss (default: the recipe's; study: {d.label_smoothing}, robust: "
+                        f"{RECIPES['robust']['label_smoothing']})")
     p.add_argument("--no-augment", action="store_true", help="no augmentation (same as --augment none)")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
                    help=f"learning rate after a short warm-up (default {d.schedule})")
@@ -493,20 +596,35 @@ def _common_model_args(p):
                    help="fraction held out (whole tracks) from the training set without --val, and from the "
                         f"validation set without --test, for honest final figures (default {d.holdout})")
     p.add_argument("--no-calibrate", action="store_true", help="no temperature scaling of the probabilities")
+    p.add_argument("--min-steps", type=_whole(0), default=d.min_steps,
+                   help="at least this many optimiser steps, whatever the batch size (epochs raised to reach them)")
+    p.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
+                   help="shuffle: each crop once per epoch; balanced: every class equally likely in each batch")
+    p.add_argument("--class-prior", choices=CLASS_PRIORS, default=d.class_prior,
+                   help="uniform: every class equally likely before a crop is seen; labels: as often as among the "
+                        "training crops (the calls of rare classes need stronger evidence)")
+    p.add_argument("--stop-folds", type=_whole(0), default=d.stop_folds,
+                   help="without --val: choose the number of steps on this many folds of whole tracks of the "
+                        "training crops, then train on all of them (0: hold a part out)")
+    p.add_argument("--small-data", choices=SMALL_DATA, default=d.small_data,
+                   help=f"auto (default): with under {SMALL_DATA_PER_CLASS} labelled crops in a class, at least "
+                        f"{SMALL_DATA_MIN_STEPS} steps, class-balanced batches, --class-prior labels and --stop-folds "
+                        f"{SMALL_DATA_FOLDS} without --val; off: as configured")
     p.add_argument("--class-names", help="comma-separated class names, in model output order (default: the eight)")
     p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .core.config import PRECISIONS, ClassifyConfig
+    from .core.config import PRECISIONS, RECIPES, ClassifyConfig
+    from .demo import DEFAULT_RECIPE
 
     c = ClassifyConfig()
     ap = _Parser(
         prog="yeast-phenotypes",
         description="Phenotypes of budding-yeast cells along tracks: "
                     "simulate, classify, fit-track-model, curate, train, crossval, learning-curve, info, demo, "
-                    "classify-many, ageing, annotate.")
+                    "install-weights, classify-many, ageing, annotate.")
     ap.add_argument("--version", action="version", version=__version__)
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -516,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train anew even if a cached demo model exists")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the simulated movies and of training (default 0)")
     p.add_argument("--epochs", type=_whole(1), default=None, help="training epochs (default 8)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"training recipe (default {DEFAULT_RECIPE}; see train --help)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--no-track-model", action="store_true",
+                   help="smooth with the built-in transition rates instead of a track model fitted on the "
+                        "validation movie's labelled cells")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="write a synthetic movie with ground truth")
@@ -616,6 +740,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what a model file holds: classes, crop settings, config, figures, training set")
     p.add_argument("model", help="checkpoint (.pt)")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("install-weights",
+                       help="install a downloaded torchvision ResNet50 ImageNet weights file into the torch cache")
+    p.add_argument("file", help="the file as torchvision names it, e.g. resnet50-11ad3fa6.pth or resnet50-0676ba61.pth "
+                                "(from https://download.pytorch.org/models/); its hash is checked")
+    p.set_defaults(func=cmd_install_weights)
 
     p = sub.add_parser("curate", help="add annotated cells of a movie to a curated set")
     p.add_argument("--image", required=True, help="the movie's image (TIFF or .npy)")

@@ -14,7 +14,7 @@ from napari_yeast_phenotypes._napari._classify import ClassifyWidget
 from napari_yeast_phenotypes._napari._classify_settings import ClassifySettings, DisplayOptions, touching_share
 from napari_yeast_phenotypes._napari._state import state_of
 from napari_yeast_phenotypes._napari._train_settings import CURRENT, TrainSettings
-from napari_yeast_phenotypes.core.config import ClassifyConfig, TrainConfig
+from napari_yeast_phenotypes.core.config import ClassifyConfig, TrainConfig, recipe_config
 
 NAPARI_DIR = Path(__file__).resolve().parents[2] / "src" / "napari_yeast_phenotypes" / "_napari"
 
@@ -84,8 +84,10 @@ def test_classify_settings_round_trip(qtbot, config):
 @pytest.mark.parametrize("config", [
     TrainConfig(),
     TrainConfig(epochs=3, batch_size=16, lr=2e-3, base_weights="none", trainable="all", augment="flips,noise",
-                schedule="step", class_weighting="none", patience=2, calibrate=False, seed=7, holdout=0.2),
+                schedule="step", class_weighting="none", patience=2, calibrate=False, seed=7, holdout=0.2,
+                small_data="off", min_steps=50, sampling="balanced", stop_folds=4),
     TrainConfig(base_weights="imagenet", trainable="conv1,layer4,fc", augment="none"),
+    recipe_config("robust", epochs=4, base_weights="none"),
 ])
 def test_train_settings_round_trip(qtbot, config, tmp_path):
     w = TrainSettings()
@@ -136,3 +138,17 @@ def test_touching_share_and_contours_for_dense_colonies(make_napari_viewer, resu
     dense = DisplayOptions()
     packed = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 5, axis=0), 5, axis=1)[None]
     assert dense.contours_for(type("L", (), {"data": type("D", (), {"labels": packed})()})())
+
+
+def test_choosing_a_recipe_shows_its_settings_and_keeps_the_others(qtbot):
+    w = TrainSettings()
+    qtbot.addWidget(w)
+    w.epochs_spin.setValue(7)
+    w.base_choice.setCurrentText("none")
+    w.recipe_choice.setCurrentText("robust")
+    cfg = w.config()
+    assert cfg == recipe_config("robust", epochs=7, base_weights="none")
+    assert w.augment_boxes["microscope"].isChecked() and w.augment_boxes["blur"].isChecked()
+    w.recipe_choice.setCurrentText("study")
+    assert w.config() == recipe_config("study", epochs=7, base_weights="none")
+    assert not w.augment_boxes["microscope"].isChecked()

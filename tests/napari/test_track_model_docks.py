@@ -72,6 +72,10 @@ def test_fit_save_report_and_resmooth_then_the_classify_dock_uses_it(make_napari
     text = widget.track_report.text()
     assert f"accuracy {v['raw_accuracy']:.3f} raw, {v['smoothed_accuracy']:.3f} smoothed" in text
     assert "live tracks called senescent" in text and str(path) in text
+    # what it uses, smoothing or the raw calls, said in words: it never lowers agreement with the labels
+    assert f"uses: {saved['report']['decision']['why']}" in text
+    assert saved["report"]["labelled"]["smoothed_accuracy"] >= saved["report"]["labelled"]["raw_accuracy"]
+    assert saved["report"]["decision"]["use"] in widget.status.text()
     assert saved["report"]["fit_tracks"] + saved["report"]["validation_tracks"] == 6
     assert widget.resmooth_button.isEnabled()
     # fitting again keeps the earlier file beside the new one

@@ -54,6 +54,7 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     widget.epochs_spin.setValue(1)
     widget.batch_spin.setValue(4)
     widget.augment_boxes["affine"].setChecked(True)
+    widget.settings.small_data_choice.setCurrentText("off")  # one short epoch, as set (a test of the dock)
     cfg = widget.config()
     assert (cfg.epochs, cfg.batch_size, cfg.base_weights, cfg.augment) == (1, 4, "none", "flips,rot90,affine,intensity")
     out = tmp_path / "new.pt"
@@ -82,6 +83,11 @@ def test_train_in_the_worker_then_use_the_model(make_napari_viewer, qtbot, small
     # the previous model (the Classify dock's) was judged on the same crops
     assert meta["report"]["previous"]["n"] == meta["report"]["n"]
     assert "Previous model on the same crops" in widget.summary.text()
+    verdict = meta["report"]["comparison"]["verdict"]  # a verdict in words, from a paired bootstrap
+    assert meta["report"]["comparison"]["words"] in widget.verdict.text()
+    assert widget.use_button.isEnabled() == (verdict == "better") == widget.use_button.isDefault()
+    if verdict != "better":
+        widget.use_anyway.setChecked(True)  # a model not shown better is used on purpose
     assert widget.use_button.isEnabled()
 
     widget.use_model(sync=True)
@@ -103,3 +109,74 @@ def test_a_folder_that_is_no_curated_set_is_refused_in_words(make_napari_viewer,
     widget.start(sync=True)
     assert errors and "not a curated set" in errors[-1]
     assert widget.train_button.isEnabled() and widget.classifier is None
+
+
+def _report(verdict, n=17):
+    """A training report (plain values, as a checkpoint keeps it) whose comparison says ``verdict``."""
+    from napari_yeast_phenotypes.core.network.evaluation import compare_paired, metrics, with_intervals
+
+    names = ["Aggregate", "Cytoplasm"]
+    t = np.arange(n) % 2
+    tracks = np.arange(n) // 3
+    good, bad = t.copy(), 1 - t
+    new, old = {"better": (good, bad), "worse": (bad, good), "cannot tell": (good, good)}[verdict]
+    m, prev = (with_intervals(metrics(t, p, names), t, p, tracks) for p in (new, old))
+    comparison = compare_paired(t, new, old, names, tracks)
+    assert comparison["verdict"] == verdict
+    return {"on": f"{n} validation crops", "optimistic": False, "n": n, "metrics": m, "previous": prev,
+            "comparison": comparison, "few_classes": [], "notes": [], "ece_before": 0.1, "ece_after": 0.1}
+
+
+@pytest.mark.parametrize("verdict", ["better", "worse", "cannot tell"])
+def test_use_this_model_is_the_default_action_only_when_better(make_napari_viewer, tmp_path, errors, monkeypatch,
+                                                                verdict):
+    import types
+
+    from napari_yeast_phenotypes._napari import _train
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    widget.show()
+    widget.model_path = tmp_path / "new.pt"
+    widget.model_path.write_bytes(b"a checkpoint")
+    rep = _report(verdict)
+    widget._on_trained(types.SimpleNamespace(metadata={"report": rep, "best_epoch": 1, "stopped": "finished",
+                                                       "calibration": {}}))
+    text = widget.verdict.text()
+    assert widget.verdict.isVisible() and rep["comparison"]["words"] in text
+    assert rep["comparison"]["words"] in widget.summary.text()  # the report in words says it too
+    lo, hi = rep["metrics"]["ci"]["accuracy"]
+    assert f"accuracy {rep['metrics']['accuracy']:.3f} ({lo:.3f}-{hi:.3f})" in widget.summary.text()
+    used = []
+    monkeypatch.setattr(_train, "open_dock", lambda *a: None)
+    monkeypatch.setattr(widget.state, "request_classify", lambda sync=False: used.append(sync))
+    if verdict == "better":
+        assert widget.use_button.isDefault() and widget.use_button.isEnabled()
+        assert not widget.use_anyway.isVisible() and "use it" in text
+        widget.use_model()
+        assert used and widget.state.model == widget.model_path and not errors
+        return
+    # worse, or not shown better: a warning line, and using it is a choice made on purpose
+    assert not widget.use_button.isDefault() and not widget.use_button.isEnabled()
+    assert widget.use_anyway.isVisible() and not widget.use_anyway.isChecked()
+    assert widget.verdict.styleSheet() == _train.WARNING_STYLE
+    assert ("keep the current one" if verdict == "worse" else "cannot tell with 17 crops of 6 tracks") in text
+    widget.use_model()  # called all the same (a key binding, a script): refused in words
+    assert not used and errors and "use it anyway" in errors[-1]
+    widget.use_anyway.setChecked(True)
+    assert widget.use_button.isEnabled() and not widget.use_button.isDefault()
+    widget.use_model()
+    assert used and widget.state.model == widget.model_path
+
+
+def test_without_a_previous_model_the_report_says_there_is_nothing_to_compare(make_napari_viewer, tmp_path):
+    import types
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    widget.model_path = tmp_path / "new.pt"
+    widget.model_path.write_bytes(b"a checkpoint")
+    rep = {**_report("better"), "previous": None, "comparison": None}
+    widget._on_trained(types.SimpleNamespace(metadata={"report": rep, "best_epoch": 1, "stopped": "finished"}))
+    assert "nothing to compare" in widget.verdict.text()
+    assert widget.use_button.isEnabled() and not widget.use_button.isDefault() and widget.use_anyway.isHidden()

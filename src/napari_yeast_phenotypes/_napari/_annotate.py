@@ -502,8 +502,10 @@ class AnnotateWidget(StatusLine, QWidget):
         self.fitted, self.track_model_path = fit, path
         self.track_report.setText("\n".join([*report_lines(fit.report), f"saved as {path}"]))
         self.resmooth_button.setEnabled(True)
+        use = (fit.report.get("decision") or {}).get("use", "smoothing")
         self.set_status(f"track model fitted on {fit.report['fit_tracks'] + fit.report['validation_tracks']} "
-                        "labelled tracks and saved; press \"Re-smooth with it\" to use it")
+                        f"labelled tracks and saved; it uses {use} (never lower agreement with your labels than the "
+                        "raw calls); press \"Re-smooth with it\" to use it")
         return True
 
     def use_track_model(self) -> None:

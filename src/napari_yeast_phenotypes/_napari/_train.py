@@ -7,9 +7,13 @@ per-batch progress goes to the progress bar, per-epoch figures to the live curve
 the worker (:mod:`._train_figures`). Cancel asks the job to stop after the batch it is on; the best
 epoch so far is calibrated, judged and saved as usual. At the end the report (per-class figures,
 confusion matrices, reliability diagram) is drawn beside the previous model's figures on the same
-crops. "Use this model" makes the new checkpoint the session's model and asks for the open movie
-to be classified again (the Classify dock hears it, and an Annotate dock that was annotating
-follows the new result). torch is imported inside the worker, never when napari loads the plugin.
+crops, every figure with its 95% interval, and a verdict in words from a paired bootstrap of the
+difference: the new model is better, worse, or "cannot tell with N crops". "Use this model" makes the
+new checkpoint the session's model and asks for the open movie to be classified again (the Classify
+dock hears it, and an Annotate dock that was annotating follows the new result); it is the dock's
+default action only when the new model is better: when it is worse or not shown better, a warning
+line says so and the button waits for "use it anyway" to be ticked. torch is imported inside the
+worker, never when napari loads the plugin.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from matplotlib.figure import Figure
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -38,12 +43,15 @@ from qtpy.QtWidgets import (
 
 from ..core.config import TrainConfig
 from ..core.errors import InputError
+from ..core.network.evaluation import fmt_ci
 from ._dock import StatusLine, open_dock, run_job
 from ._safe_torch import import_torch_core
 from ._settings import default_model, load_settings, remember_model, save_settings
 from ._state import state_of
 from ._train_figures import FigureView, render_crossval, render_report, with_curves
 from ._train_settings import TrainSettings
+
+WARNING_STYLE = "color: #ffb347;"
 
 
 @dataclass
@@ -131,6 +139,18 @@ class TrainWidget(StatusLine, QWidget):
         self.use_button = QPushButton("Use this model")
         self.use_button.setToolTip("re-classify the open movie with the new model; the annotation queue follows")
         self.use_button.setEnabled(False)
+        self.use_button.setAutoDefault(False)
+        # when the new model is not shown better than the current one, using it is a choice made on purpose
+        self.use_anyway = QCheckBox("use it anyway")
+        self.use_anyway.setToolTip("the new model is not shown better than the current one on the same crops; "
+                                   "tick to use it all the same")
+        self.use_anyway.setVisible(False)
+        self.use_anyway.toggled.connect(lambda _on: self._enable_use())
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.verdict.setVisible(False)
+        self._verdict: str | None = None  # better / worse / cannot tell / None (no previous model)
         self.folds_spin = _spin(2, 50, 5)
         self.by_choice = QComboBox()
         self.by_choice.addItems(["auto", "experiment", "track"])
@@ -178,7 +198,7 @@ class TrainWidget(StatusLine, QWidget):
         form.addRow("validation", self.val_edit)
         form.addRow("save as", self.out_edit)
         buttons = QHBoxLayout()
-        for b in (self.train_button, self.cancel_button, self.use_button):
+        for b in (self.train_button, self.cancel_button, self.use_button, self.use_anyway):
             buttons.addWidget(b)
         cv = QHBoxLayout()
         cv.addWidget(self.crossval_button)
@@ -205,6 +225,7 @@ class TrainWidget(StatusLine, QWidget):
         layout.addLayout(cv)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.verdict)
         layout.addWidget(self.tabs, 1)
 
     def _choose_set(self) -> None:
@@ -250,6 +271,7 @@ class TrainWidget(StatusLine, QWidget):
         self._stop = False
         self._history = []
         self.model_path = out
+        self._show_verdict(None, None)
         self.use_button.setEnabled(False)
         args = (self.set_edit.text().strip(), self.val_edit.text().strip(), config, out, self.previous_model(),
                 lambda: self._stop, self.curves, self.report_fig)
@@ -322,7 +344,13 @@ class TrainWidget(StatusLine, QWidget):
                 self.curves_view.set_image(p["curves_image"])
         elif "step" in p and time.perf_counter() - self._t_last > 0.5:  # repaint at most twice a second
             self._t_last = time.perf_counter()
-            self.progress.setFormat(f"epoch {p['epoch']}/{p['epochs']}, batch {p['step']}/{p['steps']}")
+            if "fold" in p:  # small data: folds of whole tracks choose when to stop
+                self.progress.setMaximum(p["folds"])
+                self.progress.setValue(p["fold"] - 1)
+                self.progress.setFormat(f"choosing when to stop: fold {p['fold']}/{p['folds']}, "
+                                        f"step {p['step']}/{p['steps']}")
+            else:
+                self.progress.setFormat(f"epoch {p['epoch']}/{p['epochs']}, batch {p['step']}/{p['steps']}")
 
     def _on_trained(self, value) -> None:
         if isinstance(value, Failed):
@@ -331,10 +359,31 @@ class TrainWidget(StatusLine, QWidget):
         self.classifier = value
         meta = value.metadata
         rep = meta["report"]
-        self.use_button.setEnabled(True)
         self.set_status(f"saved {self.model_path} (best epoch {meta['best_epoch']}; {meta['stopped']})")
         show_info(f"training done: {self.model_path}")
         self.summary.setText(report_text(rep, meta.get("calibration") or {}))
+        comparison = rep.get("comparison")
+        self._show_verdict(comparison["verdict"] if comparison else None, verdict_text(rep))
+
+    def _show_verdict(self, verdict: str | None, text: str | None) -> None:
+        """The verdict line, and what "Use this model" is: the default action only when the new model is better;
+        when it is worse or not shown better, it waits for "use it anyway"."""
+        self._verdict = verdict
+        self.verdict.setVisible(bool(text))
+        self.verdict.setText(text or "")
+        self.verdict.setStyleSheet("" if verdict in ("better", None) else WARNING_STYLE)
+        self.use_anyway.setChecked(False)
+        self.use_anyway.setVisible(verdict in ("worse", "cannot tell"))
+        self.use_button.setDefault(verdict == "better")
+        self.use_button.setText("Use this model" if verdict in ("better", None) else "Use this model…")
+        self._enable_use()
+
+    def _use_needs_confirmation(self) -> bool:
+        return self._verdict in ("worse", "cannot tell") and not self.use_anyway.isChecked()
+
+    def _enable_use(self) -> None:
+        ready = self.model_path is not None and self.classifier is not None and self._worker is None
+        self.use_button.setEnabled(bool(ready) and not self._use_needs_confirmation())
 
     def _on_crossval(self, value) -> None:
         if isinstance(value, Failed):
@@ -342,8 +391,12 @@ class TrainWidget(StatusLine, QWidget):
             return
         self.crossval_result = value  # its figure came drawn from the worker
         g, r = value["summary"], (value.get("random") or {}).get("summary")
+        p = value["pooled"]
+        ci = p.get("ci") or {}
         text = (f"{value['k']}-fold cross-validation by {value['by']}: macro-F1 {g['macro_f1']['mean']:.3f} ± "
-                f"{g['macro_f1']['sd'] or 0:.3f}, accuracy {g['accuracy']['mean']:.3f}")
+                f"{g['macro_f1']['sd'] or 0:.3f}, accuracy {g['accuracy']['mean']:.3f} (mean ± sd over folds); "
+                f"pooled out-of-fold calls on {p['n']} crops: accuracy {fmt_ci(p['accuracy'], ci.get('accuracy'))}, "
+                f"macro-F1 {fmt_ci(p['macro_f1'], ci.get('macro_f1'))} (95% intervals, {ci.get('method', '')})")
         if r:
             text += f"; a random split would have claimed macro-F1 {r['macro_f1']['mean']:.3f}"
         self.summary.setText(" ".join([text, *value["notes"]]))
@@ -353,6 +406,7 @@ class TrainWidget(StatusLine, QWidget):
         self._worker = None
         self.progress.setMaximum(max(self.progress.maximum(), 1))
         self._set_running(False)
+        self._enable_use()
 
     # ------------------------------------------------------------------ using the model
     def use_model(self, sync: bool = False) -> None:
@@ -362,6 +416,10 @@ class TrainWidget(StatusLine, QWidget):
         if self.model_path is None or not self.model_path.is_file():
             self._error("no new model yet: press Train first")
             return
+        if self._use_needs_confirmation():
+            self._error(f"the new model is {'worse than' if self._verdict == 'worse' else 'not shown better than'} "
+                        "the current one on the same crops; tick 'use it anyway' to use it all the same")
+            return
         open_dock(self.viewer, "ClassifyWidget", "Classify phenotypes")
         remember_model(self.model_path)
         self.state.set_model(self.model_path)
@@ -369,14 +427,39 @@ class TrainWidget(StatusLine, QWidget):
         self.state.request_classify(sync)
 
 
+def verdict_text(rep: dict) -> str:
+    """The verdict in words: the new model against the previous one on the same crops (or that there was none)."""
+    comparison = rep.get("comparison")
+    if not comparison:
+        return ("No previous model was judged on these crops: nothing to compare with." if not rep.get("previous")
+                else "")
+    v, words = comparison["verdict"], comparison["words"]
+    if v == "better":
+        return f"The new model is {words}: use it."
+    if v == "worse":
+        return f"The new model is {words}: keep the current one."
+    return (f"Against the current model: {words}. The current model stays in use unless you tick "
+            "'use it anyway'; label more cells (whole tracks) to tell them apart.")
+
+
 def report_text(rep: dict, cal: dict) -> str:
-    """The report in words: what the figures are on, the figures, calibration, classes with too few crops."""
+    """The report in words: what the figures are on, the figures with their 95% intervals, the verdict,
+    calibration, classes with too few crops."""
     m = rep["metrics"]
+    ci = m.get("ci") or {}
     text = [f"Figures on {rep['on']}" + (" (OPTIMISTIC)" if rep["optimistic"] else "") + ":",
-            f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}."]
+            f"accuracy {fmt_ci(m['accuracy'], ci.get('accuracy'))}, "
+            f"macro-F1 {fmt_ci(m['macro_f1'], ci.get('macro_f1'))}"
+            + (f" (95% intervals, {ci['method']})." if ci else ".")]
+    if ci.get("note"):
+        text.append(f"Note: {ci['note']}.")
     if rep.get("previous"):
         p = rep["previous"]
-        text.append(f"Previous model on the same crops: accuracy {p['accuracy']:.3f}, macro-F1 {p['macro_f1']:.3f}.")
+        pci = p.get("ci") or {}
+        text.append(f"Previous model on the same crops: accuracy {fmt_ci(p['accuracy'], pci.get('accuracy'))}, "
+                    f"macro-F1 {fmt_ci(p['macro_f1'], pci.get('macro_f1'))}.")
+    if rep.get("comparison"):
+        text.append(verdict_text(rep))
     if cal.get("fitted_on"):
         text.append(f"Calibration: temperature {cal['temperature']:.2f}; expected calibration error "
                     f"{rep['ece_before']:.3f} before, {rep['ece_after']:.3f} after.")
@@ -385,4 +468,4 @@ def report_text(rep: dict, cal: dict) -> str:
     return " ".join(text + [f"Note: {n}" for n in rep.get("notes", [])])
 
 
-__all__ = ["Failed", "TrainWidget", "crossval_job", "report_text", "train_job"]
+__all__ = ["Failed", "TrainWidget", "crossval_job", "report_text", "train_job", "verdict_text"]

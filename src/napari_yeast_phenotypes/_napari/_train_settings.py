@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -23,13 +24,31 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.config import AUGMENTATIONS, CLASS_WEIGHTING, SCHEDULES, TRAINABLE_PRESETS, TrainConfig
+from ..core.config import (
+    AUGMENTATIONS,
+    CLASS_WEIGHTING,
+    RECIPES,
+    SCHEDULES,
+    SMALL_DATA,
+    SMALL_DATA_MIN_STEPS,
+    SMALL_DATA_PER_CLASS,
+    TRAINABLE_PRESETS,
+    TrainConfig,
+    recipe_config,
+)
 from ..core.errors import InputError
 
 IMAGENET, NONE, CURRENT, LOCAL = "imagenet", "none", "the current model (fine-tune)", "a local file"
 BASE_CHOICES = (IMAGENET, NONE, CURRENT, LOCAL)
-AUGMENT_LABELS = {"flips": "flips", "rot90": "90° turns", "affine": "small affine",
-                  "intensity": "brightness/contrast", "noise": "noise"}
+AUGMENT_LABELS = {"flips": "flips", "rot90": "90° turns", "affine": "small affine", "blur": "blur",
+                  "intensity": "brightness/contrast", "microscope": "another microscope", "noise": "noise"}
+AUGMENT_TIPS = {"blur": "Gaussian blur up to 1 pixel, as another objective or focus gives",
+                "microscope": "gain x0.6-1.65, gamma 0.7-1.4, offset: what another microscope or exposure does to "
+                              "a crop",
+                "intensity": "mild gain and offset (the study's)"}
+#: what choosing a recipe keeps of the settings shown (the rest is the recipe's)
+KEPT_BY_RECIPE = ("base_weights", "trainable", "epochs", "batch_size", "lr", "schedule", "class_weighting", "patience",
+                  "calibrate", "small_data", "seed", "holdout", "device")
 
 
 def _spin(lo: int, hi: int, value: int) -> QSpinBox:
@@ -41,7 +60,7 @@ def _spin(lo: int, hi: int, value: int) -> QSpinBox:
 
 class TrainSettings(QWidget):
     """Base weights, trainable layers, augmentations, epochs, batch, learning rate and schedule, class
-    weighting, early stopping and calibration of one training."""
+    weighting, early stopping, calibration and the small-data adaptation of one training."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -53,7 +72,15 @@ class TrainSettings(QWidget):
         self.trainable_choice = QComboBox()
         self.trainable_choice.addItems(TRAINABLE_PRESETS)
         self.trainable_choice.setEditable(True)  # any comma-separated list of layers
+        self.recipe_choice = QComboBox()
+        self.recipe_choice.addItems(list(RECIPES))
+        self.recipe_choice.setToolTip("study: the original study's recipe; robust: weights averaged along the run "
+                                      "and crops as if from another microscope (blur, gain/gamma, noise), measured "
+                                      "steadier over seeds on the demo (docs/training.md). Sets the augmentations "
+                                      "below; the other settings stay")
         self.augment_boxes = {a: QCheckBox(AUGMENT_LABELS[a]) for a in AUGMENTATIONS}
+        for a, tip in AUGMENT_TIPS.items():
+            self.augment_boxes[a].setToolTip(tip)
         self.batch_spin = _spin(2, 4096, d.batch_size)
         self.epochs_spin = _spin(1, 1000, d.epochs)
         self.lr_spin = QDoubleSpinBox()
@@ -68,9 +95,16 @@ class TrainSettings(QWidget):
         self.patience_spin.setToolTip("stop when the validation macro-F1 has not improved for this many epochs "
                                       "(0: never)")
         self.calibrate_box = QCheckBox("temperature scaling")
+        self.small_data_choice = QComboBox()
+        self.small_data_choice.addItems(SMALL_DATA)
+        self.small_data_choice.setToolTip(
+            f"auto: with under {SMALL_DATA_PER_CLASS} labelled crops in a class, train for at least "
+            f"{SMALL_DATA_MIN_STEPS} steps whatever the batch size, on class-balanced batches, and (without a "
+            "validation set) stop where folds of whole tracks of the training crops say; off: as set here")
         self._hidden = TrainConfig()  # what the config holds that no widget shows (seed, holdout...)
 
         form = QFormLayout()
+        form.addRow("recipe", self.recipe_choice)
         form.addRow("base weights", self.base_choice)
         form.addRow("", self.base_file)
         form.addRow("trainable", self.trainable_choice)
@@ -87,16 +121,31 @@ class TrainSettings(QWidget):
         form.addRow("class weighting", self.weighting_choice)
         form.addRow("early stop after", self.patience_spin)
         form.addRow("calibration", self.calibrate_box)
+        form.addRow("small data", self.small_data_choice)
         aug = QGroupBox("augmentation (training crops only)")
-        row = QHBoxLayout(aug)
-        for box in self.augment_boxes.values():
-            row.addWidget(box)
+        grid = QGridLayout(aug)  # seven boxes: two rows in a narrow dock
+        for i, box in enumerate(self.augment_boxes.values()):
+            grid.addWidget(box, i // 4, i % 4)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)
         layout.addWidget(aug)
         self.base_choice.currentTextChanged.connect(lambda t: self.base_file.setEnabled(t == LOCAL))
         self.set_config(d)
+        self.recipe_choice.currentTextChanged.connect(self._choose_recipe)
+
+    def _choose_recipe(self, name: str) -> None:
+        """Show the recipe ``name``: its settings, with those of :data:`KEPT_BY_RECIPE` as they are shown now."""
+        if name == self._hidden.recipe:
+            return
+        try:
+            shown = self.config().to_dict()
+        except InputError:  # a base weights file not chosen yet: keep what was set before
+            shown = self._hidden.to_dict()
+        base_widgets = (self.base_choice.currentText(), self.base_file.text())
+        self.set_config(recipe_config(name, **{k: shown[k] for k in KEPT_BY_RECIPE}))
+        self.base_choice.setCurrentText(base_widgets[0])  # "the current model" stays that choice
+        self.base_file.setText(base_widgets[1])
 
     def config(self, current_model: Path | None = None) -> TrainConfig:
         """The :class:`TrainConfig` the widgets describe (raises :class:`InputError`).
@@ -120,11 +169,16 @@ class TrainSettings(QWidget):
                               "trainable": self.trainable_choice.currentText().strip(), "augment": augment,
                               "schedule": self.schedule_choice.currentText(),
                               "class_weighting": self.weighting_choice.currentText(),
-                              "patience": self.patience_spin.value(), "calibrate": self.calibrate_box.isChecked()})
+                              "patience": self.patience_spin.value(), "calibrate": self.calibrate_box.isChecked(),
+                              "small_data": self.small_data_choice.currentText(),
+                              "recipe": self.recipe_choice.currentText()})
 
     def set_config(self, config: TrainConfig, current_model: Path | None = None) -> None:
         """Show ``config``; base weights that are ``current_model``'s file show as "the current model"."""
         self._hidden = config
+        self.recipe_choice.blockSignals(True)
+        self.recipe_choice.setCurrentText(config.recipe)
+        self.recipe_choice.blockSignals(False)
         base = str(config.base_weights)
         if base in (IMAGENET, NONE):
             self.base_choice.setCurrentText(base)
@@ -144,6 +198,7 @@ class TrainSettings(QWidget):
         self.weighting_choice.setCurrentText(config.class_weighting)
         self.patience_spin.setValue(config.patience)
         self.calibrate_box.setChecked(config.calibrate)
+        self.small_data_choice.setCurrentText(config.small_data)
 
 
 __all__ = ["BASE_CHOICES", "CURRENT", "LOCAL", "TrainSettings"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import InputError
 from .track.timeline import TimelineSettings
@@ -213,12 +213,41 @@ def parse_class_names(names, where: str = "--class-names") -> tuple[str, ...]:
     return names
 
 
-AUGMENTATIONS = ("flips", "rot90", "affine", "intensity", "noise")
+#: in the order they are applied: geometry, then the optics (blur), the detector (intensity), the noise
+AUGMENTATIONS = ("flips", "rot90", "affine", "blur", "intensity", "microscope", "noise")
 DEFAULT_AUGMENT = "flips,rot90,intensity"  # the study's: dihedral turns and mild intensity changes
+AVERAGING = ("none", "ema")
 SCHEDULES = ("cosine", "step", "constant")
 CLASS_WEIGHTING = ("balanced", "none")
+SAMPLING = ("shuffle", "balanced")
+CLASS_PRIORS = ("uniform", "labels")
+SMALL_DATA = ("auto", "off")
+#: with fewer labelled crops than this in a class, ``small_data="auto"`` adapts the training (:func:`adapt_to_data`)
+SMALL_DATA_PER_CLASS = 50
+#: small data: at least this many optimiser steps, whatever the batch size and the number of crops
+SMALL_DATA_MIN_STEPS = 200
+#: small data without a validation set: when to stop is chosen on this many folds of whole tracks
+SMALL_DATA_FOLDS = 3
 #: the trainable-layer presets the dock offers (any comma-separated list of layers is accepted)
 TRAINABLE_PRESETS = ("conv1,fc", "conv1,layer4,fc", "all")
+
+
+#: named training recipes: the fields each sets (any field can still be set on top of a recipe)
+RECIPES = {
+    # the original study's: ImageNet weights, conv1 + fc, flips, 90-degree turns and mild intensity changes
+    "study": {},
+    # measured on the demo (docs/training.md): weights averaged along the run (an exponential moving average,
+    # evaluated and saved), and crops that look as if from another microscope (blur, gain/offset/gamma, noise)
+    "robust": {"averaging": "ema", "augment": "flips,rot90,blur,intensity,microscope,noise",
+               "label_smoothing": 0.1},
+}
+
+
+def recipe_config(name: str = "study", **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of the recipe ``name`` (:data:`RECIPES`), with ``overrides`` on top."""
+    if name not in RECIPES:
+        raise InputError(f"unknown training recipe {name!r}: use {', '.join(RECIPES)}")
+    return TrainConfig(**{**TrainConfig().to_dict(), **RECIPES[name], "recipe": name, **overrides})
 
 
 def parse_augment(augment) -> tuple[str, ...]:
@@ -255,8 +284,8 @@ class TrainConfig:
         top-level layers. Frozen layers keep their weights and their BatchNorm statistics.
     augment
         Augmentations of training batches only (never of validation data): ``none`` or a list of
-        ``flips, rot90, affine, intensity, noise``. ``True``/``False`` (older configs) mean the
-        default list / none.
+        ``flips, rot90, affine, blur, intensity, microscope, noise``. ``True``/``False`` (older
+        configs) mean the default list / none.
     label_smoothing
         Of the training loss.
     schedule
@@ -274,6 +303,32 @@ class TrainConfig:
         Fit a temperature on the validation data and fold it into the classifier's last layer.
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    min_steps
+        At least this many optimiser steps (the epochs are raised to reach them; 0: ``epochs`` as given).
+    sampling
+        ``shuffle`` (each crop once per epoch) or ``balanced`` (each batch drawn with every class equally
+        likely, with replacement; the loss then weighs every crop the same).
+    stop_folds
+        0: the best epoch is chosen on the validation data. ``k`` >= 2, without a validation set: the
+        number of steps is chosen on ``k`` folds of whole tracks of the training crops (each trained
+        on the others and judged at regular steps), then the model trains on all of them for that
+        many steps; the report is on the test crops, else on the folds' out-of-fold calls.
+    class_prior
+        How likely each class is before the crop is seen, in the model's calls: ``uniform`` (what
+        balanced weighting or sampling trains), or ``labels``: as often as among the training crops
+        (the log of their frequencies is added to the last layer's bias after training; a class with
+        4 crops of 300 is then called only on strong evidence).
+    averaging
+        ``none``: the weights of the best epoch; ``ema``: an exponential moving average of the
+        weights (and BatchNorm statistics) along the run, over about its last quarter, is what is
+        evaluated, chosen and saved.
+    recipe
+        The named recipe (:data:`RECIPES`) the config started from, for the record.
+    small_data
+        ``auto``: with fewer than :data:`SMALL_DATA_PER_CLASS` labelled crops in a class, training
+        takes at least :data:`SMALL_DATA_MIN_STEPS` steps, draws class-balanced batches and (without
+        a validation set) stops where :data:`SMALL_DATA_FOLDS` folds of whole tracks say
+        (:func:`adapt_to_data`); ``off``: as configured.
     """
 
     epochs: int = 10
@@ -291,9 +346,30 @@ class TrainConfig:
     holdout: float = 0.3
     calibrate: bool = True
     device: str = "auto"
+    min_steps: int = 0
+    sampling: str = "shuffle"
+    stop_folds: int = 0
+    small_data: str = "auto"
+    averaging: str = "none"
+    recipe: str = "study"
+    class_prior: str = "uniform"
 
     def __post_init__(self):
+        if self.class_prior not in CLASS_PRIORS:
+            raise InputError(f"class prior {self.class_prior!r}: use {', '.join(CLASS_PRIORS)}")
+        if self.averaging not in AVERAGING:
+            raise InputError(f"weight averaging {self.averaging!r}: use {', '.join(AVERAGING)}")
+        if self.recipe not in RECIPES:
+            raise InputError(f"unknown training recipe {self.recipe!r}: use {', '.join(RECIPES)}")
         _positive_int("epochs", self.epochs)
+        _positive_int("the minimum number of steps", self.min_steps, 0)
+        if self.sampling not in SAMPLING:
+            raise InputError(f"sampling {self.sampling!r}: use {', '.join(SAMPLING)}")
+        if self.stop_folds == 1 or isinstance(self.stop_folds, bool):
+            raise InputError("stop folds must be 0 (choose on the validation data) or 2 or more, not 1")
+        _positive_int("stop folds", self.stop_folds, 0)
+        if self.small_data not in SMALL_DATA:
+            raise InputError(f"small data {self.small_data!r}: use {', '.join(SMALL_DATA)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
             raise InputError("batch size must be a whole number of at least 2 (BatchNorm layers that train need 2)")
         if not _finite_number("the learning rate", self.lr) > 0:
@@ -339,5 +415,36 @@ class TrainConfig:
         return cls(**_from_dict(cls, d, "training"))
 
 
-__all__ = ["AUGMENTATIONS", "ClassifyConfig", "SCHEDULES", "TRAINABLE_PRESETS", "TrainConfig", "check_device_name",
-           "class_name_problem", "parse_augment", "parse_class_names", "parse_trainable"]
+def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tuple[TrainConfig, list[str]]:
+    """The training config for these crops: with ``small_data="auto"`` and fewer than
+    :data:`SMALL_DATA_PER_CLASS` labelled crops in a class, steps rather than epochs (at least
+    :data:`SMALL_DATA_MIN_STEPS`), class-balanced batches (the loss unweighted: every class is learnt,
+    rare ones included) with the calls weighted by the labels' class frequencies (``class_prior``:
+    a class of 4 crops among 300 is not called as often as one of 169) and, without a validation set,
+    the stopping step chosen on :data:`SMALL_DATA_FOLDS` folds of whole tracks.
+
+    ``counts``: labelled training crops per class (classes with none are left out). Returns the
+    config to train with and what was adapted, in words (for the record and the user).
+    """
+    present = {c: int(n) for c, n in counts.items() if n > 0}
+    if config.small_data == "off" or not present or min(present.values()) >= SMALL_DATA_PER_CLASS:
+        return config, []
+    few = [f"{c} ({n})" for c, n in present.items() if n < SMALL_DATA_PER_CLASS]
+    adapted = replace(config, min_steps=max(config.min_steps, SMALL_DATA_MIN_STEPS), sampling="balanced",
+                      class_weighting="none", class_prior="labels",
+                      stop_folds=config.stop_folds or (0 if has_validation else SMALL_DATA_FOLDS))
+    how = [f"at least {adapted.min_steps} optimiser steps whatever the batch size (epochs raised as needed)",
+           "class-balanced batches, the calls then weighted by how often each class is among the labels"]
+    if adapted.stop_folds:
+        how.append(f"the number of steps chosen on {adapted.stop_folds} folds of whole tracks of the training crops, "
+                   "then trained on all of them")
+    return adapted, [f"small data (under {SMALL_DATA_PER_CLASS} labelled crops of {', '.join(few)}): "
+                     + "; ".join(how) + " (small_data=off trains as configured)"]
+
+
+__all__ = [
+    "AUGMENTATIONS", "AVERAGING", "CLASS_PRIORS", "ClassifyConfig", "RECIPES", "SAMPLING", "SCHEDULES",
+    "SMALL_DATA", "SMALL_DATA_FOLDS", "SMALL_DATA_MIN_STEPS", "SMALL_DATA_PER_CLASS", "TRAINABLE_PRESETS",
+    "TrainConfig", "adapt_to_data", "check_device_name", "class_name_problem", "parse_augment",
+    "parse_class_names", "parse_trainable", "recipe_config"
+]

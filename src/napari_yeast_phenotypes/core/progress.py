@@ -51,9 +51,15 @@ def training_bar(desc: str = "training") -> Callable[[dict], None]:
 
     def update(p: dict) -> None:
         bar = state.get("bar")
+        phase = "folds" if "fold" in p else "training"
+        if bar is not None and state.get("phase") != phase:  # folds chose when to stop: now the training
+            bar.close()
+            bar = None
         if bar is None:
-            bar = state["bar"] = tqdm(total=p["epochs"] * p.get("steps", 1), desc=desc, unit="batch",
-                                      dynamic_ncols=True)
+            state["phase"] = phase
+            bar = state["bar"] = tqdm(total=p["epochs"] * p.get("steps", 1), unit="batch", dynamic_ncols=True,
+                                      desc=f"{desc}: choosing when to stop on {p['folds']} folds" if "fold" in p
+                                      else desc)
         if p.get("done_epoch"):
             msg = f"epoch {p['epoch']}/{p['epochs']} loss {p['train_loss']:.3f}"
             if "val_balanced_accuracy" in p:

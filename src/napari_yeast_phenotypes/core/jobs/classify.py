@@ -54,14 +54,18 @@ def with_track_model(config: ClassifyConfig, track_model, class_names) -> tuple[
     model's ``class_names``, and the file's description for ``run.json``.
 
     The one place where a track model file becomes part of a classification: the command line
-    (``classify``, ``classify-many``), the Classify dock and the cluster workers all come here.
+    (``classify``, ``classify-many``), the Classify dock and the cluster workers all come here. The
+    description says what the classification uses, smoothing or the raw calls, and why
+    (:func:`~napari_yeast_phenotypes.core.track.track_model_file.track_model_decision`: a file whose
+    smoothing lowered agreement on its validation tracks gives the raw calls).
     """
     if track_model is None or str(track_model) in ("", "."):
         return config, None
-    from ..track.track_model_file import load_track_model
+    from ..track.track_model_file import read_track_model, track_model_decision
 
-    settings = load_track_model(track_model, class_names)
-    return replace(config, timeline=settings), describe_file(track_model)
+    settings, report = read_track_model(track_model, class_names)
+    settings, decision = track_model_decision(settings, report)
+    return replace(config, timeline=settings), {**describe_file(track_model), **decision}
 
 
 def check_track_model_file(track_model) -> None:
@@ -165,6 +169,8 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
         warning = external_crops_warning(clf)
         if warning:
             notes.append(warning)
+        if track_model_file and track_model_file.get("fell_back"):
+            notes.append(f"track model {track_model_file.get('name', track_model)}: {track_model_file['why']}")
         result = yield from analyse_iter(image, labels, clf, config)
         blank = no_data_warning(result.cells.attrs.get("cells_without_data"))
         if blank:

@@ -193,7 +193,7 @@ def train_model_iter(data: TrainingData, config: TrainConfig | None = None, out=
         write_record(record_path(out), record.finish(
             model=model_fingerprint(out, clf.class_names), best_epoch=meta.get("best_epoch"),
             stopped=meta.get("stopped"), report={k: meta["report"].get(k) for k in ("on", "optimistic", "n",
-                                                                                    "metrics")}))
+                                                                                    "metrics", "comparison")}))
     return clf
 
 

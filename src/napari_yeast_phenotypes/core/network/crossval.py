@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..config import TrainConfig
+from ..config import TrainConfig, adapt_to_data
 from ..data.crops import CropSettings
 from ..data.cropset import CropSet
 from ..errors import InputError
@@ -18,13 +18,16 @@ from .evaluation import (
     metrics,
     random_folds,
     summarise_folds,
+    with_intervals,
 )
 from .train import evaluate, predict_probabilities, train
 
 
-def _quick(config: TrainConfig) -> TrainConfig:
-    """The config of a training inside an evaluation: no inner hold-out, no calibration, no early stop."""
-    return replace(config, holdout=0.0, calibrate=False, patience=0)
+def _quick(config: TrainConfig, data: CropSet) -> TrainConfig:
+    """The config of a training inside an evaluation: no inner hold-out, no calibration, no early stop, no inner
+    folds; adapted to small data as a training of these crops would be (steps, balanced batches)."""
+    adapted, _ = adapt_to_data(config, data.counts(), has_validation=True)
+    return replace(adapted, holdout=0.0, calibrate=False, patience=0, stop_folds=0, small_data="off")
 
 
 def crossval_folds(data: CropSet, k: int = 5, by: str = "auto", seed: int = 0) -> tuple[list[np.ndarray], str, int]:
@@ -52,17 +55,25 @@ def crossval_folds(data: CropSet, k: int = 5, by: str = "auto", seed: int = 0) -
 
 
 def _run_folds(data: CropSet, folds: list[np.ndarray], config: TrainConfig, crop_settings, progress) -> dict:
-    pooled_t, pooled_p, per_fold = [], [], []
+    """Train and judge each fold; per-fold figures and the pooled out-of-fold calls, each with its 95% intervals
+    (bootstrap over the tracks of the crops judged)."""
+    pooled_t, pooled_p, pooled_g, per_fold = [], [], [], []
     for i, test_idx in enumerate(folds):
         train_idx = np.setdiff1d(np.arange(len(data)), test_idx)
-        clf = train(data.subset(train_idx), None, _quick(config), crop_settings,
+        part = data.subset(train_idx)
+        clf = train(part, None, _quick(config, part), crop_settings,
                     progress=(lambda p, i=i: progress({**p, "fold": i + 1, "folds": len(folds)})) if progress else None)
         test = data.subset(test_idx)
         pred = predict_probabilities(clf.model, test, device=select_device(config.device)).argmax(axis=1)
-        per_fold.append(metrics(test.targets, pred, data.class_names))
+        per_fold.append(with_intervals(metrics(test.targets, pred, data.class_names), test.targets, pred,
+                                       test.tracks))
         pooled_t.append(test.targets)
         pooled_p.append(pred)
-    pooled = metrics(np.concatenate(pooled_t), np.concatenate(pooled_p), data.class_names)
+        pooled_g.append(test.tracks)
+    t, p = np.concatenate(pooled_t), np.concatenate(pooled_p)
+    groups = None if any(g is None for g in pooled_g) else np.concatenate(
+        [np.asarray(g, dtype=object) for g in pooled_g])
+    pooled = with_intervals(metrics(t, p, data.class_names), t, p, groups)
     return {"folds": per_fold, "pooled": pooled, "summary": summarise_folds(per_fold, data.class_names),
             "fold_sizes": [int(len(f)) for f in folds]}
 
@@ -109,7 +120,8 @@ def learning_curve(train_set: CropSet, val_set: CropSet, per_class=(5, 10, 20, 4
         idx = np.sort(np.concatenate([o[:n] for o in order.values()]))
         if len(idx) < 2:
             continue
-        clf = train(train_set.subset(idx), None, _quick(config), crop_settings,
+        part = train_set.subset(idx)
+        clf = train(part, None, _quick(config, part), crop_settings,
                     progress=(lambda p, n=n: progress({**p, "per_class": n})) if progress else None)
         m = evaluate(clf.model, val_set, device=select_device(config.device))
         curve.append({"per_class": n, "n_train": int(len(idx)), "macro_f1": m["macro_f1"],

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DEFAULT_AUGMENT, TrainConfig, parse_augment
+from ..config import DEFAULT_AUGMENT, TrainConfig, adapt_to_data, parse_augment
 from ..data.crops import CropSettings
 from ..data.cropset import CropSet
 from ..errors import InputError
@@ -35,15 +35,18 @@ from ..progress import run_to_end
 from .cpu_training import gemm_weight_grads
 from .device import select_device
 from .evaluation import (
+    compare_paired,
     expected_calibration_error,
     few_classes,
     fingerprint_ids,
     fit_temperature,
+    group_folds,
     grouping,
     holdout_groups,
     log_loss,
     metrics,
     scale_probabilities,
+    with_intervals,
 )
 from .model import Classifier, build_model, save_checkpoint
 from .ood import summarise_training
@@ -83,7 +86,10 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, augment=DEFAULT_AUGMENT
 
     ``flips`` (left-right, up-down), ``rot90`` (turns by 90 degrees; with ``flips`` the eight
     symmetries of a square), ``affine`` (turns up to 15 degrees, scale 0.9-1.1, shifts up to 2
-    pixels), ``intensity`` (gain x0.82-1.22, offset +-0.03), ``noise`` (Gaussian, sigma up to 0.03).
+    pixels), ``blur`` (Gaussian, sigma up to 1 pixel: another objective or focus), ``intensity``
+    (gain x0.82-1.22, offset +-0.03), ``microscope`` (what another microscope or exposure does to the
+    normalised crop: gain x0.6-1.65, gamma 0.7-1.4, offset +-0.08), ``noise`` (Gaussian, sigma up to
+    0.03). Applied in that order (geometry, optics, detector, noise).
     """
     names = parse_augment(augment)
     n = x.shape[0]
@@ -110,14 +116,63 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, augment=DEFAULT_AUGMENT
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta.to(out.dtype), list(out.shape), align_corners=False)
         out = F.grid_sample(out, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if "blur" in names:
+        out = gaussian_blur(out, torch.empty(n).uniform_(0.0, 1.0, generator=gen))
     if "intensity" in names:
         gain = torch.exp(torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2, generator=gen))
         offset = torch.empty(n, 1, 1, 1).uniform_(-0.03, 0.03, generator=gen)
         out = out * gain + offset
+    if "microscope" in names:
+        gamma = torch.exp(torch.empty(n, 1, 1, 1).uniform_(math.log(0.7), math.log(1.4), generator=gen))
+        gain = torch.exp(torch.empty(n, 1, 1, 1).uniform_(math.log(0.6), math.log(1.65), generator=gen))
+        offset = torch.empty(n, 1, 1, 1).uniform_(-0.08, 0.08, generator=gen)
+        out = torch.sign(out) * out.abs().pow(gamma) * gain + offset
     if "noise" in names:
         sigma = torch.empty(n, 1, 1, 1).uniform_(0, 0.03, generator=gen)
         out = out + sigma * torch.randn(out.shape, generator=gen)
     return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Each crop of ``x`` (N, 1, H, W) blurred with its own Gaussian of ``sigma`` (N,) pixels (0: as it is);
+    separable, as one grouped convolution per axis, edges repeated."""
+    n = x.shape[0]
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    s = sigma.to(x.dtype).clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None] / s) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # (N, 2r+1); sigma near 0: a delta
+    y = F.pad(x.reshape(1, n, *x.shape[2:]), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, k[:, None, :, None], groups=n)  # along rows
+    y = F.conv2d(y, k[:, None, None, :], groups=n)  # along columns
+    return y.reshape(x.shape)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and BatchNorm statistics, kept in a copy of it.
+
+    ``decay`` is reached after a short warm-up (``min(decay, (1 + t) / (10 + t))`` at step ``t``), so the
+    first steps do not weigh the random start. The copy is what is evaluated, chosen and saved.
+    """
+
+    def __init__(self, model, total_steps: int):
+        import copy
+
+        self.model = copy.deepcopy(model)
+        self.model.eval()
+        # about the last quarter of the run
+        self.decay = float(min(0.9999, max(0.9, 1.0 - 4.0 / max(total_steps, 1))))
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        src = model.state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                v.lerp_(src[k].to(v.dtype), 1.0 - d)
+            else:
+                v.copy_(src[k])
 
 
 def class_weights(targets: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor | None:
@@ -207,13 +262,33 @@ def _held_out(data: CropSet, fraction: float, seed: int) -> tuple[np.ndarray, st
     return (mask, by) if 0 < mask.sum() < len(data) else None
 
 
-def plan_splits(train: CropSet, val: CropSet | None, test: CropSet | None, config: TrainConfig) -> dict:
+def plan_splits(train: CropSet, val: CropSet | None, test: CropSet | None, config: TrainConfig,
+                folds: dict | None = None) -> dict:
     """Which crops train, which choose the epoch (and calibrate), which give the final figures.
+
+    ``folds``: the number of steps was chosen on folds of the training crops (:func:`steps_by_folds`):
+    every training crop trains, the folds' out-of-fold calls calibrate, and the final figures are
+    on the test crops, else on those out-of-fold calls.
 
     Returns ``{"train", "select", "report", "report_on", "optimistic", "notes"}`` (``select`` and
     ``report`` may be ``None`` for sets too small to hold anything out).
     """
     notes = []
+    if folds is not None:
+        k, at = folds["folds"], folds["steps"]
+        notes.append(f"the number of optimiser steps ({at} of a schedule of {folds['total']}) was chosen on {k} folds "
+                     f"of whole {folds['by']}s of the training crops; the model then learnt all {len(train)} of them")
+        select_on = f"the out-of-fold calls of those {k} folds ({len(train)} crops)"
+        if test is not None and len(test):
+            return {"train": train, "select": train, "report": test, "optimistic": False, "notes": notes,
+                    "select_on": select_on,
+                    "report_on": f"the test split ({len(test)} crops), which no choice was made on (the number of "
+                                 f"steps, {at}, was chosen on {k} folds of whole {folds['by']}s of the training crops)"}
+        return {"train": train, "select": train, "report": train, "optimistic": True, "notes": notes,
+                "select_on": select_on,
+                "report_on": f"the out-of-fold calls of {k} folds of whole {folds['by']}s of the {len(train)} "
+                             f"training crops at step {at} (each crop judged by a model that did not learn it; the "
+                             "step was chosen on them, so slightly optimistic; the final model learnt all of them)"}
     if val is None or len(val) == 0:
         got = _held_out(train, config.holdout, config.seed)
         if got is None:
@@ -296,6 +371,171 @@ def fold_temperature(model, temperature: float) -> None:
         model.fc.bias.div_(temperature)
 
 
+def deterministic_cuda(device) -> bool:
+    """On a CUDA device, ask for the same result from the same seed where it costs little: cuDNN's
+    deterministic kernels and no autotuning, cuBLAS's fixed workspace, and torch's deterministic algorithms
+    (a warning, not an error, where an operation has none). For the rest of the process (inference after
+    it as well). Not measured here (no GPU on the machines this was written on). Returns whether it applied."""
+    if torch.device(device).type != "cuda":
+        return False
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts its handle
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return True
+
+
+def log_prior(data: CropSet, config: TrainConfig) -> np.ndarray | None:
+    """The log of the training crops' class frequencies, added to the calls with ``class_prior="labels"``
+    (``None``: the uniform prior, nothing added)."""
+    if config.class_prior != "labels":
+        return None
+    counts = np.bincount(data.targets, minlength=len(data.class_names)).astype(np.float64)
+    return np.log(np.maximum(counts, 0.5) / counts.sum())
+
+
+def with_prior(probs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """``probs`` reweighted by the class prior ``exp(prior)`` and renormalised (as when it is in the bias)."""
+    if prior is None:
+        return probs
+    q = np.asarray(probs, dtype=np.float64) * np.exp(prior - prior.max())[None]
+    return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fold_prior(model, prior: np.ndarray | None) -> None:
+    """Add the log class prior to the last layer's bias for good: every path that classifies with the
+    checkpoint makes the calls :func:`with_prior` describes."""
+    if prior is None:
+        return
+    with torch.no_grad():
+        model.fc.bias.add_(torch.as_tensor(prior, dtype=model.fc.bias.dtype, device=model.fc.bias.device))
+
+
+def epoch_batches(targets: np.ndarray, bs: int, steps: int, sampling: str, gen: torch.Generator) -> list:
+    """The crops (indices) of the ``steps`` batches of one epoch: ``shuffle`` (a permutation: each crop
+    once) or ``balanced`` (drawn with replacement, every present class equally likely)."""
+    n = len(targets)
+    if sampling == "balanced":
+        counts = np.bincount(targets)
+        w = torch.from_numpy(1.0 / counts[targets])
+        idx = torch.multinomial(w, steps * bs, replacement=True, generator=gen)
+    else:
+        idx = torch.randperm(n, generator=gen)
+    return [idx[i * bs:(i + 1) * bs] for i in range(steps)]
+
+
+def schedule_length(n: int, config: TrainConfig) -> tuple[int, int, int]:
+    """``(batch size, steps per epoch, total steps)`` of a training on ``n`` crops: ``epochs`` passes, or
+    ``min_steps`` steps when that is more."""
+    bs = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    return bs, steps_per_epoch, max(steps_per_epoch * config.epochs, config.min_steps)
+
+
+class _Optimiser:
+    """The model's optimiser, learning-rate schedule and loss weights: one training step at a time."""
+
+    def __init__(self, model, data: CropSet, config: TrainConfig, total: int, device):
+        self.model, self.config, self.device = model, config, device
+        self.opt = make_optimizer([p for p in model.parameters() if p.requires_grad], config.lr, config.weight_decay)
+        warmup = max(1, min(total // 10, 100))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt,
+                                                       lambda s: lr_factor(config.schedule, s, total, warmup))
+        # balanced batches already weigh every class the same: the loss does not weigh them again
+        mode = "none" if config.sampling == "balanced" else config.class_weighting
+        w = class_weights(data.targets, len(data.class_names), mode)
+        self.weights = w.to(device) if w is not None else None
+        self.x, self.y = torch.from_numpy(data.crops), torch.from_numpy(data.targets)
+        self.average = WeightAverage(model, total) if config.averaging == "ema" else None
+
+    @property
+    def judged(self):
+        """The model that is evaluated, chosen and saved: the weight average when there is one."""
+        return self.average.model if self.average is not None else self.model
+
+    def step(self, idx, gen) -> torch.Tensor:
+        loss = batch_loss(self.model, self.x[idx], self.y[idx], gen, self.config.augmentations, self.weights,
+                          self.config.label_smoothing, self.device)
+        if bool(torch.isfinite(loss)):
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            if self.average is not None:
+                self.average.update(self.model)
+        return loss
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
+
+
+def steps_by_folds(train: CropSet, config: TrainConfig, device="cpu",
+                   should_stop: Callable[[], bool] | None = None) -> Generator[dict, None, dict | None]:
+    """Choose how many optimiser steps to train for on ``config.stop_folds`` folds of whole tracks of ``train``.
+
+    Each fold's model trains on the other folds with the full schedule and is judged on its own
+    crops at ten evenly spaced steps; the step whose pooled out-of-fold macro-F1 is highest (the
+    later one of a tie) is chosen. Yields progress dicts (with ``fold``); returns ``{"steps",
+    "total", "by", "curve": [{"step", "macro_f1", "accuracy"}], "probs"}`` (``probs``: the
+    out-of-fold probabilities at the chosen step, in the order of ``train``), or ``None`` when
+    there are too few tracks to make the folds (or when cancelled).
+    """
+    k = config.stop_folds
+    groups, by = grouping(train.tracks, None, len(train))
+    if len(np.unique(groups.astype(str))) < max(k, 2) * 2:
+        return None
+    folds = group_folds(groups, k, config.seed)
+    _, _, total = schedule_length(len(train) - min(len(f) for f in folds), config)
+    eval_at = sorted({max(1, int(round(total * f))) for f in np.linspace(0.1, 1.0, 10)})
+    n_classes = len(train.class_names)
+    prior = log_prior(train, config)
+    probs = np.zeros((len(eval_at), len(train), n_classes), dtype=np.float32)
+    for i, held in enumerate(folds):
+        part = train.subset(np.setdiff1d(np.arange(len(train)), held))
+        judge = train.subset(held)
+        torch.manual_seed(config.seed + 1000 * (i + 1))
+        gen = torch.Generator().manual_seed(config.seed + 1000 * (i + 1))
+        model = build_model(n_classes, config.base_weights, config.trainable).to(device,
+                                                                                 memory_format=torch.channels_last)
+        opt = _Optimiser(model, part, config, total, device)
+        bs, steps_per_epoch, _ = schedule_length(len(part), config)
+        step = 0
+        while step < total:
+            model.train()
+            with gemm_weight_grads(model, device):
+                for idx in epoch_batches(part.targets, bs, steps_per_epoch, config.sampling, gen):
+                    loss = opt.step(idx, gen)
+                    if not bool(torch.isfinite(loss)):
+                        raise TrainingDiverged(f"choosing when to stop, fold {i + 1}: the loss became NaN or "
+                                               f"infinite at step {step + 1}; lower the learning rate (--lr "
+                                               f"{config.lr / 10:g})")
+                    step += 1
+                    yield {"fold": i + 1, "folds": k, "epoch": i + 1, "epochs": k, "step": step, "steps": total,
+                           "loss": float(loss.item())}
+                    if step in eval_at:
+                        model.eval()
+                        probs[eval_at.index(step), held] = predict_probabilities(opt.judged, judge, device=device)
+                        model.train()
+                    if should_stop is not None and should_stop():
+                        return None
+                    if step >= total:
+                        break
+    curve = []
+    for j, at in enumerate(eval_at):
+        m = metrics(train.targets, with_prior(probs[j], prior).argmax(axis=1), train.class_names)
+        point = {"step": at, "macro_f1": round(m["macro_f1"], 4), "accuracy": round(m["accuracy"], 4)}
+        if prior is not None:  # what the calls would be without the labels' prior (for the record)
+            u = metrics(train.targets, probs[j].argmax(axis=1), train.class_names)
+            point.update(macro_f1_uniform_prior=round(u["macro_f1"], 4), accuracy_uniform_prior=round(u["accuracy"], 4))
+        curve.append(point)
+    best = max(range(len(eval_at)), key=lambda j: (curve[j]["macro_f1"], j))
+    return {"steps": eval_at[best], "total": total, "by": by, "folds": k, "curve": curve,
+            "probs": with_prior(probs[best], prior)}
+
+
 def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainConfig(),
                crop_settings: CropSettings = CropSettings(), out: str | Path | None = None,
                should_stop: Callable[[], bool] | None = None, *, test: CropSet | None = None,
@@ -305,14 +545,19 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
     ``metadata``: plain values kept in the checkpoint's record besides what training measures (e.g. the
     classes that are not labelled yet).
 
+    The config is first adapted to the data (:func:`~napari_yeast_phenotypes.core.config.adapt_to_data`:
+    small data train for steps rather than epochs, on class-balanced batches, and without a
+    validation set stop where folds of whole tracks say: :func:`steps_by_folds`).
+
     After every epoch that improves the validation macro-F1 (or every epoch without validation
     data), the checkpoint is written atomically to ``out``, so a crash or a cancel (``should_stop``
     returning True) keeps the best model so far. At the end (also after a cancel or an early stop)
     the best epoch is calibrated, evaluated on the report crops (see the module notes), compared
     with ``previous`` (a :class:`Classifier`) on the same crops, and saved with its record.
 
-    Yields ``{"epoch", "epochs", "step", "steps", "loss"}`` per batch and, per epoch,
-    ``{"done_epoch": True, "train_loss", "val_loss", "val_accuracy", "val_macro_f1", ...}``.
+    Yields ``{"epoch", "epochs", "step", "steps", "loss"}`` per batch (with ``fold`` while folds
+    choose when to stop) and, per epoch, ``{"done_epoch": True, "train_loss", "val_loss",
+    "val_accuracy", "val_macro_f1", ...}``.
     """
     if len(train) == 0:
         raise InputError("the training set is empty")
@@ -327,78 +572,84 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
             check_held_out(train, other, what)
     if val is not None and test is not None:
         check_held_out(val, test, "test", "validation")
-    plan = plan_splits(train, val, test, config)
+    asked = config
+    config, adapted = adapt_to_data(config, train.counts(), val is not None and len(val) > 0)
+    device = select_device(config.device)
+    deterministic_cuda(device)
+    folds = None
+    if config.stop_folds and (val is None or len(val) == 0):
+        folds = yield from steps_by_folds(train, config, device, should_stop)
+        if folds is None and should_stop is not None and should_stop():
+            raise TrainingCancelled("training was cancelled while folds chose when to stop: no model was kept")
+        if folds is None:
+            adapted.append(f"too few tracks ({len(np.unique(np.asarray(train.tracks).astype(str)))}) for "
+                           f"{config.stop_folds} folds: a part of the training crops is held out instead")
+    plan = plan_splits(train, val, test, config, folds)
     train, select, report_set = plan["train"], plan["select"], plan["report"]
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    device = select_device(config.device)
     n_classes = len(train.class_names)
     # channels-last layout: oneDNN runs the convolutions without layout conversions (measured
     # 13-19% faster training steps on CPU, benchmarks/README.md)
     model = build_model(n_classes, config.base_weights, config.trainable).to(device,
                                                                              memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, config.lr, config.weight_decay)
     n = len(train)
-    bs = min(config.batch_size, n)
-    steps_per_epoch = max(1, n // bs)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, min(total // 10, 100))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config.schedule, s, total, warmup))
-    weights = class_weights(train.targets, n_classes, config.class_weighting)
-    weights = weights.to(device) if weights is not None else None
-    x_all = torch.from_numpy(train.crops)
-    y_all = torch.from_numpy(train.targets)
+    bs, steps_per_epoch, total = schedule_length(n, config)
+    stop_at = total
+    if folds is not None:  # the folds' schedule, stopped where they were best
+        total, stop_at = folds["total"], folds["steps"]
+    epochs = -(-stop_at // steps_per_epoch)
+    opt = _Optimiser(model, train, config, total, device)
+    prior = log_prior(train, config)  # the calls' class prior: in the choice of the epoch, then in the bias
     history, best, best_state, best_epoch = [], -1.0, None, None
     best_metrics = best_probs = None
     info = {**(metadata or {}), "class_counts_train": train.counts(),
-            "class_counts_val": select.counts() if select is not None else None,
-            "train_notes": train.notes + plan["notes"],
+            "class_counts_val": select.counts() if select is not None and folds is None else None,
+            "train_notes": train.notes + adapted + plan["notes"],
             "crop_origin": train.origin or {"kind": "unknown"},
-            "training_set": training_set_fingerprint(train)}
+            "training_set": training_set_fingerprint(train),
+            "effective_training": config.to_dict(), "steps": stop_at,
+            "stopping_folds": None if folds is None else {k: v for k, v in folds.items() if k != "probs"}}
+    record_config = asked.to_dict()
     t0 = time.perf_counter()
-    seen, stopped = 0, None
-    for epoch in range(1, config.epochs + 1):
+    seen, stopped, done = 0, None, 0
+    for epoch in range(1, epochs + 1):
         model.train()
-        perm = torch.randperm(n, generator=gen)
         losses = []
+        steps = min(steps_per_epoch, stop_at - done)
         # on the CPU the convolutions' weight gradients are GEMMs in the training steps (core/cpu_training.py;
         # evaluation and the checkpoint see plain convolutions)
         with gemm_weight_grads(model, device):
-            for step in range(steps_per_epoch):
-                idx = perm[step * bs:(step + 1) * bs]
-                loss = batch_loss(model, x_all[idx], y_all[idx], gen, config.augmentations, weights,
-                                  config.label_smoothing, device)
+            for step, idx in enumerate(epoch_batches(train.targets, bs, steps, config.sampling, gen)):
+                loss = opt.step(idx, gen)
                 if not bool(torch.isfinite(loss)):
                     raise _diverged("the loss", epoch, step + 1, config, out, best_epoch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
                 losses.append(loss.item())
                 seen += len(idx)
-                yield {"epoch": epoch, "epochs": config.epochs, "step": step + 1, "steps": steps_per_epoch,
+                done += 1
+                yield {"epoch": epoch, "epochs": epochs, "step": step + 1, "steps": steps_per_epoch,
                        "loss": losses[-1]}
                 if should_stop is not None and should_stop():
                     stopped = "cancelled"
                     break
-        if stopped and step + 1 < steps_per_epoch and best_state is not None:
+        if stopped and step + 1 < steps and best_state is not None:
             break  # a part-epoch is not a model to judge: the best whole epoch is kept
-        if not _weights_finite(model):  # the last step's update may have broken them
+        judge = opt.judged  # the weight average, when there is one
+        if not _weights_finite(model) or not _weights_finite(judge):  # the last step may have broken them
             raise _diverged("the weights", epoch, None, config, out, best_epoch)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                  "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-                  "lr": float(opt.param_groups[0]["lr"])}
+                  "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9), "lr": opt.lr, "steps_done": done}
+        judged = select is not None and len(select) and folds is None
         try:
-            if select is not None and len(select):
-                probs = predict_probabilities(model, select, device=device)
+            if judged:
+                probs = with_prior(predict_probabilities(judge, select, device=device), prior)
                 m = metrics(select.targets, probs.argmax(axis=1), select.class_names)
             else:  # no validation data: the checkpoint must still compute numbers
-                predict_probabilities(model, train.subset(np.arange(min(n, 32))), device=device)
+                predict_probabilities(judge, train.subset(np.arange(min(n, 32))), device=device)
         except TrainingDiverged:
             raise _diverged("the network's outputs (in evaluation mode)", epoch, None, config, out, best_epoch) \
                 from None
-        if select is not None and len(select):
+        if judged:
             record.update(val_loss=log_loss(probs, select.targets), val_accuracy=m["accuracy"],
                           val_balanced_accuracy=m["balanced_accuracy"], val_macro_f1=m["macro_f1"])
             score = m["macro_f1"]
@@ -408,16 +659,16 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         if score > best:
             best, best_epoch, best_metrics = score, epoch, m
             best_probs = probs if m is not None else None
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in judge.state_dict().items()}
             if out is not None:
                 # what this file says until the training ends: a SIGINT, a crash or a kill leaves it so
-                save_checkpoint(out, Classifier(model, train.class_names, crop_settings),
-                                base_weights=config.base_weights, training=config.to_dict(), history=history,
-                                validation=m, best_epoch=epoch, stopped=unfinished_record(epoch, config.epochs),
+                save_checkpoint(out, Classifier(judge, train.class_names, crop_settings),
+                                base_weights=config.base_weights, training=record_config, history=history,
+                                validation=m, best_epoch=epoch, stopped=unfinished_record(epoch, epochs),
                                 **info)
         elif config.patience and epoch - best_epoch >= config.patience:
             stopped = f"stopped early: the validation macro-F1 has not improved for {config.patience} epochs"
-        yield {"epoch": epoch, "epochs": config.epochs, "done_epoch": True, "best_epoch": best_epoch, **record}
+        yield {"epoch": epoch, "epochs": epochs, "done_epoch": True, "best_epoch": best_epoch, **record}
         if stopped or (should_stop is not None and should_stop()):
             stopped = stopped or "cancelled"
             break
@@ -425,16 +676,22 @@ def train_iter(train: CropSet, val: CropSet | None, config: TrainConfig = TrainC
         raise TrainingCancelled("training was cancelled before its first epoch ended: no model was kept")
     model.load_state_dict(best_state)
     model.eval()
+    fold_prior(model, prior)  # the probabilities of the choice (best_probs, the folds') already have it
+    if best_metrics is not None and best_probs is not None:
+        sel_pred = best_probs.argmax(axis=1)
+        with_intervals(best_metrics, select.targets, sel_pred, select.tracks)
     clf = Classifier(model, train.class_names, crop_settings)
+    if folds is not None:  # calibrated on (and, without test crops, judged on) the folds' out-of-fold calls
+        best_probs = folds["probs"]
     evaluation = _final_report(clf, select, report_set, plan, config, device, previous, best_probs)
-    meta = {"base_weights": config.base_weights, "training": config.to_dict(), "history": history,
+    meta = {"base_weights": config.base_weights, "training": record_config, "history": history,
             "best_epoch": best_epoch, "stopped": stopped or "finished", "validation": best_metrics,
             "report": evaluation["record"], "calibration": evaluation["calibration"], **info}
     clf.metadata = meta
     clf.evaluation = evaluation
     # a summary of the training crops, so a movie unlike them is said (core/ood.py)
-    clf.ood = summarise_training(model, train, select if select is not None else val, device=device,
-                                 seed=config.seed)
+    clf.ood = summarise_training(model, train, None if folds is not None else (select if select is not None else val),
+                                 device=device, seed=config.seed)
     if out is not None:
         save_checkpoint(out, clf)
     return clf
@@ -452,31 +709,63 @@ def _final_report(clf: Classifier, select: CropSet | None, report: CropSet, plan
         sel_probs = predict_probabilities(clf.model, select, device=device)
     if config.calibrate and select is not None and len(select) >= 2:
         t = fit_temperature(sel_probs, select.targets)
-        cal = {"temperature": round(t, 4), "fitted_on": f"{len(select)} validation crops (the selection part)",
+        cal = {"temperature": round(t, 4),
+               "fitted_on": plan.get("select_on") or f"{len(select)} validation crops (the selection part)",
                "ece_before_on_those": round(expected_calibration_error(sel_probs, select.targets), 4),
                "ece_after_on_those": round(expected_calibration_error(scale_probabilities(sel_probs, t),
                                                                       select.targets), 4)}
     before = sel_probs if report is select else predict_probabilities(clf.model, report, device=device)
     after = scale_probabilities(before, t) if t != 1.0 else before
-    m = metrics(report.targets, after.argmax(axis=1), report.class_names)
+    pred = after.argmax(axis=1)
+    m = with_intervals(metrics(report.targets, pred, report.class_names), report.targets, pred, report.tracks)
     record = {"on": plan["report_on"], "optimistic": plan["optimistic"], "n": len(report), "metrics": m,
               "ece_before": round(expected_calibration_error(before, report.targets), 4),
               "ece_after": round(expected_calibration_error(after, report.targets), 4),
               "log_loss_before": round(log_loss(before, report.targets), 4),
               "log_loss_after": round(log_loss(after, report.targets), 4),
-              "few_classes": few_classes(m), "notes": plan["notes"], "previous": None}
+              "few_classes": few_classes(m), "notes": plan["notes"], "previous": None, "comparison": None}
     cal.update(ece_before=record["ece_before"], ece_after=record["ece_after"], measured_on=plan["report_on"])
     if previous is not None:
-        if tuple(previous.class_names) == tuple(report.class_names):
-            prev = predict_probabilities(previous.model, report, device=device)
-            record["previous"] = metrics(report.targets, prev.argmax(axis=1), report.class_names)
-            record["previous"]["ece"] = round(expected_calibration_error(prev, report.targets), 4)
-        else:
-            record["notes"] = [*plan["notes"], "the previous model has other classes: not compared"]
+        _compare_with_previous(record, previous, report, pred, device)
     if t != 1.0:
         fold_temperature(clf.model, t)  # the checkpoint gives calibrated probabilities everywhere
     return {"record": record, "calibration": cal, "targets": report.targets, "before": before, "after": after,
             "report_set": report}
+
+
+#: the column of a previous model's calls of classes the new model does not have (counted wrong)
+OTHER_CLASSES = "(other classes)"
+
+
+def _compare_with_previous(record: dict, previous, report: CropSet, pred: np.ndarray, device) -> None:
+    """Judge ``previous`` on the report crops and add its figures and the paired verdict to ``record``.
+
+    A previous model with more classes (the new one calls only the classes labelled so far) is
+    judged by its own calls: a call of a class the new model does not have is wrong, counted in a
+    column of its own (``(other classes)``), so neither model is flattered.
+    """
+    names = tuple(report.class_names)
+    prev_names = tuple(previous.class_names)
+    if not set(names) <= set(prev_names):
+        missing = ", ".join(c for c in names if c not in prev_names)
+        record["notes"] = [*record["notes"], f"the previous model does not have the classes {missing}: not compared"]
+        return
+    probs = predict_probabilities(previous.model, report, device=device)
+    where = {c: i for i, c in enumerate(names)}
+    extra = names != prev_names and len(prev_names) > len(names)
+    as_new = np.array([where.get(c, len(names)) for c in prev_names])  # other classes -> the extra column
+    prev_pred = as_new[probs.argmax(axis=1)]
+    judged = (*names, OTHER_CLASSES) if extra else names
+    record["previous"] = with_intervals(metrics(report.targets, prev_pred, judged), report.targets, prev_pred,
+                                        report.tracks)
+    if names == prev_names:
+        record["previous"]["ece"] = round(expected_calibration_error(probs, report.targets), 4)
+    else:
+        record["notes"] = [*record["notes"], (f"the previous model has {len(prev_names)} classes; on these crops its "
+                                              f"calls of the {len(prev_names) - len(names)} the new model does not "
+                                              "have count as wrong")]
+    # the verdict: the same resampled tracks for both models (a paired bootstrap of the difference)
+    record["comparison"] = compare_paired(report.targets, pred, prev_pred, judged, report.tracks)
 
 
 def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfig = TrainConfig(),
@@ -487,5 +776,7 @@ def train(train_set: CropSet, val_set: CropSet | None = None, config: TrainConfi
                       progress)
 
 
-__all__ = ["TrainingCancelled", "TrainingDiverged", "augment_batch", "class_weights", "evaluate", "fold_temperature",
-           "plan_splits", "predict_probabilities", "train", "train_iter", "training_loss", "training_set_fingerprint"]
+__all__ = ["TrainingCancelled", "TrainingDiverged", "WeightAverage", "augment_batch", "class_weights",
+           "deterministic_cuda", "epoch_batches", "evaluate", "fold_prior", "fold_temperature", "gaussian_blur",
+           "plan_splits", "predict_probabilities", "schedule_length", "steps_by_folds", "train", "train_iter",
+           "training_loss", "training_set_fingerprint", "with_prior"]

@@ -19,7 +19,7 @@ no matrix) give exactly the smoothing of earlier versions.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -210,9 +210,11 @@ def smooth_track_posterior(probs: np.ndarray, absorbing: int | None, settings: T
     probs = check_probabilities(probs, "this track")
     t_len, n = probs.shape
     settings.check_classes(n)
-    emis = emissions(probs, settings)
     if not settings.smooth:
-        return _unsmoothed(emis, absorbing, fixed)
+        # the network's own call at every frame (calibrated; a confusion matrix, which could move the top class,
+        # is for smoothing only)
+        return _unsmoothed(emissions(probs, replace(settings, confusion=None)), absorbing, fixed)
+    emis = emissions(probs, settings)
     if fixed is not None:
         fixed = np.asarray(fixed, dtype=np.int64)
         check_fixed(fixed, absorbing)

@@ -17,9 +17,12 @@ confident frames). Here the model learns from cells whose class a person knows:
 
 :func:`fit_track_model` fits on part of the annotated tracks, chooses among the fitted model and
 simpler ones on those same tracks, and reports on the **other** tracks (validation): raw vs
-smoothed accuracy and the false-senescence rate. If smoothing does worse than the raw calls
-there, the fitted settings turn smoothing off (and the report says so): smoothing is never
-worse than raw on the validation tracks.
+smoothed accuracy and the false-senescence rate. The guarantee: **the track model never lowers
+agreement with the labels**. Only candidates at least as accurate as the raw calls on the fitting
+tracks are chosen from; if the chosen one is less accurate than the raw calls on the validation
+tracks, the fit falls back to the fitted model (when it was not the one chosen and does not lower
+agreement on either set of tracks) or else to the raw calls (smoothing off), and ``report["decision"]``
+says which and why; ``report["labelled"]`` gives raw vs used accuracy on all labelled tracks.
 
 Pure numpy/pandas; no torch.
 """
@@ -312,6 +315,15 @@ def split_tracks(track_ids, validation_fraction: float, seed: int) -> np.ndarray
     return np.sort(np.random.default_rng(seed).permutation(uniq)[:n_val])
 
 
+#: what a fit decided, in ``report["decision"]["use"]``
+USE_SMOOTHING, USE_RAW = "smoothing", "raw calls"
+
+
+def _not_lower(m: dict) -> bool:
+    """Whether smoothing agrees with the labels at least as well as the raw calls on these tracks."""
+    return not m["smoothed_accuracy"] < m["raw_accuracy"]
+
+
 def _objective(m: dict) -> tuple:
     # accuracy first; then fewer false senescence events (a biologist's costliest mistake)
     fs = m.get("smoothed_false_senescence_tracks", 0.0)
@@ -382,21 +394,41 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
         "fitted": fitted,
         "fitted rates and temperature, no confusion matrix": replace(fitted, confusion=None),
         "unfitted defaults": base,
-        "no smoothing": replace(base, temperature=temperature, smooth=False),
+        # the network's own calls: no confusion matrix, so phenotype == the top class at every frame
+        "no smoothing": replace(base, temperature=temperature, confusion=None, smooth=False),
     }
     on_fit = {name: evaluate_tracks(fit_cells, fit_codes, s, names, absorbing) for name, s in candidates.items()}
-    chosen = max(candidates, key=lambda name: _objective(on_fit[name]))
-    settings = candidates[chosen]
-    on_val = evaluate_tracks(val_cells, val_codes, settings, names, absorbing)
+    # never a model that lowers agreement on the tracks it is chosen on ("no smoothing" always qualifies)
+    allowed = [name for name in candidates if _not_lower(on_fit[name])]
+    first_choice = chosen = max(allowed, key=lambda name: _objective(on_fit[name]))
+    on_val = evaluate_tracks(val_cells, val_codes, candidates[chosen], names, absorbing)
     notes = []
-    if on_val["smoothed_accuracy"] < on_val["raw_accuracy"]:
+    decision = {"first_choice": first_choice, "fell_back": False}
+    if not _not_lower(on_val):
+        # fall back: to the fitted model if it does not lower agreement on either set of tracks, else to raw calls
+        fallback = "no smoothing"
+        if chosen != "fitted" and "fitted" in allowed:
+            on_val_fitted = evaluate_tracks(val_cells, val_codes, candidates["fitted"], names, absorbing)
+            if _not_lower(on_val_fitted):
+                fallback = "fitted"
         notes.append(f"smoothing ({chosen}) was less accurate than the raw calls on the validation tracks "
-                     f"({on_val['smoothed_accuracy']:.3f} vs {on_val['raw_accuracy']:.3f}), so it is turned off: "
-                     "phenotype is the network's own call. This choice was made on the validation tracks, so "
-                     "their figures below are no longer independent of it. Label more tracks to fit it better.")
-        settings = candidates["no smoothing"]
-        chosen = "no smoothing"
-        on_val = evaluate_tracks(val_cells, val_codes, settings, names, absorbing)
+                     f"({on_val['smoothed_accuracy']:.3f} vs {on_val['raw_accuracy']:.3f}), so the fit falls back to "
+                     + ("the fitted model, which lowers it on neither the fitting nor the validation tracks"
+                        if fallback == "fitted" else
+                        "the raw calls: smoothing is turned off and phenotype is the network's own call")
+                     + ". This choice was made on the validation tracks, so their figures below are no longer "
+                     "independent of it. Label more tracks to fit it better.")
+        decision.update(fell_back=True, lower_on_validation={"smoothed_accuracy": on_val["smoothed_accuracy"],
+                                                             "raw_accuracy": on_val["raw_accuracy"]})
+        chosen = fallback
+        on_val = evaluate_tracks(val_cells, val_codes, candidates[chosen], names, absorbing)
+    settings = candidates[chosen]
+    # not lower on the fitting tracks nor on the validation tracks: so not lower on all of them (said, and tested)
+    labelled_rows = np.isin(tid, annotated_tracks)
+    on_labelled = evaluate_tracks(cells[labelled_rows].reset_index(drop=True), codes[labelled_rows], settings, names,
+                                  absorbing)
+    decision.update(use=USE_SMOOTHING if settings.smooth else USE_RAW, model=chosen,
+                    why=_decision_words(chosen, settings.smooth, on_fit[chosen], on_val, decision))
     report = {
         "fit_tracks": int(len(np.unique(fit_cells["track_id"][fit_codes >= 0]))),
         "validation_tracks": int(len(val_tracks)),
@@ -407,9 +439,26 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
         "candidates_on_fit_tracks": on_fit,
         "chosen": chosen,
         "validation": on_val,
+        "labelled": {k: on_labelled[k] for k in ("tracks", "cell_frames", "raw_accuracy", "smoothed_accuracy")},
+        "decision": decision,
         "notes": notes,
     }
     return TrackModelFit(settings, report, tuple(names))
+
+
+def _decision_words(chosen: str, smooth: bool, on_fit: dict, on_val: dict, decision: dict) -> str:
+    """Why the fit uses what it uses, in words (the fit's report, the command line, the Annotate dock)."""
+    figures = (f"accuracy on the fitting tracks {on_fit['smoothed_accuracy']:.3f} vs {on_fit['raw_accuracy']:.3f} "
+               f"raw, on the validation tracks {on_val['smoothed_accuracy']:.3f} vs {on_val['raw_accuracy']:.3f} raw")
+    if not smooth:
+        if decision.get("fell_back"):
+            return (f"raw calls: smoothing ({decision['first_choice']}) would have lowered agreement with the labels "
+                    f"on the validation tracks, so phenotype is the network's own call ({figures})")
+        return ("raw calls: no smoothing agreed better with the labels on the fitting tracks than the raw calls, so "
+                f"phenotype is the network's own call ({figures})")
+    fell = (f"; {decision['first_choice']} would have lowered agreement on the validation tracks, so the fit fell "
+            "back to it") if decision.get("fell_back") else ""
+    return f"smoothing along tracks ({chosen}): it does not lower agreement with the labels ({figures}){fell}"
 
 
 def require_labelled_tracks(n_tracks: int, min_tracks: int = MIN_LABELLED_TRACKS) -> None:
@@ -449,6 +498,7 @@ def fit_on_labels(cells: pd.DataFrame, truth: pd.DataFrame, class_names, *, sour
     return fit
 
 
-__all__ = ["MIN_LABELLED_TRACKS", "TrackModelFit", "count_transitions", "evaluate_tracks", "fit_confusion", "fit_em",
+__all__ = ["MIN_LABELLED_TRACKS", "USE_RAW", "USE_SMOOTHING",
+           "TrackModelFit", "count_transitions", "evaluate_tracks", "fit_confusion", "fit_em",
            "fit_on_labels", "fit_temperature", "fit_track_model", "prior_confusion", "require_labelled_tracks",
            "split_tracks", "truth_codes"]

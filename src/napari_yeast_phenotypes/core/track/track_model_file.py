@@ -44,6 +44,11 @@ def save_track_model(path: str | os.PathLike, fit: TrackModelFit, *, keep_earlie
 
 def load_track_model(path: str | os.PathLike, class_names=None) -> TimelineSettings:
     """The :class:`TimelineSettings` saved by :func:`save_track_model` (checked against ``class_names``)."""
+    return read_track_model(path, class_names)[0]
+
+
+def read_track_model(path: str | os.PathLike, class_names=None) -> tuple[TimelineSettings, dict]:
+    """The settings saved by :func:`save_track_model` (checked against ``class_names``) and the fit's report."""
     path = Path(path)
     try:
         data = loads_json(path.read_text(encoding="utf-8"))
@@ -80,7 +85,45 @@ def load_track_model(path: str | os.PathLike, class_names=None) -> TimelineSetti
         raise InputError(f"{path}: {exc}") from None
     if not isinstance(data.get("report", {}), dict):
         raise InputError(f"{path}: its report is not a mapping; the file was changed or made by another program")
-    return settings
+    return settings, data.get("report", {})
+
+
+def track_model_decision(settings: TimelineSettings, report: dict) -> tuple[TimelineSettings, dict]:
+    """What a classification with a track model file uses: its smoothing, or the raw calls, and why.
+
+    A file fitted on labels says what it decided (``report["decision"]``: smoothing only where it
+    does not lower agreement with the labels). A file from before that decision was recorded whose
+    smoothing was less accurate than the raw calls on its validation tracks is not trusted: the raw
+    calls are used and said (``fell_back``). A fit by EM has no labels to check on, and says so.
+
+    Returns the settings to classify with and ``{"use", "why", "fell_back"}`` (plain values, for
+    ``run.json`` and the command line).
+    """
+    from dataclasses import replace
+
+    from .track_model import USE_RAW, USE_SMOOTHING
+
+    use = USE_SMOOTHING if settings.smooth else USE_RAW
+    decision = report.get("decision") if isinstance(report.get("decision"), dict) else None
+    v = report.get("validation") if isinstance(report.get("validation"), dict) else None
+    if decision and decision.get("why"):
+        why = decision["why"]
+    elif report.get("method") == "em":
+        why = ("smoothing with transition rates fitted by EM on a movie, without labels: not checked against labels "
+               "(fit it on labelled tracks to know whether it lowers agreement)") if settings.smooth else \
+            "raw calls (the file turns smoothing off)"
+    elif v and v.get("smoothed_accuracy") is not None and v.get("raw_accuracy") is not None:
+        if settings.smooth and v["smoothed_accuracy"] < v["raw_accuracy"]:
+            return replace(settings, smooth=False), {
+                "use": USE_RAW, "fell_back": True,
+                "why": (f"raw calls: the file's smoothing lowered agreement with the labels on its validation tracks "
+                        f"({v['smoothed_accuracy']:.3f} vs {v['raw_accuracy']:.3f} raw), so phenotype is the "
+                        "network's own call")}
+        why = (f"{use}: on the file's validation tracks accuracy {v['smoothed_accuracy']:.3f} with it vs "
+               f"{v['raw_accuracy']:.3f} raw")
+    else:
+        why = f"{use}: the file records no check against labels"
+    return settings, {"use": use, "why": why, "fell_back": False}
 
 
 def _share(x) -> str:
@@ -111,6 +154,13 @@ def report_lines(report: dict) -> list[str]:
         lines.append(f"chosen: {report.get('chosen')} (the fit gave temperature {fitted.get('temperature', 1.0):.2f}, "
                      f"switch rate {fitted.get('switch_rate', float('nan')):.4f}, senescence rate "
                      f"{fitted.get('senescence_rate', float('nan')):.4f} per frame)")
+        decision = report.get("decision") or {}
+        if decision.get("why"):
+            lines.append(f"uses: {decision['why']}")
+        lab = report.get("labelled") or {}
+        if lab:
+            lines.append(f"on all {lab.get('tracks')} labelled tracks: accuracy {_acc(lab.get('smoothed_accuracy'))} "
+                         f"as classified with it, {_acc(lab.get('raw_accuracy'))} raw (never lower)")
         v = report.get("validation") or {}
         lines.append(f"on the {v.get('tracks')} validation tracks: accuracy {_acc(v.get('raw_accuracy'))} raw, "
                      f"{_acc(v.get('smoothed_accuracy'))} smoothed ({v.get('cell_frames')} labelled cell-frames)")
@@ -138,4 +188,4 @@ def _plain(obj):
     return obj
 
 
-__all__ = ["load_track_model", "report_lines", "save_track_model"]
+__all__ = ["load_track_model", "read_track_model", "report_lines", "save_track_model", "track_model_decision"]
