@@ -223,8 +223,9 @@ def test_model_for_another_number_of_classes(tmp_path):
 def test_own_resnet50_is_torchvisions():
     """The package's ResNet50 (no torchvision import on the classify path) has torchvision's modules, keys and
     shapes, computes the same outputs from the same weights, and a seed gives it the same random weights."""
-    from napari_yeast_phenotypes.core.network.resnet import ResNet50
     from torchvision.models.resnet import Bottleneck, ResNet
+
+    from napari_yeast_phenotypes.core.network.resnet import ResNet50
 
     torch.manual_seed(3)
     ours = ResNet50(num_classes=8)
@@ -252,7 +253,8 @@ def test_own_resnet50_is_torchvisions():
 
 def test_classify_path_imports_no_torchvision(tmp_path):
     """Loading a checkpoint and classifying a movie import neither torchvision (1.6 s) nor lifelines, matplotlib
-    or dask (imported when summary.png is drawn, or a cluster used)."""
+    or dask (imported when summary.png is drawn, or a cluster used), nor torch._dynamo (with triton: 1.5 s, and a
+    crash next to Mesa's LLVM in napari, _napari/_safe_torch.py)."""
     import subprocess
     import sys
 
@@ -267,7 +269,8 @@ def test_classify_path_imports_no_torchvision(tmp_path):
         "save_checkpoint(p, Classifier(YeastResNet(8).eval()))\n"
         "mv = simulate_movie(n_frames=2, size=96, n_cells=3, seed=0)\n"
         "analyse(mv.image, mv.labels, load_classifier(p), ClassifyConfig(device='cpu', batch_size=8))\n"
-        "print(sorted(m for m in ('torchvision', 'lifelines', 'matplotlib', 'dask') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torchvision', 'lifelines', 'matplotlib', 'dask', 'torch._dynamo') "
+        "if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -44,10 +44,11 @@ class YeastResNet(ResNet50):
     ``torchvision.models.resnet50`` with the same two changes loads into it.
     """
 
-    def __init__(self, n_classes: int = len(CLASS_NAMES), trainable=DEFAULT_TRAINABLE):
-        super().__init__(num_classes=n_classes)
+    def __init__(self, n_classes: int = len(CLASS_NAMES), trainable=DEFAULT_TRAINABLE, init: bool = True):
+        super().__init__(num_classes=n_classes, init=init)
         self.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if init:
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.set_trainable(trainable)
 
     @classmethod
@@ -58,9 +59,11 @@ class YeastResNet(ResNet50):
         initialisation of 25 M weights is computed and nothing is copied (0.1 s instead of 0.3-0.7 s
         on 2 cores). Floating-point tensors are made float32 and contiguous, as a new network's are.
         Raises ``RuntimeError`` (as ``load_state_dict``) when the keys or shapes do not fit.
+        (torchvision's He-normal initialisation is not even called: on the meta device ``normal_``
+        imports ``torch._dynamo``, and with it triton, which crashes napari on Mesa, ``_safe_torch``.)
         """
         with torch.device("meta"):
-            model = cls(n_classes, trainable)
+            model = cls(n_classes, trainable, init=False)
         state = {k: (v.float() if v.is_floating_point() else v).contiguous() if isinstance(v, torch.Tensor) else v
                  for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)

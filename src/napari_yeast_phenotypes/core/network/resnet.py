@@ -55,7 +55,7 @@ class Bottleneck(nn.Module):
 class ResNet50(nn.Module):
     """torchvision's ``ResNet(Bottleneck, [3, 4, 6, 3], num_classes)``: modules, names, forward and init."""
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, num_classes: int = 1000, init: bool = True):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -68,6 +68,11 @@ class ResNet50(nn.Module):
         self.layer4 = self._make_layer(512, 3, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * Bottleneck.expansion, num_classes)
+        if init:
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """torchvision's initialisation: He-normal convolutions, BatchNorm weights 1 and biases 0."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
