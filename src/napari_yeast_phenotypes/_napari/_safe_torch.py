@@ -48,8 +48,7 @@ def triton_kept_out() -> Iterator[bool]:
 def import_torch_core() -> None:
     """Import the core modules that need torch (model, pipeline), safely; call before using them."""
     with triton_kept_out():
-        import torch  # noqa: F401
-
+        import torch
         import torch._dynamo  # noqa: F401 - the optimisers (training) import it later, then outside this block
 
         from ..core import pipeline  # noqa: F401
