@@ -10,7 +10,6 @@ does not stop a BatchNorm layer in train mode from updating them).
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -231,10 +230,8 @@ def save_checkpoint(path: str | os.PathLike, clf: Classifier, **metadata) -> Pat
     }
     if clf.ood is not None:
         payload["ood"] = clf.ood.to_state()  # its own key: tensors and plain values, no code
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue())
+    with atomic_write(path, "wb") as fh:  # straight into the file: no second copy of 100 MB in memory
+        torch.save(payload, fh)
     return path
 
 
@@ -304,17 +301,25 @@ def read_model_file(path: str | os.PathLike, *, trust: bool = False) -> dict:
     raise InputError(f"{path} holds no model weights (found {type(obj).__name__}); pick a model file")
 
 
-def check_finite_state(state: dict, path) -> None:
-    """Refuse weights holding NaN or infinity (a training that diverged): they would classify every cell
-    alike, with NaN probabilities."""
+def non_finite(state: dict) -> list[str]:
+    """The names of the floating-point tensors of ``state`` that hold a NaN or an infinity.
+
+    One sum per tensor: a NaN or an infinity makes it NaN or infinite, so a finite sum means finite
+    values (12 ms for the 25 M weights of the network, against 180 ms for a mask of them); only a
+    tensor whose sum is not finite (a bad value, or finite values whose sum overflows) is looked at
+    value by value.
+    """
     floats = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
-    # one sum per tensor: a NaN or an infinity makes it NaN or infinite, so a finite sum means finite values
-    # (12 ms for the 25 M weights, against 180 ms for a mask of them); only a tensor whose sum is not finite
-    # (a bad value, or finite values whose sum overflows) is looked at value by value
     with torch.no_grad():
         sums = [v.detach().sum() for v in floats.values()]
     ok = torch.isfinite(torch.stack(sums)).tolist() if sums else []
-    bad = [k for k, fine in zip(floats, ok) if not fine and not bool(torch.isfinite(floats[k]).all())]
+    return [k for k, fine in zip(floats, ok) if not fine and not bool(torch.isfinite(floats[k]).all())]
+
+
+def check_finite_state(state: dict, path) -> None:
+    """Refuse weights holding NaN or infinity (a training that diverged): they would classify every cell
+    alike, with NaN probabilities."""
+    bad = non_finite(state)
     if bad:
         raise InputError(
             f"{path} holds weights that are not finite numbers (NaN or infinity in {', '.join(bad[:3])}"
