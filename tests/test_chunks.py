@@ -85,6 +85,19 @@ def test_a_chunk_is_made_apart_from_the_others(movie):
         assert np.array_equal(c1, c2)
 
 
+def test_a_daemon_process_makes_its_crops_in_a_thread(movie, monkeypatch):
+    """A process that may not start processes (a Dask worker is a daemon) uses a thread instead."""
+    import multiprocessing
+
+    image, labels = movie
+    settings = CropSettings()
+    stats = movie_stats(image, labels, settings)
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    with PreparedChunks(image, labels, 4, settings, stats, Tracker(), workers=3) as chunks:
+        assert chunks.workers == 1
+        assert sum(len(t) for c in chunks for t in c.tables) == sum(len(np.unique(f)) - 1 for f in labels if f.any())
+
+
 def test_crop_workers_per_device():
     assert crop_workers_for("cpu", 2) == 0 and crop_workers_for("cpu", 4) == 0
     assert crop_workers_for("cpu", 16) == 1

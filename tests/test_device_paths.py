@@ -178,7 +178,7 @@ def test_the_check_is_remembered_per_weights(model, crops):
     """The first run checks (one plain forward pass as the reference); a second run of the same weights (another
     process: here a new model object) builds the chosen copy without the reference pass; other weights are
     checked again; an unreadable memo file is ignored."""
-    first = inference_forward(model, "cpu", crops, precision="fp32")
+    first = inference_forward(model, "cpu", crops, precision="fp32", remember=True)
     assert first.path != "eager"
     memo = json.loads((inference_memo.cache_dir() / inference_memo.MEMO_FILE).read_text())
     assert [v["path"] for v in memo.values()] == [first.path]
@@ -186,7 +186,7 @@ def test_the_check_is_remembered_per_weights(model, crops):
     again = YeastResNet(8).eval()
     again.load_state_dict(model.state_dict())
     calls = count_forward(again)
-    second = inference_forward(again, "cpu", crops, precision="fp32")
+    second = inference_forward(again, "cpu", crops, precision="fp32", remember=True)
     assert not calls  # no reference pass: nothing checked
     assert (second.path, second.precision) == (first.path, first.precision)
     assert "remembered" in second.describe()["notes"][-1]
@@ -195,7 +195,7 @@ def test_the_check_is_remembered_per_weights(model, crops):
 
     other = YeastResNet(8).eval()
     calls = count_forward(other)
-    inference_forward(other, "cpu", crops, precision="fp32")
+    inference_forward(other, "cpu", crops, precision="fp32", remember=True)
     assert calls  # other weights: checked
     assert len(json.loads((inference_memo.cache_dir() / inference_memo.MEMO_FILE).read_text())) == 2
 
@@ -203,8 +203,12 @@ def test_the_check_is_remembered_per_weights(model, crops):
     third = YeastResNet(8).eval()
     third.load_state_dict(model.state_dict())
     calls = count_forward(third)
-    assert inference_forward(third, "cpu", crops, precision="fp32").path == first.path
+    assert inference_forward(third, "cpu", crops, precision="fp32", remember=True).path == first.path
     assert calls
+    # metrics of crop sets (weights that change every epoch) are not remembered
+    fourth = YeastResNet(8).eval()
+    inference_forward(fourth, "cpu", crops, precision="fp32")
+    assert len(json.loads((inference_memo.cache_dir() / inference_memo.MEMO_FILE).read_text())) == 2
 
 
 def test_memo_key_names_machine_torch_and_precision(model):

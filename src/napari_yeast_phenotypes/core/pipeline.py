@@ -78,6 +78,7 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     checked = [0, 0]  # probability arrays and rows of stream.done already checked
     yield 0, n
     with PreparedChunks(image, labels, config.chunk_frames, clf.crop_settings, stats, tracker, workers) as chunks:
+        workers = chunks.workers
         for chunk in chunks:
             for crops in chunk.crops:  # frame by frame, as the batches have always been filled
                 stream.add(crops)

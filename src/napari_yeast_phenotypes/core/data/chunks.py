@@ -261,11 +261,18 @@ class _Ahead:
 
 class PreparedChunks:
     """Iterate over the :class:`Chunk` s of a movie, made as ``workers`` says (see the module notes); ``close()``
-    (or leaving a ``with`` block) stops the thread and the workers and removes what they left."""
+    (or leaving a ``with`` block) stops the thread and the workers and removes what they left. A process
+    that may not start processes (a daemon, such as a Dask worker) makes them in a thread instead:
+    :attr:`workers` says what was used."""
 
     def __init__(self, image, labels, chunk_frames: int, settings: CropSettings, stats, tracker: Tracker,
                  workers: int = 0):
         self.workers = int(workers)
+        if self.workers >= 2:
+            import multiprocessing
+
+            if multiprocessing.current_process().daemon:  # e.g. a Dask worker: it may not start processes
+                self.workers = 1
         if self.workers <= 0:
             self._made = _inline(image, labels, chunk_frames, settings, stats, tracker)
             self._ahead = None

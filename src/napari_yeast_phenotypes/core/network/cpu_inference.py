@@ -292,7 +292,7 @@ def _build(model: nn.Module, builder: Callable, precision: str, device: torch.de
 
 def inference_forward(model: nn.Module, device: torch.device | str = "cpu",
                       sample: torch.Tensor | None = None, build: bool = True,
-                      precision: str = "auto", fast_path: bool = True, remember: bool = True) -> InferenceForward:
+                      precision: str = "auto", fast_path: bool = True, remember: bool = False) -> InferenceForward:
     """The function that maps a batch of crops to logits, as fast as this device allows.
 
     On a CPU or a CUDA GPU: the cached inference-only copy of ``model`` (see the module notes) when
@@ -300,9 +300,10 @@ def inference_forward(model: nn.Module, device: torch.device | str = "cpu",
     (a batch of real crops on ``device``) is given to check it against the plain model. Otherwise,
     on other devices and with ``fast_path=False``, the model itself. ``model`` must be in eval mode
     and on ``device``. ``precision`` is ``auto``, ``fp32`` or ``bf16`` (see
-    :func:`~napari_yeast_phenotypes.core.network.device.resolve_precision`). With ``remember``, what the
-    check finds is kept for this model, machine and torch version, and a copy that passed before is
-    used without checking again (:mod:`.inference_memo`). ``describe()`` of the result says which path
+    :func:`~napari_yeast_phenotypes.core.network.device.resolve_precision`). With ``remember`` (the movie
+    pipeline), what the check finds is kept for these weights, this machine and torch version, and a
+    copy that passed before is used without checking again (:mod:`.inference_memo`); not for weights
+    that change (metrics during training). ``describe()`` of the result says which path
     and precision are used, and why a faster one was not.
     """
     from . import inference_memo

@@ -137,7 +137,7 @@ class BatchStream:
         if self.forward is None:
             sample = torch.from_numpy(np.ascontiguousarray(crops[:self.batch_size], dtype=np.float32))
             self.forward = inference_forward(self.model, self.device, sample.to(self.device),
-                                             precision=self.precision, fast_path=self.fast_path)
+                                             precision=self.precision, fast_path=self.fast_path, remember=True)
         if self.score is None:
             self.done.append(predict_batches(self.forward, crops, self.batch_size, self.device))
         else:
