@@ -230,7 +230,9 @@ def print_summary(res: dict) -> None:
         add("every core (network alone -> end to end, cell-frames/s): " + "; ".join(
             f"{k} cpu(s): {v['network_crops_per_s']:.0f} -> {v['end_to_end_crops_per_s']:.0f} "
             f"({v['percent_of_network']:.0f}%, crop_workers {v['default_crop_workers']}; by crop_workers "
-            + ", ".join(f"{w}: {r:.0f}" for w, r in v["end_to_end_crops_per_s_by_crop_workers"].items()) + ")"
+            + ", ".join(f"{w}: {r:.0f}" for w, r in v["end_to_end_crops_per_s_by_crop_workers"].items())
+            + "; tables and crops alone by crop_workers "
+            + ", ".join(f"{w}: {r:.0f}" for w, r in v["tables_and_crops_per_s_by_crop_workers"].items()) + ")"
             for k, v in c["by_cpus"].items()))
     if "startup" in res:
         st = res["startup"]

@@ -2,7 +2,8 @@
 
 A child process is held to its first ``cpus`` CPUs (``os.sched_setaffinity``, inherited by its worker
 processes) with as many torch threads, so the ratio of end to end to the network alone at each count says
-whether the cell tables and crops keep up with the network as cores are added. End to end runs with the
+whether the cell tables and crops keep up with the network as cores are added; the tables and crops alone
+(no network) are timed per ``crop_workers`` too (process start included). End to end runs with the
 device's default ``crop_workers`` and with a thread making the crops ahead (1), and with processes (2)
 where there are 4 CPUs or more.
 """
@@ -42,6 +43,18 @@ def child(args: dict) -> dict:
     cpu = torch.device("cpu")
     fwd = inference_forward(clf.model, cpu, torch.from_numpy(crops[:64]), precision=base.precision)
     net = len(crops) / best_time(lambda: predict_batches(fwd, crops, inference["batch_size"], cpu), 2)
+    # the cell tables and crops alone (no network), made in this thread (0), a thread (1) or processes
+    from napari_yeast_phenotypes.core.data.chunks import PreparedChunks
+    from napari_yeast_phenotypes.core.data.crops import movie_stats
+    from napari_yeast_phenotypes.core.data.tracking import Tracker
+
+    stats = movie_stats(movie.image, movie.labels, clf.crop_settings)
+    prepare = {}
+    for w in sorted({0, 1, cpus} | ({2} if cpus >= 2 else set())):
+        t = time.perf_counter()
+        with PreparedChunks(movie.image, movie.labels, 8, clf.crop_settings, stats, Tracker(), w) as chunks:
+            n = sum(len(c) for chunk in chunks for c in chunk.crops)
+        prepare[str(w)] = n / (time.perf_counter() - t)
     default = crop_workers_for("cpu", cpus)
     workers = sorted({default, 0, 1} | ({2} if cpus >= 4 else set()))
     end = {}
@@ -51,6 +64,7 @@ def child(args: dict) -> dict:
         end[str(w)] = len(res.cells) / (time.perf_counter() - t)
     return {"cpus": cpus, "cpu_ids": mine, "torch_threads": torch.get_num_threads(), "inference": inference,
             "crops": int(len(crops)), "network_crops_per_s": net, "end_to_end_crops_per_s_by_crop_workers": end,
+            "tables_and_crops_per_s_by_crop_workers": prepare,
             "default_crop_workers": default, "end_to_end_crops_per_s": end[str(default)],
             "percent_of_network": 100 * end[str(default)] / net,
             "best_percent_of_network": 100 * max(end.values()) / net}
