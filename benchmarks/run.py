@@ -15,7 +15,13 @@ One module per section in ``benchmarks/sections/`` (what each figure means: benc
   while the Train dock trains in its worker;
 - ``bf16``: bf16 against fp32 on a trained model;
 - ``viewer_memory``: peak RSS of a napari viewer showing the result of a 100- and a 1,000-frame
-  movie while the time slider moves.
+  movie while the time slider moves;
+- ``cores``: the network alone and the movie end to end on 1, 2 and all CPUs;
+- ``startup``: how long ``classify`` takes to reach its first frames in a fresh process;
+- ``output``: what writing the result of a 40,000 cell-frame movie costs, against its run;
+- ``finetune``: one fine-tune of ~100 crops x 3 epochs through the training job;
+- ``cuda`` (``--device cuda`` only): the network alone per precision and layout on the GPU, and the
+  40,000 cell-frame movie end to end, with their ratio.
 
 Speed does not depend on the weights, so a randomly initialised ``YeastResNet(8)`` in eval mode
 stands in for a trained model everywhere except in the bf16 agreement check.
@@ -43,31 +49,40 @@ SIZES = {
              "loop_frames": 2, "infer_crops": 1024, "batch_sizes": (16, 32, 64, 128, 256), "train_steps": 9,
              "train_batch": 64, "memory": (100, 1000, 512, 10), "stall": (40, 256, 30), "peak_n": 2048,
              "stall_train": (6, 192, 16, 2, 16),
-             "bf16_frames": 40, "viewer_memory": (100, 1000, 512, 10, 8)},
+             "bf16_frames": 40, "viewer_memory": (100, 1000, 512, 10, 8),
+             "cores_movie": (24, 512, 200), "startup": (24, 512, 134, 3), "output": (134, 300),
+             "cuda_batches": (1024, 4096, 16384), "cuda_net_crops": 32768, "cuda_reps": 3,
+             "cuda_movie": (300, 512, 134), "cuda_chunks": (8, 32)},
     "quick": {"movie": (6, 128, 12), "lengths": (2, 3, 6), "baseline_cells": 10, "crop_frames": 2,
               "loop_frames": 1, "infer_crops": 64, "batch_sizes": (16, 32), "train_steps": 1, "train_batch": 8,
               "memory": (4, 12, 128, 3), "stall": (4, 128, 6), "stall_train": (2, 128, 8, 1, 4), "peak_n": 256,
               "bf16_frames": 2,
-              "viewer_memory": (4, 12, 128, 3, 3)},
+              "viewer_memory": (4, 12, 128, 3, 3),
+              "cores_movie": (3, 128, 8), "startup": (3, 128, 6, 1), "output": (10, 20),
+              "cuda_batches": (256,), "cuda_net_crops": 512, "cuda_reps": 1, "cuda_movie": (4, 128, 6),
+              "cuda_chunks": (8,)},
 }
 
 # the modules of benchmarks/sections/, in order: a section may need what an earlier one left in the
 # context (movie, model, crops). Imported when run, so a child process loads only its own section
 # (the viewer's memory must not count torch).
 SECTIONS = ("machine", "end_to_end", "crop_extraction", "inference", "training", "memory", "stall", "bf16",
-            "viewer_memory")
+            "viewer_memory", "cores", "startup", "finetune", "cuda", "output")
 NEEDS = {"end_to_end": {"machine"}, "crop_extraction": {"end_to_end"}, "inference": {"machine", "end_to_end"},
          "training": {"machine"}}
-OPTIONAL = ("memory", "stall", "bf16", "training", "viewer_memory")
+OPTIONAL = ("memory", "stall", "bf16", "training", "viewer_memory", "cores", "startup", "finetune", "output")
+#: what --device cuda runs (the GPU's own sections; the CPU's are left out)
+CUDA_SECTIONS = ("cuda", "startup", "output")
 
 
-def chosen_sections(only: str, skip: str) -> list[str]:
-    """The sections to run, in order: ``only`` (plus what they need) minus ``skip``."""
+def chosen_sections(only: str, skip: str, device: str = "cpu") -> list[str]:
+    """The sections to run, in order: ``only`` (plus what they need) minus ``skip``; on ``cuda`` the GPU's."""
     only_set, skip_set = ({x.strip() for x in s.split(",") if x.strip()} for s in (only, skip))
     unknown = (only_set | skip_set) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown section(s) {', '.join(sorted(unknown))}; sections: {', '.join(SECTIONS)}")
-    wanted = set(only_set) if only_set else set(SECTIONS)
+    every = set(CUDA_SECTIONS) if device == "cuda" else set(SECTIONS) - {"cuda"}
+    wanted = set(only_set) if only_set else every
     while True:  # add what the wanted sections need
         more = set().union(*(NEEDS.get(s, set()) for s in wanted)) - wanted
         if not more:
@@ -84,6 +99,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip", default="", help=f"comma-separated sections to skip, e.g. {','.join(OPTIONAL)}")
     ap.add_argument("--only", default="", help="comma-separated sections to run (plus those they need), "
                                                f"from: {', '.join(SECTIONS)}")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cpu (default): the CPU sections; cuda: the network alone per precision and layout on the "
+                         "GPU and a 40,000 cell-frame movie end to end, with start-up and output "
+                         f"({', '.join(CUDA_SECTIONS)})")
     ap.add_argument("--child", nargs=2, metavar=("SECTION", "ARGS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:  # a section's fresh process: one JSON line on stdout
@@ -99,14 +118,18 @@ def main(argv=None) -> dict:
         return {}
     import torch
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"error: --device cuda: PyTorch {torch.__version__} sees no CUDA GPU on this machine "
+                 f"({'a CPU-only build' if torch.version.cuda is None else f'built for CUDA {torch.version.cuda}'}"
+                 "); run without --device for the CPU benchmark, or on a machine with an NVIDIA GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
     from sections import machine
-    names = chosen_sections(args.only, args.skip)
+    names = chosen_sections(args.only, args.skip, args.device)
     mode = "quick" if args.quick else "full"
-    ctx = Context(sizes=SIZES[mode], quick=args.quick)
+    ctx = Context(sizes=SIZES[mode], quick=args.quick, device=args.device)
     t_start = time.perf_counter()
-    res: dict = {"mode": mode, "machine": machine.machine_info(), "notes": ctx.notes}
+    res: dict = {"mode": mode, "device": args.device, "machine": machine.machine_info(), "notes": ctx.notes}
     for name in names:
         res.update(importlib.import_module(f"sections.{name}").run(ctx))
     res["machine"]["load_average_end"] = list(os.getloadavg())
@@ -202,6 +225,45 @@ def print_summary(res: dict) -> None:
                 f"lazy movie): " + "; ".join(parts) + f"; the longer movie adds {vm['overlay_growth_mb']:.1f} MB "
                 f"to the overlays = {vm['overlay_growth_in_frames']:.1f} painted frames of "
                 f"{vm['large']['painted_frame_mb']:.2f} MB")
+    if "cores" in res:
+        c = res["cores"]
+        add("every core (network alone -> end to end, cell-frames/s): " + "; ".join(
+            f"{k} cpu(s): {v['network_crops_per_s']:.0f} -> {v['end_to_end_crops_per_s']:.0f} "
+            f"({v['percent_of_network']:.0f}%, crop_workers {v['default_crop_workers']}; by crop_workers "
+            + ", ".join(f"{w}: {r:.0f}" for w, r in v["end_to_end_crops_per_s_by_crop_workers"].items())
+            + "; tables and crops alone by crop_workers "
+            + ", ".join(f"{w}: {r:.0f}" for w, r in v["tables_and_crops_per_s_by_crop_workers"].items()) + ")"
+            for k, v in c["by_cpus"].items()))
+    if "startup" in res:
+        st = res["startup"]
+        add(f"start-up of classify ({st['device']}): first chunk of frames done {st['warm']['first_chunk']:.2f} s "
+            f"after the process started (ready to read frame 0 at {st['warm']['ready']:.2f} s, whole command "
+            f"{st['warm']['end']:.2f} s; the first run on this machine: {st['cold']['first_chunk']:.2f} s); "
+            f"imports of the classify path {st['imports']['import_s']:.2f} s")
+    if "output" in res:
+        o = res["output"]
+        add(f"writing a result of {o['cell_frames']} cell-frames: {o['write_s']:.2f} s (tables {o['tables_s']:.2f} s, "
+            f"summary.png {o['summary_png_s']:.2f} s, plotting imports {o['imports_s']:.2f} s)"
+            + (f" = {o['percent_of_run']:.1f}% of its run at {o['end_to_end_crops_per_s']:.0f} cell-frames/s "
+               f"({o['percent_of_run_without_imports']:.1f}% with the imports done during the run)"
+               if "percent_of_run" in o else ""))
+    if "finetune" in res:
+        f = res["finetune"]
+        add(f"fine-tune of {sum(f['train_crops'].values())} crops x {f['epochs']} epochs through the training job: "
+            f"{f['seconds']:.1f} s ({f['torch_threads']} threads; imports before it {f['imports_s']:.1f} s); CPU s by "
+            "part: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(f["cpu_s_by_part"].items(), key=lambda x: -x[1])))
+    if "cuda" in res:
+        g = res["cuda"]
+        add(f"GPU: {g['gpu']}, CUDA {g['cuda']}, {g['gpu_memory_gb']:.0f} GB")
+        for name, rates in g["network_crops_per_s"].items():
+            add(f"  network alone, {name}, crops/s by batch size: "
+                + ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()))
+        e = g["end_to_end"]
+        add(f"  end to end ({e['movie'][0]} frames {e['movie'][1]}x{e['movie'][1]}): best {e['crops_per_s']:.0f} "
+            f"cell-frames/s (crop_workers {e['best']['crop_workers']}, chunk {e['best']['chunk_frames']}), default "
+            f"{e['default_crops_per_s']:.0f}; with the result folder written {e['with_result_folder_s']:.1f} s")
+        add(f"  end to end / network alone (ceiling {g['ceiling_crops_per_s']:.0f} crops/s): "
+            f"{g['percent_of_ceiling']:.1f}% (default settings {g['default_percent_of_ceiling']:.1f}%)")
     for line in lines:
         print(line)
 

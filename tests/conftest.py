@@ -14,6 +14,13 @@ if sys.path[:1] != [_SRC]:
     sys.path.insert(0, _SRC)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own package cache: what one remembers (the inference check, core/network/inference_memo.py)
+    must not decide another's path, nor reach the user's cache."""
+    monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def small_movie():
     from napari_yeast_phenotypes.core.data.simulate import simulate_movie

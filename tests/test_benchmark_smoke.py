@@ -65,3 +65,39 @@ def test_help(flag):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), flag], capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+@pytest.mark.slow
+def test_quick_new_sections_write_their_figures(tmp_path):
+    """Every core, start-up, output and the fine-tune (the sections of issue 19) run and give finite figures."""
+    out = tmp_path / "new.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only",
+                           "cores,startup,output,finetune", "--out", str(out)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    cores = res["cores"]["by_cpus"]
+    assert "1" in cores and str(res["cores"]["usable_cpus"]) in cores
+    for row in cores.values():
+        assert row["network_crops_per_s"] > 0 and row["end_to_end_crops_per_s"] > 0
+        assert {"0", "1"} <= set(row["end_to_end_crops_per_s_by_crop_workers"])
+    st = res["startup"]
+    for run in (st["cold"], st["warm"]):
+        assert 0 < run["ready"] <= run["first_chunk"] <= run["end"]
+    assert st["cold"]["rc"] == 0 and st["imports"]["import_s"] > 0
+    o = res["output"]
+    assert o["cell_frames"] == 200 and o["write_s"] > 0 and o["tables_s"] > 0 and o["summary_png_s"] > 0
+    f = res["finetune"]
+    assert f["seconds"] > 0 and {"batch_loss", "save_checkpoint", "summarise_training"} <= set(f["cpu_s_by_part"])
+    assert "every core" in proc.stdout and "start-up of classify" in proc.stdout
+
+
+def test_device_cuda_without_a_gpu_fails_in_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--device", "cuda", "--quick"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "sees no CUDA GPU" in proc.stderr

@@ -325,3 +325,60 @@ def test_a_copy_that_fails_midway_leaves_nothing_in_the_cache(tmp_path, monkeypa
     with pytest.raises(InputError, match="No space left"):
         model_mod.install_imagenet_weights(fake)
     assert not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())
+
+
+def test_own_resnet50_is_torchvisions():
+    """The package's ResNet50 (no torchvision import on the classify path) has torchvision's modules, keys and
+    shapes, computes the same outputs from the same weights, and a seed gives it the same random weights."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    from napari_yeast_phenotypes.core.network.resnet import ResNet50
+
+    torch.manual_seed(3)
+    ours = ResNet50(num_classes=8)
+    torch.manual_seed(3)
+    theirs = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=8)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b)
+    assert all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)  # same initialisation, in order
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert [type(m).__name__ for m in ours.modules()][1:] == [type(m).__name__ for m in theirs.modules()][1:]
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for mode in ("eval", "train"):
+        getattr(ours, mode)(), getattr(theirs, mode)()
+        with torch.no_grad():
+            assert torch.equal(ours(x), theirs(x))
+    # the adapted model: the same weights as YeastResNet was built from torchvision's class
+    torch.manual_seed(4)
+    yeast = YeastResNet(8)
+    torch.manual_seed(4)
+    ref = ResNet(Bottleneck, [3, 4, 6, 3], num_classes=8)
+    ref.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    torch.nn.init.kaiming_normal_(ref.conv1.weight, mode="fan_out", nonlinearity="relu")
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in yeast.state_dict().items())
+
+
+def test_classify_path_imports_no_torchvision(tmp_path):
+    """Loading a checkpoint and classifying a movie import neither torchvision (1.6 s) nor lifelines, matplotlib
+    or dask (imported when summary.png is drawn, or a cluster used), nor torch._dynamo (with triton: 1.5 s, and a
+    crash next to Mesa's LLVM in napari, _napari/_safe_torch.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint, "
+        "load_classifier\n"
+        "from napari_yeast_phenotypes.core.data.simulate import simulate_movie\n"
+        "from napari_yeast_phenotypes.core.pipeline import analyse\n"
+        "from napari_yeast_phenotypes.core.config import ClassifyConfig\n"
+        f"p = {str(tmp_path / 'm.pt')!r}\n"
+        "save_checkpoint(p, Classifier(YeastResNet(8).eval()))\n"
+        "mv = simulate_movie(n_frames=2, size=96, n_cells=3, seed=0)\n"
+        "analyse(mv.image, mv.labels, load_classifier(p), ClassifyConfig(device='cpu', batch_size=8))\n"
+        "print(sorted(m for m in ('torchvision', 'lifelines', 'matplotlib', 'dask', 'torch._dynamo') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

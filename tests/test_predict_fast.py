@@ -89,7 +89,7 @@ def test_predict_crops_uses_fast_path_and_matches(model, crops, monkeypatch):
     got = predict_crops(model, crops, batch_size=16)
     assert got.shape == (len(crops), 8) and got.dtype == np.float32
     assert np.abs(got - eager_probs(model, crops)).max() < FAST_TOLERANCE
-    assert set(cpu_inference._fast_cache[model]) == {"fp32"}
+    assert set(cpu_inference._fast_cache[model]) == {("cpu", "fp32")}
 
 
 @pytest.mark.slow
@@ -144,7 +144,7 @@ def test_bf16_is_refused_for_a_model_it_does_not_suit(model, crops):
 def test_precision_choice(monkeypatch):
     assert resolve_precision("fp32", "cpu") == "fp32"
     assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert resolve_precision("bf16", "cuda") == "fp32"  # bf16 only for the CPU copy
+    assert resolve_precision("bf16", "mps") == "fp32"  # bf16 for the CPU and CUDA copies only
     with pytest.raises(Exception, match="auto, fp32 or bf16"):
         resolve_precision("half-ish", "cpu")
     # environment variables only give the defaults of the config

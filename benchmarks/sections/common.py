@@ -32,6 +32,8 @@ class Context:
     model: object = None  # a random YeastResNet(8) in eval mode
     clf: object = None  # the same as a Classifier
     crops: object = None  # (N, 1, 40, 40) crops of the movie (inference section)
+    device: str = "cpu"  # what classifies (--device): cpu, or cuda for the GPU sections
+    end_to_end_rate: float = 0.0  # cell-frames/s end to end on that device (end_to_end or cuda section)
 
 
 def add_threads_option(ap, default: int = 0) -> None:

@@ -69,8 +69,14 @@ def _classify_config(args):
     from .core.config import ClassifyConfig
 
     return ClassifyConfig(relink=args.relink, channel=args.channel, chunk_frames=args.chunk_frames,
-                          batch_size=args.batch_size, device=args.device, precision=args.precision,
-                          fast_path=not args.no_fast_path)
+                          batch_size=args.batch_size, crop_workers=args.crop_workers, device=args.device,
+                          precision=args.precision, fast_path=not args.no_fast_path)
+
+
+_BATCH_HELP = "crops per forward pass (default: the device's, 128 on a CPU, 4096 on a CUDA GPU)"
+_WORKERS_HELP = ("what makes the cell tables and crops of the next frames while the network runs: 0 = nothing "
+                 "(made between batches), 1 = a thread, N = N processes (default: the device's, 0 on a CPU of up "
+                 "to 4 cores, 1 above, up to 8 processes beside a GPU); the results are the same")
 
 
 def cmd_classify(args) -> int:
@@ -96,7 +102,9 @@ def cmd_classify(args) -> int:
         print(f"track model {args.track_model}: {tm['why']}")
     inf = job.run.get("inference") or {}
     if inf:
-        print(f"inference: {inf.get('path')} {inf.get('precision')}")
+        print(f"inference: {inf.get('path')} {inf.get('precision')}"
+              + (f", batch {inf['batch_size']} on {inf.get('hardware') or inf.get('device')}" if "batch_size" in inf
+                 else ""))
     print("wrote " + ", ".join(str(job.out / n) for n in ("cells.csv", "tracks.csv", "summary.png", "run.json")))
     return 0
 
@@ -486,8 +494,8 @@ def _experiment_parsers(sub, c) -> None:
     p.add_argument("--class-names", help="class names of a bare state dict, in output order")
     p.add_argument("--trust-model-file", action="store_true",
                    help="allow a whole pickled model; this runs any code in the file: only for files you trust")
-    p.add_argument("--batch-size", type=_whole(1), default=c.batch_size,
-                   help=f"crops per forward pass (default {c.batch_size})")
+    p.add_argument("--batch-size", type=_whole(1), default=c.batch_size, help=_BATCH_HELP)
+    p.add_argument("--crop-workers", type=_whole(0), default=c.crop_workers, help=_WORKERS_HELP)
     p.add_argument("--chunk-frames", type=_whole(1), default=c.chunk_frames,
                    help=f"frames read at a time (default {c.chunk_frames})")
     p.add_argument("--device", default=c.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
@@ -666,16 +674,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-names", help="class names of a bare state dict, in output order")
     p.add_argument("--trust-model-file", action="store_true",
                    help="allow a whole pickled model; this runs any code in the file: only for files you trust")
-    p.add_argument("--batch-size", type=_whole(1), default=c.batch_size,
-                   help=f"crops per forward pass (default {c.batch_size}: measured best on CPUs)")
+    p.add_argument("--batch-size", type=_whole(1), default=c.batch_size, help=_BATCH_HELP)
+    p.add_argument("--crop-workers", type=_whole(0), default=c.crop_workers, help=_WORKERS_HELP)
     p.add_argument("--chunk-frames", type=_whole(1), default=c.chunk_frames,
                    help=f"frames read at a time; memory does not grow with the movie (default {c.chunk_frames})")
     p.add_argument("--device", default=c.device, help="auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", choices=PRECISIONS, default=c.precision,
-                   help="auto: bf16 on CPUs with native bf16 after a check against fp32, else fp32 "
+                   help="auto: bf16 where the device computes in it natively (CPUs with AVX512-BF16 or AMX, GPUs "
+                        "from Ampere on), after a check against fp32, else fp32 (TF32 on a GPU) "
                         "(default from NAPARI_YEAST_PHENOTYPES_PRECISION, else auto)")
     p.add_argument("--no-fast-path", action="store_true", default=not c.fast_path,
-                   help="run the plain model instead of the folded, oneDNN-packed CPU copy")
+                   help="run the plain model instead of the folded inference copy (oneDNN-packed on a CPU, "
+                        "channels-last with bf16 autocast or TF32 on a GPU)")
     p.add_argument("--track-model", metavar="FILE",
                    help="a track model fitted by fit-track-model (JSON); default: the built-in transition rates")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")

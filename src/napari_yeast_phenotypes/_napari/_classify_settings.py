@@ -74,16 +74,21 @@ class ClassifySettings(Collapsible):
         self.device.setEditable(True)  # cuda:1 and the like
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
-        self.batch = _spin(1, 65536, d.batch_size)
+        self.batch = _spin(0, 65536, 0)
+        self.batch.setSpecialValueText("auto (the device's)")  # 0 stands for None: 128 on a CPU, 4096 on a GPU
+        self.workers = _spin(-1, 64, -1)
+        self.workers.setSpecialValueText("auto (the device's)")  # -1 stands for None
         self.chunk = _spin(1, 100000, d.chunk_frames)
         self.relink = QComboBox()
         self.relink.addItems(RELINK_CHOICES)
-        self.fast_path = QCheckBox("CPU inference copy (BatchNorm folded, oneDNN)")
+        self.fast_path = QCheckBox("inference copy (BatchNorm folded; oneDNN on a CPU, channels-last on a GPU)")
         for w, tip in ((self.device, "auto: CUDA, then MPS, then the CPU"),
                        (self.precision, ("auto: bf16 where the device computes in it natively, after a check "
                                         "against fp32 on the movie's first batch")),
-                       (self.batch, "crops per forward pass"), (self.chunk, ("frames read at a time: memory does "
-                                                                            "not grow with the movie's length")),
+                       (self.batch, "crops per forward pass (auto: 128 on a CPU, 4096 on a CUDA GPU)"),
+                       (self.workers, ("what makes the cell tables and crops of the next frames while the network "
+                                       "runs: 0 nothing, 1 a thread, N processes; the results are the same")),
+                       (self.chunk, "frames read at a time: memory does not grow with the movie's length"),
                        (self.relink, "relink label ids across frames by overlap (auto: when they look untracked)")):
             w.setToolTip(tip)
         form = QFormLayout(self.content)
@@ -91,6 +96,7 @@ class ClassifySettings(Collapsible):
         form.addRow("device", self.device)
         form.addRow("precision", self.precision)
         form.addRow("batch size", self.batch)
+        form.addRow("crop workers", self.workers)
         form.addRow("frames at a time", self.chunk)
         form.addRow("relink ids", self.relink)
         form.addRow("", self.fast_path)
@@ -99,14 +105,17 @@ class ClassifySettings(Collapsible):
     def config(self) -> ClassifyConfig:
         """The config the widgets describe (checked: a bad device name is an ``InputError``)."""
         return ClassifyConfig(relink=self.relink.currentText(), chunk_frames=self.chunk.value(),
-                              batch_size=self.batch.value(), device=self.device.currentText().strip(),
+                              batch_size=self.batch.value() or None,
+                              crop_workers=self.workers.value() if self.workers.value() >= 0 else None,
+                              device=self.device.currentText().strip(),
                               precision=self.precision.currentText(), fast_path=self.fast_path.isChecked())
 
     def set_config(self, config: ClassifyConfig) -> None:
         """Show ``config`` (its track model settings are the track model file's, not shown here)."""
         self.relink.setCurrentText(config.relink)
         self.chunk.setValue(config.chunk_frames)
-        self.batch.setValue(config.batch_size)
+        self.batch.setValue(config.batch_size or 0)
+        self.workers.setValue(-1 if config.crop_workers is None else config.crop_workers)
         self.device.setCurrentText(config.device)
         self.precision.setCurrentText(config.precision)
         self.fast_path.setChecked(config.fast_path)

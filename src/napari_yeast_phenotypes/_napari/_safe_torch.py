@@ -1,7 +1,8 @@
 """Import torch inside napari without crashing the process on Mesa OpenGL.
 
 PyPI's Linux torch wheels bring ``triton``, which bundles its own LLVM. torch (through
-``torch._dynamo``, which torchvision imports) imports triton the first time it is imported. When
+``torch._dynamo``, which the optimisers and torchvision import) imports triton the first time it is
+imported. When
 napari has already drawn with Mesa (llvmpipe, radeonsi, ...), Mesa's ``libLLVM`` is loaded, and
 loading triton's LLVM next to it crashes the whole process with a segmentation fault
 (pytorch/pytorch#129100, #96060); importing torch *before* the OpenGL context exists is fine.
@@ -47,8 +48,9 @@ def triton_kept_out() -> Iterator[bool]:
 def import_torch_core() -> None:
     """Import the core modules that need torch (model, pipeline), safely; call before using them."""
     with triton_kept_out():
-        import torch  # noqa: F401
+        import torch
+        import torch._dynamo  # noqa: F401 - the optimisers (training) import it later, then outside this block
 
         from ..core import pipeline  # noqa: F401
-        from ..core.network import model  # noqa: F401 - imports torchvision, which imports torch._dynamo
+        from ..core.network import model  # noqa: F401
 

@@ -83,7 +83,13 @@ class ClassifyConfig:
     chunk_frames
         Frames read at a time: memory does not grow with the movie's length.
     batch_size
-        Crops per forward pass (128: measured best or within noise of it on CPUs).
+        Crops per forward pass; ``None``: the device's (128 on a CPU, measured best or within noise of
+        it; 4096 on a CUDA GPU, 1024 on one with under 8 GB; ``core.network.device.batch_size_for``).
+    crop_workers
+        What makes the cell table and the crops of the next frames while the network runs: ``0``
+        nothing (they are made between batches, by the thread that runs the network), ``1`` a
+        thread, ``N >= 2`` N processes; ``None``: the device's (``core.pipeline.crop_workers_for``).
+        The results are the same whatever the choice.
     device
         ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     precision
@@ -98,7 +104,8 @@ class ClassifyConfig:
     relink: str = "auto"
     channel: int | None = None
     chunk_frames: int = 8
-    batch_size: int = 128
+    batch_size: int | None = None
+    crop_workers: int | None = None
     device: str = "auto"
     precision: str = field(default_factory=default_precision)
     fast_path: bool = field(default_factory=default_fast_path)
@@ -112,7 +119,10 @@ class ClassifyConfig:
         if self.channel is not None:
             _positive_int("channel", self.channel, 0)
         _positive_int("chunk frames", self.chunk_frames)
-        _positive_int("batch size", self.batch_size)
+        if self.batch_size is not None:
+            _positive_int("batch size", self.batch_size)
+        if self.crop_workers is not None:
+            _positive_int("crop workers", self.crop_workers, 0)
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r}: use {', '.join(PRECISIONS)}"
                              + (f" (check {PRECISION_ENV})" if os.environ.get(PRECISION_ENV) else ""))

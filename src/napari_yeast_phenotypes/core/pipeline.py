@@ -9,14 +9,14 @@ How a movie is classified (relinking, channel, chunk size, batch size, device, p
 
 from __future__ import annotations
 
-import mmap
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 
 import numpy as np
 import pandas as pd
 
 from .config import ClassifyConfig
-from .data.crops import MIN_FINITE_SHARE, extract_crops, finite_share, movie_stats
+from .data.chunks import PreparedChunks, cpu_count, iter_chunks, release_mapped_pages
+from .data.crops import movie_stats
 from .data.movies import as_movie
 from .data.tracking import Tracker, labels_look_tracked
 from .errors import InputError
@@ -35,31 +35,18 @@ CHUNK_PIXELS = 1 << 26
 CROP_CELLS = 4096
 
 
-def iter_chunks(n_frames: int, chunk_frames: int) -> Iterator[range]:
-    """Consecutive ranges of at most ``chunk_frames`` frames covering ``0..n_frames-1``."""
-    for a in range(0, n_frames, chunk_frames):
-        yield range(a, min(n_frames, a + chunk_frames))
+def crop_workers_for(device_type: str, n_cpus: int) -> int:
+    """What makes the cell tables and crops ahead of the network by default (``ClassifyConfig.crop_workers``).
 
-
-def _release_mapped_pages(*arrays) -> None:
-    """Let go of the pages of memory-mapped inputs that this process has read so far.
-
-    Reading a memory-mapped movie maps its pages into the process: its resident memory would grow
-    to the file's size over a long movie, although those pages are only the kernel's file cache.
-    Dropping them after each chunk keeps the resident memory flat; frames read again (none are)
-    would simply come back from the cache. Only shared mappings (modes ``r``, ``r+``, ``w+``) are
-    released; a copy-on-write one (``c``) may hold changes made in memory and is left alone.
+    On a CPU the network itself uses every core and the crops are ~5 % of the work: they are made between
+    batches (0) on up to 4 cores; from 5 cores on, one thread makes them while the network runs (1), so
+    that they do not wait for each other. On a GPU the crops are most of what the CPU does: one process per
+    core left over beside the one feeding the GPU (up to 8), or a thread where there is one core only.
     """
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if advice is None:
-        return
-    for arr in arrays:
-        mm = getattr(arr, "_mmap", None)  # np.memmap and its views share their mmap object
-        if isinstance(mm, mmap.mmap) and getattr(arr, "mode", None) in ("r", "r+", "w+"):
-            try:
-                mm.madvise(advice)
-            except (OSError, ValueError):
-                pass
+    if device_type == "cuda":
+        spare = min(8, n_cpus - 1)
+        return spare if spare >= 2 else 1
+    return 0 if n_cpus <= 4 else 1
 
 
 def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None = None,
@@ -73,11 +60,13 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     :func:`run_to_end`; a napari ``thread_worker`` passes the yields to a progress bar.
 
     ``config`` (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`) says how: its
-    ``batch_size`` is the network's batch (128 is measured best or within noise of it on CPUs in
-    fp32 and bf16; ``benchmarks/run.py`` prints the sweep); ``chunk_frames`` frames are read at a
-    time (fewer when frames are huge: at most :data:`CHUNK_PIXELS` pixels), so memory does not grow
-    with the movie's length, and crops are made :data:`CROP_CELLS` cells at a time, so it does not
-    grow with a frame's number of cells either.
+    ``batch_size`` is the network's batch (by default the device's: 128 on CPUs, measured best or
+    within noise of it in fp32 and bf16, ``benchmarks/run.py`` prints the sweep); ``chunk_frames``
+    frames are read at a time (fewer when frames are huge: at most :data:`CHUNK_PIXELS` pixels), so
+    memory does not grow with the movie's length, and crops are made :data:`CROP_CELLS` cells at a
+    time, so it does not grow with a frame's number of cells either; ``crop_workers`` say what makes
+    the cell tables and crops of the next chunks while the network runs
+    (:mod:`~napari_yeast_phenotypes.core.data.chunks`; the results are the same).
 
     A cell most of whose pixels are NaN or infinite in the image (a registration's blank border,
     say) is not data: it is left out of the table (its track has a gap there), and
@@ -100,34 +89,24 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     # frames read at a time: the configured number, fewer where frames are huge (memory follows the
     # chunk's pixels: a 20,000 x 20,000 frame is read alone)
     chunk_frames = max(1, min(config.chunk_frames, CHUNK_PIXELS // max(1, image.shape[1] * image.shape[2])))
+    workers = config.crop_workers if config.crop_workers is not None else crop_workers_for(dev.type, cpu_count())
     tables = []
     no_data: list[tuple[int, int]] = []  # (frame, cells) left out: most of their pixels NaN or infinite
     checked = [0, 0]  # probability arrays and rows of stream.done already checked
     yield 0, n
-    for frames in iter_chunks(n, chunk_frames):
-        # one read per chunk: a lazy (dask, zarr) source computes 2 arrays instead of 2 per frame
-        image_chunk = np.asarray(image[frames.start:frames.stop])
-        labels_chunk = np.asarray(labels[frames.start:frames.stop])
-        chunk_tables = []
-        for i, t in enumerate(frames):
-            tab = tracker.update(labels_chunk[i], t)
-            if len(tab):
-                keep = finite_share(image_chunk[i], labels_chunk[i], tab) >= MIN_FINITE_SHARE
-                if not keep.all():  # not data: a blank crop would be classified as if it were the cell
-                    no_data.append((t, int((~keep).sum())))
-                    tab = tab[keep].reset_index(drop=True)
-            if len(tab):
-                chunk_tables.append(tab)
-                # crops by groups of cells: memory follows the group, not the frame's number of cells
-                for a in range(0, len(tab), CROP_CELLS):
-                    stream.add(extract_crops(image_chunk[i], labels_chunk[i], tab.iloc[a:a + CROP_CELLS],
-                                             clf.crop_settings, stats))
-        if chunk_tables:  # one table per chunk: a frame's small table costs more than its rows
-            tables.append(pd.concat(chunk_tables, ignore_index=True))
-        del image_chunk, labels_chunk
-        _release_mapped_pages(image, labels)
-        _check_finite_outputs(stream.done, checked, tables)  # at once, not after the whole movie
-        yield frames.stop, n
+    with PreparedChunks(image, labels, chunk_frames, clf.crop_settings, stats, tracker, workers,
+                        CROP_CELLS) as chunks:
+        workers = chunks.workers
+        for chunk in chunks:
+            for crops in chunk.crops:  # by groups of cells: memory follows the group, not the frame's cells
+                stream.add(crops() if callable(crops) else crops)
+            if chunk.tables:  # one table per chunk: a frame's small table costs more than its rows
+                tables.append(pd.concat(chunk.tables, ignore_index=True))
+            no_data += chunk.no_data
+            stop = chunk.frames.stop
+            del chunk
+            _check_finite_outputs(stream.done, checked, tables)  # at once, not after the whole movie
+            yield stop, n
     if not tables and no_data:
         raise InputError(f"every cell has most of its pixels NaN or infinite in the image "
                          f"({sum(c for _, c in no_data)} cell-frames), so there is nothing to classify; check how the "
@@ -145,7 +124,7 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     table.attrs["movie_stats"] = stats.to_dict()
     table.attrs["cells_without_data"] = {"cells": sum(c for _, c in no_data), "frames": [t for t, _ in no_data]}
     if stream.forward is not None:
-        table.attrs["inference"] = stream.forward.describe()
+        table.attrs["inference"] = {**stream.describe(), "crop_workers": workers}
     return table
 
 
@@ -200,4 +179,7 @@ def analyse(image, labels, clf: Classifier, config: ClassifyConfig | None = None
     return run_to_end(analyse_iter(image, labels, clf, config), progress)
 
 
-__all__ = ["Result", "analyse", "analyse_iter", "classify_iter", "iter_chunks"]
+# the names this module has always offered
+_release_mapped_pages = release_mapped_pages
+
+__all__ = ["Result", "analyse", "analyse_iter", "classify_iter", "crop_workers_for", "iter_chunks"]

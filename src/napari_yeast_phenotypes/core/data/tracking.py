@@ -350,18 +350,35 @@ class Tracker:
         self.min_iou = min_iou
         self._prev_labels: np.ndarray | None = None
         self._prev_table: pd.DataFrame | None = None
+        self._prev_tracks = np.empty(0, np.int64)
         self._next_id = 1
 
     def update(self, labels: np.ndarray, frame: int) -> pd.DataFrame:
         """Measure ``labels`` (one 2D frame) and give every cell its track id."""
         labels = np.asarray(labels)
         table = measure_frame(labels, frame)
+        return self.assign(table, self.match(table, labels), labels)
+
+    def match(self, table: pd.DataFrame, labels: np.ndarray) -> np.ndarray | None:
+        """For each cell of ``table`` (the frame after the last one given), its predecessor's row in that frame
+        or -1 (:func:`link_frames`); ``None`` when nothing is relinked."""
+        if not self.relink or not len(table):
+            return None
+        if self._prev_table is not None and len(self._prev_table):
+            return link_frames(self._prev_table, table, self._prev_labels, labels, min_iou=self.min_iou)
+        return np.full(len(table), -1)
+
+    def follow(self, table: pd.DataFrame, labels: np.ndarray) -> None:
+        """Take this frame (its table and labels) as the one the next frame is matched with, giving no track ids
+        (a worker that matches frames apart from the track ids, :mod:`.chunks`)."""
+        self._prev_labels, self._prev_table = labels, table
+
+    def assign(self, table: pd.DataFrame, match: np.ndarray | None, labels: np.ndarray | None = None
+               ) -> pd.DataFrame:
+        """Give the cells of ``table`` their track ids from ``match`` (:meth:`match`, computed here or by a worker
+        that had the previous frame) and remember the frame; new tracks are numbered in order of appearance."""
         if self.relink and len(table):
-            if self._prev_table is not None and len(self._prev_table):
-                match = link_frames(self._prev_table, table, self._prev_labels, labels, min_iou=self.min_iou)
-            else:
-                match = np.full(len(table), -1)
-            prev_tracks = self._prev_table["track_id"].to_numpy() if self._prev_table is not None else np.empty(0, int)
+            prev_tracks = self._prev_tracks
             track = np.where(match >= 0, prev_tracks[np.maximum(match, 0)] if prev_tracks.size else -1, -1)
             n_new = int((track < 0).sum())
             track[track < 0] = np.arange(self._next_id, self._next_id + n_new)
@@ -369,6 +386,7 @@ class Tracker:
             self._next_id += n_new
         if self.relink:
             self._prev_labels, self._prev_table = labels, table
+            self._prev_tracks = table["track_id"].to_numpy()
         return table
 
 

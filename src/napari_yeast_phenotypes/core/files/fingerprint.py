@@ -48,11 +48,15 @@ def describe_file(path: str | os.PathLike) -> dict:
     return {"name": p.name, "path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": file_sha256(p)}
 
 
-def model_fingerprint(path: str | os.PathLike | None, class_names) -> dict:
-    """What identifies a model: its file's SHA-256 (when it came from a file) and its class names."""
+def model_fingerprint(path: str | os.PathLike | None, class_names, described: dict | None = None) -> dict:
+    """What identifies a model: its file's SHA-256 (when it came from a file) and its class names.
+
+    ``described``: the file's :func:`describe_file`, where it is already known (hashed while a job ran)."""
     names = [str(c) for c in class_names]
     out = {"class_names": names}
-    if path is not None:
+    if described is not None:
+        out.update(described)
+    elif path is not None:
         out.update(describe_file(path))
     h = hashlib.sha256((out.get("sha256", "") + "|" + ",".join(names)).encode())
     out["fingerprint"] = h.hexdigest()[:16]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Generator
@@ -16,7 +17,7 @@ from ..files.fingerprint import describe_file, model_fingerprint
 from ..progress import run_to_end
 from ..results.folder import ResultFolder
 from ..results.schema import Result
-from .record import RunRecord, _as_input, _describe_array, utc_now
+from .record import BackgroundHashes, RunRecord, _as_input, _describe_array, utc_now
 
 EXTERNAL_CROPS_WARNING = (
     "this model learnt from crops made elsewhere ({how}), not by this package's crop function: the "
@@ -153,13 +154,19 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
     config = config or ClassifyConfig()
     record = RunRecord("classify")
     inputs: dict = {}
-    image = _as_input(image, "image", inputs)  # opened lazily: quick, and a missing file is said at once
-    labels = _as_input(labels, "labels", inputs)
-    check_track_model_file(track_model)  # a file that is no track model: said before the network is loaded
-    clf, model_path = load_model(model, class_names, trust)
-    config, track_model_file = with_track_model(config, track_model, clf.class_names)
-    config.timeline.check_classes(len(clf.class_names))  # a track model fitted for other classes: said at once
-    folder = ResultFolder(out, overwrite) if out is not None else None
+    hashes = BackgroundHashes()  # the files' hashes for run.json: made while the movie is classified
+    try:
+        image = _as_input(image, "image", inputs, hashes)  # opened lazily: quick; a missing file is said at once
+        labels = _as_input(labels, "labels", inputs, hashes)
+        check_track_model_file(track_model)  # a file that is no track model: said before the network is loaded
+        clf, model_path = load_model(model, class_names, trust)
+        model_file = hashes.describe(model_path) if model_path is not None else None
+        config, track_model_file = with_track_model(config, track_model, clf.class_names)
+        config.timeline.check_classes(len(clf.class_names))  # a track model fitted for other classes: said at once
+        folder = ResultFolder(out, overwrite) if out is not None else None
+    except BaseException:
+        hashes.cancel()
+        raise
     if folder is not None:
         folder.__enter__()  # before the long work: an unusable --out is said at once
     try:
@@ -171,7 +178,8 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
             notes.append(warning)
         if track_model_file and track_model_file.get("fell_back"):
             notes.append(f"track model {track_model_file.get('name', track_model)}: {track_model_file['why']}")
-        result = yield from analyse_iter(image, labels, clf, config)
+        result = yield from _imports_ahead(analyse_iter(image, labels, clf, config), folder is not None)
+        hashes.finish()
         blank = no_data_warning(result.cells.attrs.get("cells_without_data"))
         if blank:
             notes.append(blank)
@@ -184,7 +192,7 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
         attrs = result.cells.attrs
         run = record.finish(
             config=config.to_dict(),
-            model=model_fingerprint(model_path, clf.class_names),
+            model=model_fingerprint(model_path, clf.class_names, described=model_file),
             track_model=track_model_file,
             inputs=inputs,
             inference=attrs.get("inference", {}),
@@ -199,8 +207,39 @@ def classify_movie_iter(image, labels, model, config: ClassifyConfig | None = No
             _write_into(folder, result, run, title or str(inputs["image"].get("name", "")))
         return ClassifyJob(result, folder.out if folder else None, run, notes)
     finally:
+        hashes.cancel()
         if folder is not None:
             folder.__exit__(*sys.exc_info())
+
+
+def _import_plot_libraries() -> None:
+    try:
+        import lifelines  # noqa: F401
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure  # noqa: F401
+    except Exception:  # noqa: BLE001 - then the import fails again, and is said, where summary.png is drawn
+        pass
+
+
+def _imports_ahead(work: Generator, wanted: bool) -> Generator:
+    """``yield from work``, importing what drawing summary.png needs (matplotlib, lifelines: ~1.5 s on 2 cores)
+    in a thread once the first frames are done, so that it is ready when the movie is; waited for at the end
+    (no import runs in two threads at once)."""
+    thread = None
+    try:
+        while True:
+            try:
+                value = next(work)
+            except StopIteration as stop:
+                return stop.value
+            if wanted and thread is None and isinstance(value, tuple) and value[0] > 0:
+                thread = threading.Thread(target=_import_plot_libraries, name="yeast-phenotypes imports", daemon=True)
+                thread.start()
+            yield value
+    finally:
+        work.close()
+        if thread is not None:
+            thread.join()
 
 
 def _write_into(folder: ResultFolder, result: Result, run: dict, title: str) -> None:

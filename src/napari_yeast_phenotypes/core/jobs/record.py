@@ -81,11 +81,45 @@ def write_record(path, record: dict) -> Path:
     return Path(path)
 
 
-def _as_input(x, name: str, inputs: dict):
-    """An array from an array or a file name; the file's description goes into ``inputs``."""
+class BackgroundHashes:
+    """SHA-256 of files computed in a thread while the job works, not before its first frame.
+
+    hashlib lets other threads run while it hashes, so on a machine with a core to spare the hashes
+    of a movie's files (hundreds of MB) and of the model cost the job nothing; :meth:`finish` waits
+    for them and puts each into the description it belongs to.
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="yeast-phenotypes hashes")
+        self._pending: list = []
+
+    def describe(self, path) -> dict:
+        """:func:`describe_file` of ``path``, its ``sha256`` filled in by :meth:`finish`."""
+        from ..files.fingerprint import file_sha256
+
+        p = Path(path)
+        out = {"name": p.name, "path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": None}
+        self._pending.append((out, self._pool.submit(file_sha256, p)))
+        return out
+
+    def finish(self) -> None:
+        for out, future in self._pending:
+            out["sha256"] = future.result()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _as_input(x, name: str, inputs: dict, hashes: BackgroundHashes | None = None):
+    """An array from an array or a file name; the file's description goes into ``inputs`` (its hash later, by
+    ``hashes``, when given)."""
     if isinstance(x, (str, os.PathLike)):
         arr = read_array(x, lazy=True)
-        inputs[name] = describe_file(x)
+        inputs[name] = hashes.describe(x) if hashes is not None else describe_file(x)
         inputs[name].update(shape=list(arr.shape), dtype=str(arr.dtype))
         return arr
     return x
@@ -95,4 +129,4 @@ def _describe_array(arr, name: str) -> dict:
     return {"name": name, "shape": [int(s) for s in arr.shape], "dtype": str(arr.dtype), "sha256": array_sha256(arr)}
 
 
-__all__ = ["RunRecord", "record_path", "utc_now", "versions", "write_record"]
+__all__ = ["BackgroundHashes", "RunRecord", "record_path", "utc_now", "versions", "write_record"]

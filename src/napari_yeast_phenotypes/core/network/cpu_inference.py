@@ -1,4 +1,5 @@
-"""The CPU inference copy of a model: BatchNorm folded, weights packed for oneDNN, optionally bf16.
+"""The inference copy of a model: BatchNorm folded; on a CPU weights packed for oneDNN, optionally bf16; on a
+CUDA GPU channels-last under bf16 autocast (or TF32).
 
 Built once per model and precision and cached (:func:`inference_forward`): BatchNorm folded into
 the convolutions, weights pre-packed once in oneDNN's blocked layout, activations kept in that
@@ -9,6 +10,12 @@ model on the first batch it sees and, on a mismatch or any error, the plain mode
 bf16 (about 1.8x faster on CPUs with native bf16) is used only when the caller asks for it (see
 :func:`napari_yeast_phenotypes.core.network.device.resolve_precision`) and the copy passes the check: on
 trained models its top class agrees with fp32 on >= 99.5 % of crops (``benchmarks/README.md``).
+
+On a CUDA GPU the copy is the folded network in channels-last layout, run under bf16 autocast where
+the GPU has bf16 (Ampere on) and with TF32 convolutions otherwise (:func:`_build_autocast`; the same
+code runs on the CPU, where the tests exercise it); it is checked the same way, against the plain
+model in IEEE fp32. What the check found is remembered per model, machine and torch version
+(:mod:`.inference_memo`), so a second run of a model starts without it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .device import resolve_precision
+from .device import describe_device, resolve_precision, tf32
 
 #: what an fp32 copy may differ from the plain model by: any class probability, and the logits
 #: relative to their size (probabilities alone are blind where the softmax saturates)
@@ -207,11 +214,65 @@ def _build_channels_last(model: nn.Module, precision: str) -> Callable[[torch.Te
     return forward
 
 
+def _build_autocast(model: nn.Module, precision: str, device: torch.device | None = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The folded network in channels-last layout on ``device``, run under bf16 autocast (``bf16``) or with
+    TF32 arithmetic (``tf32``, CUDA only; ``fp32``: IEEE). The CUDA path; device-agnostic (tested on the CPU).
+
+    Batches are moved to ``device`` without blocking (from pinned memory the copy overlaps the work).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    # .to() converts in place: copy first, as the folded graph shares modules with the model
+    folded = copy.deepcopy(_fold_batchnorm(model))
+    features = _expose_features(folded)
+    net = folded.to(device=device, memory_format=torch.channels_last)
+    bf16 = precision == "bf16"
+
+    def run(x: torch.Tensor):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), tf32(precision == "tf32"):
+            return net(x)
+
+    def both(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, feats = run(x)
+        return logits.float(), feats.float().flatten(1)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        y = run(x)
+        return (y[0] if features else y).float()
+
+    forward.with_features = both if features else None
+    return forward
+
+
 _BUILDERS = (("onednn-blocked", _build_blocked), ("channels-last", _build_channels_last))
+#: the CUDA path (its name in ``describe()``)
+CUDA_PATH = "cuda-channels-last"
+
+
+def candidates(device_type: str, precision: str) -> list[tuple[str, Callable, str]]:
+    """The faster copies to try, best first, as ``(path, builder, precision)``, for ``precision`` (``bf16`` or
+    ``fp32``, from :func:`resolve_precision`) on a device of ``device_type``; the plain model is the last resort.
+
+    CPU: oneDNN-blocked (bf16 first when asked for), then channels-last, in fp32. CUDA: channels-last under
+    bf16 autocast when asked for, then with TF32 (what fp32 means on a CUDA GPU). Elsewhere none.
+    """
+    if device_type == "cuda":
+        return ([(CUDA_PATH, _build_autocast, "bf16")] if precision == "bf16" else []) + [
+            (CUDA_PATH, _build_autocast, "tf32")]
+    if device_type != "cpu":
+        return []
+    found = [(name, builder, "fp32") for name, builder in _BUILDERS]
+    if precision == "bf16":  # a model that bf16 does not suit still gets the fast fp32 copy
+        found.insert(0, ("onednn-blocked", _build_blocked, "bf16"))
+    return found
 
 
 def _check(ref: torch.Tensor, got: torch.Tensor, precision: str) -> str | None:
-    """Why ``got`` (logits) may not stand in for ``ref``, or None when it may."""
+    """Why ``got`` (logits) may not stand in for ``ref``, or None when it may.
+
+    ``fp32``: equal up to float rounding; ``bf16`` and ``tf32`` (reduced precision): close logits and
+    the same top class on nearly every crop."""
     rel = float(((got - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)).mean())
     p_ref, p_got = torch.softmax(ref, dim=1), torch.softmax(got, dim=1)
     if precision == "fp32":
@@ -221,49 +282,64 @@ def _check(ref: torch.Tensor, got: torch.Tensor, precision: str) -> str | None:
         return None
     agree = float((p_got.argmax(1) == p_ref.argmax(1)).float().mean())
     if rel > BF16_LOGIT_TOLERANCE or agree < BF16_MIN_AGREEMENT:
-        return f"bf16 logits differ by {rel:.2g} (relative), top class agrees on {100 * agree:.0f} %"
+        return f"{precision} logits differ by {rel:.2g} (relative), top class agrees on {100 * agree:.0f} %"
     return None
+
+
+def _build(model: nn.Module, builder: Callable, precision: str, device: torch.device) -> Callable:
+    return builder(model, precision, device) if builder is _build_autocast else builder(model, precision)
 
 
 def inference_forward(model: nn.Module, device: torch.device | str = "cpu",
                       sample: torch.Tensor | None = None, build: bool = True,
-                      precision: str = "auto", fast_path: bool = True) -> InferenceForward:
+                      precision: str = "auto", fast_path: bool = True, remember: bool = False) -> InferenceForward:
     """The function that maps a batch of crops to logits, as fast as this device allows.
 
-    On the CPU: the cached inference-only copy of ``model`` (see the module notes) when one exists
-    for the model's current weights, or a new one when ``build`` is set and ``sample`` (a batch of
-    real crops on ``device``) is given to check it against the plain model. Otherwise, on GPUs
-    and with ``fast_path=False``, the model itself. ``model`` must be in eval mode. ``precision``
-    is ``auto``, ``fp32`` or ``bf16`` (see :func:`~napari_yeast_phenotypes.core.network.device.resolve_precision`).
-    ``describe()`` of the result says which path and precision are used, and why a faster one was
-    not.
+    On a CPU or a CUDA GPU: the cached inference-only copy of ``model`` (see the module notes) when
+    one exists for the model's current weights, or a new one when ``build`` is set and ``sample``
+    (a batch of real crops on ``device``) is given to check it against the plain model. Otherwise,
+    on other devices and with ``fast_path=False``, the model itself. ``model`` must be in eval mode
+    and on ``device``. ``precision`` is ``auto``, ``fp32`` or ``bf16`` (see
+    :func:`~napari_yeast_phenotypes.core.network.device.resolve_precision`). With ``remember`` (the movie
+    pipeline), what the check finds is kept for these weights, this machine and torch version, and a
+    copy that passed before is used without checking again (:mod:`.inference_memo`); not for weights
+    that change (metrics during training). ``describe()`` of the result says which path
+    and precision are used, and why a faster one was not.
     """
+    from . import inference_memo
+
     device = torch.device(device)
     plain = InferenceForward(model, "eager", "fp32")
-    if device.type != "cpu" or not fast_path or model.training:
+    if device.type not in ("cpu", "cuda") or not fast_path or model.training:
         return plain
     precision = resolve_precision(precision, device)
     key = _weights_key(model)
     per_model = _fast_cache.setdefault(model, {})
-    cached = per_model.get(precision)
+    cached = per_model.get((str(device), precision))
     if cached is not None and cached[0] == key:
         return cached[1]
     if not build or sample is None or len(sample) == 0:
         return plain
-    candidates = [(name, builder, "fp32") for name, builder in _BUILDERS]
-    if precision == "bf16":  # a model that bf16 does not suit still gets the fast fp32 copy
-        candidates.insert(0, ("onednn-blocked", _build_blocked, "bf16"))
-    chosen, problems = plain, []
-    with torch.inference_mode():
+    tried = candidates(device.type, precision)
+    memo = None
+    if remember:
+        memo = inference_memo.memo_key(inference_memo.weights_sha256(model), describe_device(device), precision)
+        found = inference_memo.recall(memo)
+        chosen = _recalled(model, device, found, tried) if found is not None else None
+        if chosen is not None:
+            per_model[(str(device), precision)] = (key, chosen)
+            return chosen
+    chosen, problems, failed = plain, [], False
+    with torch.inference_mode(), tf32(False):
         ref = model(sample).float()
-    for name, builder, prec in candidates:
+    for name, builder, prec in tried:
         try:
-            fn = builder(model, prec)
+            fn = _build(model, builder, prec, device)
             features_fn = getattr(fn, "with_features", None)
             with torch.inference_mode():
                 problem = _check(ref, fn(sample).float(), prec)
         except Exception as exc:  # noqa: BLE001 - a path that cannot be built is skipped, never fatal
-            problem = f"{type(exc).__name__}: {exc}"
+            problem, failed = f"{type(exc).__name__}: {exc}", True
         if problem is None:
             chosen = InferenceForward(fn, name, prec, features_fn)
             break
@@ -272,8 +348,32 @@ def inference_forward(model: nn.Module, device: torch.device | str = "cpu",
     if chosen is plain and problems:
         warnings.warn("fast inference unavailable, using the plain model (" + "; ".join(problems) + ")",
                       RuntimeWarning, stacklevel=2)
-    per_model[precision] = (key, chosen)
+    if memo is not None and not failed:
+        # what a copy that could not be built (rather than one that computed differently) would have given
+        # is not known: nothing is remembered, the reason may not last (memory, a transient error)
+        inference_memo.remember(memo, chosen.path, chosen.precision, problems)
+    per_model[(str(device), precision)] = (key, chosen)
     return chosen
 
 
-__all__ = ["InferenceForward", "inference_forward"]
+def _recalled(model: nn.Module, device: torch.device, found: dict, tried: list) -> InferenceForward | None:
+    """The copy that an earlier check of this model chose (``found``), built without checking again; ``None``
+    when it is not one of this run's candidates or cannot be built."""
+    notes = [*found.get("notes", []), "checked against fp32 in an earlier run on this machine (remembered)"]
+    if found["path"] == "eager":
+        chosen = InferenceForward(model, "eager", "fp32")
+        chosen.notes = notes
+        return chosen
+    for name, builder, prec in tried:
+        if (name, prec) == (found["path"], found["precision"]):
+            try:
+                fn = _build(model, builder, prec, device)
+            except Exception:  # noqa: BLE001 - then the check runs as if nothing was remembered
+                return None
+            chosen = InferenceForward(fn, name, prec, getattr(fn, "with_features", None))
+            chosen.notes = notes
+            return chosen
+    return None
+
+
+__all__ = ["CUDA_PATH", "InferenceForward", "candidates", "inference_forward"]
