@@ -246,3 +246,24 @@ def test_cli_classify_many_and_ageing(experiment, random_checkpoint, tmp_path, c
     assert medians["tracks"].sum() + medians["senescent_at_entry"].sum() == len(tracks)
     assert main(["ageing", str(out), "--by", "colour"]) == 2
     assert "no such column" in capsys.readouterr().err
+
+
+def test_what_classify_says_of_a_movie_is_said_once_naming_it(experiment, random_checkpoint, tmp_path):
+    """A movie's warnings (here: a cell whose pixels are all NaN) reach the experiment's notes, with its name."""
+    import tifffile
+
+    from napari_yeast_phenotypes.core.data.simulate import simulate_movie
+
+    movie = simulate_movie(n_frames=3, size=64, n_cells=3, seed=21, births=False)
+    image = movie.image.astype(np.float32)
+    lab = int(np.unique(movie.labels[1][movie.labels[1] > 0])[0])
+    image[1][movie.labels[1] == lab] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", image)
+    tifffile.imwrite(tmp_path / "nan_labels.tif", movie.labels)
+    movies = [MovieSpec("blank_border", tmp_path / "nan.tif", tmp_path / "nan_labels.tif"),
+              MovieSpec("pos0", experiment / "data/pos0/image.tif", experiment / "data/pos0/labels.tif")]
+    res = classify_many(movies, random_checkpoint, tmp_path / "exp", CONFIG, workers=0)
+    said = [n for n in res.notes if "NaN or infinite" in n]
+    assert len(said) == 1 and said[0].startswith("blank_border: ")
+    assert said == [n for n in json.loads((tmp_path / "exp" / "experiment.json").read_text())["notes"]
+                    if "NaN or infinite" in n]

@@ -509,8 +509,11 @@ def _run_all(todo, n_total, n_done, out, model_path, fp, cfg, class_names, trust
 def _finish(out: Path, movies: list[MovieSpec], meta_cols, names, results, fp, cfg, how, started, t0, notes
             ) -> ExperimentResult:
     rows = []
+    notes = list(notes)
     for m in movies:
         r = results.get(m.movie, {})
+        # what classify said of a movie (out of the training data, cells without data...), said once, naming it
+        notes += [w if w.startswith(f"{m.movie}:") else f"{m.movie}: {w}" for w in r.get("warnings") or []]
         rows.append({"movie": m.movie, **{c: m.meta.get(c, "") for c in meta_cols}, "image": str(m.image),
                      "labels": str(m.labels), "status": r.get("status", "failed"), "reason": r.get("reason", ""),
                      "seconds": r.get("seconds", 0.0), "folder": str(Path(MOVIES_DIR) / m.movie)})
