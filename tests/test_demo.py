@@ -20,12 +20,13 @@ def quick_demo(monkeypatch, random_checkpoint):
         (root / "settings.json").write_text("{}")
         return root
 
-    def model(out, seed, epochs, retrain):
+    def model(out, seed, epochs, retrain, recipe, device):
         shutil.copyfile(random_checkpoint, out / "model.pt")
         return out / "model.pt"
 
     monkeypatch.setattr(demo, "build_curated_set", build)
     monkeypatch.setattr(demo, "get_model", model)
+    monkeypatch.setattr(demo, "fit_demo_track_model", lambda out, model_path, device: (None, None))
 
 
 def test_the_demo_runs_twice_into_the_same_folder(quick_demo, tmp_path, capsys):

@@ -103,11 +103,11 @@ def test_a_robust_training_keeps_the_averaged_weights(tmp_path):
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     rng = np.random.default_rng(0)
-    t = np.arange(24) % 8
-    data = CropSet(rng.random((24, 1, 40, 40), dtype=np.float32) + t[:, None, None, None] * 0.1, t, CLASS_NAMES,
-                   tracks=np.arange(24).astype(object))
+    t = np.arange(32) % 8
+    data = CropSet(rng.random((32, 1, 40, 40), dtype=np.float32) + t[:, None, None, None] * 0.1, t, CLASS_NAMES,
+                   tracks=np.arange(32).astype(object))
     cfg = recipe_config("robust", epochs=2, batch_size=8, base_weights="none", small_data="off")
-    clf = train(data, data.subset(np.arange(8)), cfg, out=tmp_path / "m.pt")
+    clf = train(data.subset(np.arange(8, 32)), data.subset(np.arange(8)), cfg, out=tmp_path / "m.pt")
     saved = load_classifier(tmp_path / "m.pt")
     assert saved.metadata["training"]["recipe"] == "robust" and saved.metadata["training"]["averaging"] == "ema"
     for k, v in clf.model.state_dict().items():

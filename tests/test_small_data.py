@@ -57,17 +57,17 @@ def test_balanced_batches_draw_every_class_alike():
     assert len(set(shuffled)) == len(shuffled)  # each crop at most once per epoch
 
 
-def small_set(n_tracks=12, per_track=4, seed=0):
+def small_set(n_tracks=12, per_track=4, seed=0, prefix="t"):
     rng = np.random.default_rng(seed)
     targets = np.repeat(np.arange(n_tracks) % 3, per_track)
     crops = rng.random((len(targets), 1, 40, 40), dtype=np.float32) + targets[:, None, None, None] * 0.3
-    tracks = np.repeat([f"t{i}" for i in range(n_tracks)], per_track).astype(object)
+    tracks = np.repeat([f"{prefix}{i}" for i in range(n_tracks)], per_track).astype(object)  # other cells: prefix
     return CropSet(crops, targets, NAMES, [f"c{i}.tif" for i in range(len(targets))], tracks=tracks)
 
 
 @pytest.mark.slow
 def test_folds_of_whole_tracks_choose_when_to_stop_then_all_crops_train(tmp_path):
-    train, test = small_set(), small_set(6, 3, seed=1)
+    train, test = small_set(), small_set(6, 3, seed=1, prefix="test")
     cfg = TrainConfig(epochs=1, batch_size=8, base_weights="none", seed=2, small_data="off", min_steps=6,
                       sampling="balanced", stop_folds=2, augment="none")
     progress = []
@@ -110,7 +110,7 @@ def test_small_data_is_adapted_and_said_in_the_record(tmp_path, monkeypatch, cap
     from napari_yeast_phenotypes.core.network.train import train
 
     monkeypatch.setattr(config_mod, "SMALL_DATA_MIN_STEPS", 9)  # the mechanism, quickly
-    train_set, val = small_set(6, 2), small_set(3, 2, seed=3)
+    train_set, val = small_set(6, 2), small_set(3, 2, seed=3, prefix="val")
     clf = train(train_set, val, TrainConfig(epochs=1, batch_size=4, base_weights="none", augment="none"),
                 out=tmp_path / "m.pt")
     meta = clf.metadata

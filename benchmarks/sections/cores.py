@@ -53,7 +53,7 @@ def child(args: dict) -> dict:
     for w in sorted({0, 1, cpus} | ({2} if cpus >= 2 else set())):
         t = time.perf_counter()
         with PreparedChunks(movie.image, movie.labels, 8, clf.crop_settings, stats, Tracker(), w) as chunks:
-            n = sum(len(c) for chunk in chunks for c in chunk.crops)
+            n = sum(len(c() if callable(c) else c) for chunk in chunks for c in chunk.crops)  # 0: made when asked
         prepare[str(w)] = n / (time.perf_counter() - t)
     default = crop_workers_for("cpu", cpus)
     workers = sorted({default, 0, 1} | ({2} if cpus >= 4 else set()))
