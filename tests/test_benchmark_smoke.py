@@ -92,6 +92,7 @@ def test_quick_new_sections_write_their_figures(tmp_path):
     assert "every core" in proc.stdout and "start-up of classify" in proc.stdout
 
 
+@pytest.mark.slow
 def test_device_cuda_without_a_gpu_fails_in_one_line():
     import torch
 

@@ -128,6 +128,7 @@ def test_bad_model_file(tmp_path, movie_dir, capsys):
     assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow
 def test_train_from_a_curated_split_and_offline_message(tmp_path, movie_dir, capsys, monkeypatch):
     truth = pd.read_csv(movie_dir / "truth.csv")
     truth.assign(split=np.where(truth.index % 3 == 0, "val", "train")).to_csv(tmp_path / "ann.csv", index=False)
@@ -199,6 +200,7 @@ def test_crossval_groups_by_experiment(tmp_path, movie_dir, capsys):
     assert sorted(f["n"] for f in json.loads((tmp_path / "cv2.json").read_text())["folds"]) == sorted(sizes)
 
 
+@pytest.mark.slow
 def test_training_on_a_curated_set_keeps_its_crop_settings(tmp_path, movie_dir):
     from napari_yeast_phenotypes.core.data.crops import CropSettings
     from napari_yeast_phenotypes.core.data.curated import CuratedSet

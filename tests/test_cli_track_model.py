@@ -171,6 +171,7 @@ def test_bad_inputs_are_one_plain_line(classified, random_checkpoint, tmp_path, 
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
+@pytest.mark.slow
 def test_classify_many_with_a_track_model(classified, random_checkpoint, tmp_path, capsys):
     root, movie, res = classified
     assert main(["fit-track-model", str(res), "--labels", str(movie / "truth.csv"), "--out",

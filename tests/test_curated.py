@@ -429,6 +429,7 @@ def _check_whole(root):
     return cs
 
 
+@pytest.mark.slow
 def test_two_curate_commands_into_one_set_at_once_keep_both(tmp_path, movie_files, small_movie):
     """Issue 12.1: two `curate` runs into one set at once both keep their rows."""
     from napari_yeast_phenotypes.core.data.simulate import simulate_movie, write_movie
@@ -452,6 +453,7 @@ def test_two_curate_commands_into_one_set_at_once_keep_both(tmp_path, movie_file
     assert (cs.manifest["experiment"] == "B").sum() == len(other.truth)
 
 
+@pytest.mark.slow
 def test_two_writers_at_once_lose_nothing(tmp_path):
     root = tmp_path / "set"
     CuratedSet(root)

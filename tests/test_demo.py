@@ -29,6 +29,7 @@ def quick_demo(monkeypatch, random_checkpoint):
     monkeypatch.setattr(demo, "fit_demo_track_model", lambda out, model_path, device: (None, None))
 
 
+@pytest.mark.slow
 def test_the_demo_runs_twice_into_the_same_folder(quick_demo, tmp_path, capsys):
     out = tmp_path / "demo_out"
     assert main(["demo", "--out", str(out)]) == 0

@@ -143,6 +143,7 @@ def test_autocast_channels_last_path_on_the_cpu(model, crops):
     assert next(model.parameters()).is_contiguous()  # the model itself is left as it was
 
 
+@pytest.mark.slow
 def test_inference_forward_checks_the_cuda_candidates(model, crops, monkeypatch):
     """The check-and-fallback of inference_forward with the CUDA candidates (run on the CPU): bf16 autocast
     chosen when it agrees with fp32, TF32 next when it does not, and said in describe()."""

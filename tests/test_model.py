@@ -358,6 +358,7 @@ def test_own_resnet50_is_torchvisions():
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in yeast.state_dict().items())
 
 
+@pytest.mark.slow
 def test_classify_path_imports_no_torchvision(tmp_path):
     """Loading a checkpoint and classifying a movie import neither torchvision (1.6 s) nor lifelines, matplotlib
     or dask (imported when summary.png is drawn, or a cluster used), nor torch._dynamo (with triton: 1.5 s, and a

@@ -178,6 +178,7 @@ HOLDER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_processes_started_together_one_is_refused(tmp_path):
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)

@@ -4,11 +4,13 @@ movie recoloured; saved as an ordinary checkpoint that becomes the session's mod
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_yeast_phenotypes._napari import PLUGIN
 from napari_yeast_phenotypes._napari._state import state_of
 
 
+@pytest.mark.slow
 def test_live_model_follows_every_label_and_saves(make_napari_viewer, small_movie, model_path, tmp_path, errors,
                                                   monkeypatch):
     monkeypatch.setenv("NAPARI_YEAST_PHENOTYPES_CACHE", str(tmp_path / "cache"))

@@ -33,6 +33,7 @@ def test_manifest_is_found_through_the_entry_point_and_valid():
     assert manifest.contributions.writers[0].layer_types == ["labels"]
 
 
+@pytest.mark.slow
 def test_npe2_validate_command_passes():
     npe2_cli = Path(sys.executable).with_name("npe2")
     if not npe2_cli.exists():

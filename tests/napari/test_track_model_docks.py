@@ -59,6 +59,7 @@ def test_fit_from_labels_is_refused_with_too_few_tracks(make_napari_viewer, resu
     assert not widget.resmooth_button.isEnabled() and widget.fitted is None
 
 
+@pytest.mark.slow
 def test_fit_save_report_and_resmooth_then_the_classify_dock_uses_it(make_napari_viewer, result_movie, tmp_path,
                                                                       errors):
     movie, _ = result_movie

@@ -57,6 +57,7 @@ def test_export_button_writes_what_the_cli_writes(classified, cli_tables, tmp_pa
     assert set(run["outputs"]) == {"cells.csv", "tracks.csv", "summary.png"}
 
 
+@pytest.mark.slow
 def test_npe2_writer_writes_what_the_cli_writes(classified, cli_tables, tmp_path):
     viewer, _ = classified
     viewer.layers.selection = {viewer.layers[PHENOTYPES_LAYER]}
