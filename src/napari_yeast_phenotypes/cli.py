@@ -777,7 +777,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_annotate)
 
     _experiment_parsers(sub, c)
+    for parser in sub.choices.values():
+        _say_defaults(parser)
     return ap
+
+
+def _say_defaults(parser: argparse.ArgumentParser) -> None:
+    """Add "(default X)" to the help of every option that has a default its help does not state yet."""
+    for action in parser._actions:
+        d = action.default
+        if (not action.option_strings or action.help in (None, argparse.SUPPRESS) or d in (None, argparse.SUPPRESS)
+                or isinstance(d, bool) or "default" in action.help):
+            continue
+        action.help = f"{action.help} (default {d})"
 
 
 def main(argv=None) -> int:
