@@ -43,8 +43,16 @@ def test_live_model_follows_every_label_and_saves(make_napari_viewer, small_movi
     # the labels are fixed evidence: a labelled cell-frame shows its label
     for row, name in zip(tracks, ["Aggregate", "Aggregate", "Cytoplasm", "Cytoplasm"]):
         assert s.cells["phenotype"].iloc[int(row)] == name
+    state_of(viewer).open.run["ood"] = {"available": True, "warning": "stale: from the classification",
+                                        "share_outside": 1.0}
     widget.live.refresh_ood()
     assert np.isfinite(s.cells["ood_score"]).all()
+    # the movie's report now follows the live model's own summary, in the state, the status and the plot dock
+    report = state_of(viewer).open.run["ood"]
+    assert report["summary_of"] == "the live model's labelled cells"
+    assert report["share_outside"] == pytest.approx(float((s.cells["ood_score"] > 1).mean()))
+    assert classify.plots.warning == report["warning"] != "stale: from the classification"
+    assert f"{report['share_outside']:.0%} of the cells are unlike" in classify.status.text()
     saved = widget.live.save(tmp_path / "live.pt")
     assert saved is not None and state_of(viewer).model == saved
     from napari_yeast_phenotypes.core.network.model import load_classifier

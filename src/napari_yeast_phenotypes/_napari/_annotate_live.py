@@ -121,6 +121,11 @@ class LiveController:
             return
         if self.live.refresh_ood() is not None:
             self.dock.refresh_features()
+            open_result = self.dock.state.open
+            if open_result is not None and self.live.ood_report is not None:
+                # the Classify dock's status and the plot dock's banner follow the live model's own summary
+                open_result.run["ood"] = self.live.ood_report
+                self.dock.state.result_changed_in_place(None)
 
     def save(self, path=None) -> Path | None:
         """Save the live model as a checkpoint (asks where unless given); it becomes the session's model."""

@@ -356,6 +356,8 @@ class ClassifyWidget(StatusLine, QWidget):
         """The open result changed in place (labels, re-smoothing, a live update): the plots follow."""
         if self.result is not None and self.plots is not None and self.overlays:
             self.plots.show_result(self.result, self.overlays[0], run=self.run_info)
+        if self.result is not None and rows is None:
+            self._say_result(self.result)  # the share of cells unlike the training data may have changed
 
     def _apply_display(self) -> None:
         """Filled cells or contours (dense colonies), on the phenotypes overlay."""

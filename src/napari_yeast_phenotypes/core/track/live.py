@@ -40,6 +40,7 @@ class LiveSession:
         self.session, self.live, self.extra = session, live, extra
         self.last = None  # the last LiveUpdate
         self.dirty_ood = False
+        self.ood_report: dict | None = None  # the movie's ood report under the live model's summary (refresh_ood)
 
     @classmethod
     def start(cls, session: AnnotationSession, base, *, progress: Callable[[int, int], None] | None = None,
@@ -96,14 +97,21 @@ class LiveSession:
 
     def refresh_ood(self) -> np.ndarray | None:
         """The cells' ``ood_score`` under the head's own summary of its labelled cells (when the labels
-        settle: 0.1-1.4 s); ``None`` under 8 labels. Cells like the labelled ones are no longer flagged."""
+        settle: 0.1-1.4 s); ``None`` under 8 labels. Cells like the labelled ones are no longer flagged.
+        ``ood_report`` is then the movie's report under that summary (as ``run.json``'s ``ood``), its warning
+        gone when few cells are unlike the labelled ones."""
         summary = self.live.summary(self.labels()) if self.live.head is not None else None
         if summary is None:
             return None
+        from ..network.ood import movie_report
+
         scores = self.live.ood_scores(summary)
         self.session.cells["ood_score"] = scores.astype(np.float64)
         self.session._queue = None
         self.dirty_ood = False
+        self.ood_report: dict | None = None  # the movie's ood report under the live model's summary (refresh_ood)
+        self.ood_report = movie_report(scores, self.session.cells["track_id"].to_numpy(), summary=summary)
+        self.ood_report["summary_of"] = "the live model's labelled cells"
         return scores
 
     def classifier(self):
