@@ -358,7 +358,7 @@ class AnnotateWidget(StatusLine, QWidget):
                              unlabelled=self.live.live.not_labelled if live else ())
         given = f"; your label: <b>{user}</b>" if user else ""
         self.cell_info.setText(f"track {int(cell['track_id'])}, frame {int(cell['frame'])}, label {int(cell['label'])}"
-                               f"<br>network: {cell['phenotype_raw']} → track model: <b>{cell['phenotype']}</b> "
+                               f"<br>{'live model' if live else 'network'}: {cell['phenotype_raw']} → track model: <b>{cell['phenotype']}</b> "
                                f"({float(cell['confidence']):.2f}){given}")
         self._show_filmstrip()
 

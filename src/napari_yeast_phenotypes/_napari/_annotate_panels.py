@@ -208,7 +208,7 @@ class CountsView(QWidget):
         few = lambda n: "color:#ff6b6b" if n < MIN_PER_CLASS else ""
         head = "".join(f"<th title='{c}' style='{few(totals[c])}'>&nbsp;{CODES.get(c, c[:2])}&nbsp;</th>"
                        for c in names)
-        rows = "".join(f"<tr><td>{sp}</td>" + "".join(f"<td align='center'>{int(counts.loc[sp, c])}</td>"
+        rows = "".join(f"<tr><td>{sp}</td>" + "".join(f"<td align='center'>&nbsp;{int(counts.loc[sp, c])}&nbsp;</td>"
                                                         for c in names) + "</tr>" for sp in counts.index)
         marks = cs.mark_counts()
         self.counts.setText(f"<table cellspacing='0'><tr><th align='left'>crops</th>{head}</tr>{rows}</table>"

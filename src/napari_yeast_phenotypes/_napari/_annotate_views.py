@@ -192,6 +192,7 @@ class _Thumbs(QWidget):
         """``items``: (row, pixmap, caption, tooltip, highlighted)."""
         for b in self.buttons:
             self._layout.removeWidget(b)
+            b.hide()  # at once: deleteLater waits for the event loop, and many selections may come before it
             b.deleteLater()
         self.buttons, self.rows = [], []
         for i, (row, pm, caption, tip, current) in enumerate(items):
