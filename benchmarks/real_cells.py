@@ -18,7 +18,8 @@ A(b) **The yeastvision movie** with eye labels (``/work/main/benchmarks/labels/y
      smoothing, recall per class, and the majority-class baseline (everything Aggregate).
 B    **OOD**: the share of cell-frames with ``ood_score > 1`` on the real movie and on fresh
      simulated movies (seeds 0-9, 40 frames, 256 px, 30 cells, classified with
-     ``classify_movie(..., out=None)``), with the model's shipped summary (version 1) and with a
+     ``classify_movie(..., out=None)``), with the model's shipped summary (JSON key ``v1``; version 1 in models
+     of earlier versions, version 2 in this version's) and with a
      version 2 summary fitted by ``summarise_training`` on the demo's curated set; the phase
      channel of the same movie and the GFP crops as further unlike data; and after a live update
      with the ``train`` labels: the live head's own summary, on the judge rows and the movie.
@@ -477,8 +478,8 @@ def figures(res: dict, docs: Path) -> list[str]:
     names = ["real_fluorescence", "real_phase_as_fluorescence"] + [f"simulated_seed{s}" for s in range(10)]
     labels = ["real", "real phase"] + [f"sim {s}" for s in range(10)]
     x = np.arange(len(names))
-    ax.bar(x - 0.2, [ood[n]["v1"]["share"] for n in names], 0.4, label="version 1 (shipped with the demo model)")
-    ax.bar(x + 0.2, [ood[n]["v2"]["share"] for n in names], 0.4, label="version 2 (texture, cross-fitted thresholds)")
+    ax.bar(x - 0.2, [ood[n]["v1"]["share"] for n in names], 0.4, label="the summary the demo model ships with")
+    ax.bar(x + 0.2, [ood[n]["v2"]["share"] for n in names], 0.4, label="version 2 refitted here on the demo's curated set")
     live = res["ood"].get("after_live_update")
     if live:
         ax.scatter([0.2], [live["movie_share"]], marker="v", color="k", zorder=3,

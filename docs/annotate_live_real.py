@@ -54,6 +54,7 @@ if stage == "after":
         if row is not None:
             annotate.select(row, move=False)
             annotate.apply(r.phenotype)
+    annotate.live.refresh_ood()  # what the dock does once the labels settle (2 s without a new one)
 # a cell of a track never labelled, at a later frame
 judge = eye[(eye["role"] == "judge") & (eye["frame"] == 7)].iloc[0]
 annotate.select(row_of[(int(judge.frame), int(judge.track_id))])
