@@ -306,7 +306,7 @@ def test_fold_summary_counts_a_class_never_predicted_as_f1_zero():
 
 
 def test_the_report_figure_is_a_row_or_a_grid():
-    from napari_yeast_phenotypes.core.network.evaluation import report_figure
+    from napari_yeast_phenotypes.core.network.evaluation_figures import report_figure
 
     rng = np.random.default_rng(0)
     t = rng.integers(0, 8, 60)

@@ -1,7 +1,8 @@
 """The network: the adapted ResNet50 and its checkpoints (:mod:`.model`), where and in which precision it
 runs (:mod:`.device`, :mod:`.cpu_inference`), crops to probabilities (:mod:`.predict`), training
-(:mod:`.train`, :mod:`.cpu_training`), judging it (:mod:`.evaluation`) and how unlike its training
-data a cell is (:mod:`.ood`). Everything here needs torch."""
+(:mod:`.train`, :mod:`.cpu_training`), judging it (:mod:`.evaluation`, :mod:`.intervals`,
+:mod:`.evaluation_figures`) and how unlike its training data a cell is (:mod:`.ood`). Everything here
+needs torch."""
 
 from .._face import public_face
 

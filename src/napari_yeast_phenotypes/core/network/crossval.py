@@ -12,14 +12,8 @@ from ..data.crops import CropSettings
 from ..data.cropset import CropSet
 from ..errors import InputError
 from .device import select_device
-from .evaluation import (
-    group_folds,
-    grouping,
-    metrics,
-    random_folds,
-    summarise_folds,
-    with_intervals,
-)
+from .evaluation import group_folds, grouping, metrics, random_folds, summarise_folds
+from .intervals import with_intervals
 from .train import evaluate, predict_probabilities, train
 
 

@@ -35,7 +35,6 @@ from ..progress import run_to_end
 from .cpu_training import gemm_weight_grads
 from .device import select_device
 from .evaluation import (
-    compare_paired,
     expected_calibration_error,
     few_classes,
     fingerprint_ids,
@@ -46,8 +45,8 @@ from .evaluation import (
     log_loss,
     metrics,
     scale_probabilities,
-    with_intervals,
 )
+from .intervals import compare_paired, with_intervals
 from .model import Classifier, build_model, non_finite, save_checkpoint
 from .ood import summarise_training
 from .predict import predict_crops
