@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     set_threads(args.threads)
 

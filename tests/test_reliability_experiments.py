@@ -537,11 +537,11 @@ def _record() -> dict:
 
 def _fake_model(monkeypatch, metadata):
     from napari_yeast_phenotypes.core.data.crops import CropSettings
-    from napari_yeast_phenotypes.core.network import model
+    from napari_yeast_phenotypes.core.network import checkpoint
 
     clf = SimpleNamespace(class_names=("A", "B"), model=SimpleNamespace(trainable=("conv1", "fc")),
                           crop_settings=CropSettings(), metadata=metadata)
-    monkeypatch.setattr(model, "load_classifier", lambda *a, **k: clf)
+    monkeypatch.setattr(checkpoint, "load_classifier", lambda *a, **k: clf)
 
 
 def test_info_prints_a_whole_record(monkeypatch, capsys):

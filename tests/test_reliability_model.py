@@ -15,7 +15,8 @@ from napari_yeast_phenotypes.core.config import ClassifyConfig, TrainConfig, par
 from napari_yeast_phenotypes.core.data.crops import CropSettings
 from napari_yeast_phenotypes.core.data.cropset import CropSet
 from napari_yeast_phenotypes.core.errors import InputError
-from napari_yeast_phenotypes.core.network.model import build_model, load_classifier
+from napari_yeast_phenotypes.core.network.base_weights import build_model
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 from napari_yeast_phenotypes.core.network.train import TrainingDiverged, train
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
@@ -128,7 +129,7 @@ def test_duplicate_class_names_given_for_a_bare_state_dict(tmp_path, checkpoint)
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from napari_yeast_phenotypes.core.network.model import imagenet_weights_path
+    from napari_yeast_phenotypes.core.network.base_weights import imagenet_weights_path
 
     path = imagenet_weights_path()
     path.parent.mkdir(parents=True)

@@ -204,7 +204,7 @@ def test_future_track_model_is_refused(tmp_path):
 def test_future_checkpoint_and_ood_summary_are_refused(tmp_path, random_checkpoint):
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
     from napari_yeast_phenotypes.core.network.ood import OODSummary
 
     data = torch.load(random_checkpoint, weights_only=True)
@@ -221,7 +221,7 @@ def test_future_checkpoint_and_ood_summary_are_refused(tmp_path, random_checkpoi
 def test_a_checkpoint_of_one_class_is_refused(tmp_path, random_checkpoint):
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     data = torch.load(random_checkpoint, weights_only=True)
     data["model_state"]["fc.weight"] = data["model_state"]["fc.weight"][:1]
@@ -299,7 +299,7 @@ def test_unsafe_class_names_are_refused_everywhere(tmp_path, bad, random_checkpo
     import torch
 
     from napari_yeast_phenotypes.core.data.curated.store import CuratedSet
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     names = ["Nuclear", bad] if "," not in bad else bad.split(",")
     with pytest.raises(InputError, match="cannot be a class name|empty class name"):

@@ -14,6 +14,7 @@ from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.config import TrainConfig
 from napari_yeast_phenotypes.core.data.cropset import CropSet
 from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
 from napari_yeast_phenotypes.core.network.crossval import crossval_folds
 from napari_yeast_phenotypes.core.network.evaluation import (
     expected_calibration_error,
@@ -24,7 +25,7 @@ from napari_yeast_phenotypes.core.network.evaluation import (
     scale_probabilities,
     summarise_folds,
 )
-from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 from napari_yeast_phenotypes.core.network.train import (
     augment_batch,
     class_weights,

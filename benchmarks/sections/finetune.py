@@ -64,7 +64,8 @@ def make_curated_set(folder: Path, quick: bool) -> tuple[Path, Path]:
     import torch
 
     from napari_yeast_phenotypes.cli import main
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     frames, size, cells = (3, 128, 6) if quick else (12, 192, 12)
     movie = folder / "movie"

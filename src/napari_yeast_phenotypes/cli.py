@@ -336,7 +336,7 @@ def info_lines(path, clf) -> list[str]:
 
 def cmd_info(args) -> int:
     from .core.errors import InputError
-    from .core.network.model import load_classifier
+    from .core.network.checkpoint import load_classifier
 
     clf = load_classifier(args.model, trust=False)
     try:  # the record is built whole before a line is printed: a hand-edited one is said in one line
@@ -352,7 +352,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_install_weights(args) -> int:
-    from .core.network.model import install_imagenet_weights
+    from .core.network.base_weights import install_imagenet_weights
 
     path, already = install_imagenet_weights(args.file)
     if already:

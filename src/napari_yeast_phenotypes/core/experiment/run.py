@@ -207,7 +207,7 @@ def cached_model(path, sha256: str, class_names=None, trust: bool = False):
     The file is checked against ``sha256`` when it is loaded, so a model replaced while the
     experiment runs is refused instead of mixing two models in one experiment.
     """
-    from ..network.model import load_classifier
+    from ..network.checkpoint import load_classifier
 
     key = (sha256, tuple(class_names) if class_names else None, bool(trust))
     with _models_lock:

@@ -32,6 +32,8 @@ from ..data.cropset import CropSet
 from ..errors import InputError
 from ..files.atomic import check_writable_file
 from ..progress import run_to_end
+from .base_weights import build_model
+from .checkpoint import save_checkpoint
 from .cpu_training import gemm_weight_grads
 from .device import select_device
 from .evaluation import (
@@ -47,7 +49,7 @@ from .evaluation import (
     scale_probabilities,
 )
 from .intervals import compare_paired, with_intervals
-from .model import Classifier, build_model, non_finite, save_checkpoint
+from .model import Classifier, non_finite
 from .ood import summarise_training
 from .predict import predict_crops
 
