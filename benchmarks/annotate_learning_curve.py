@@ -161,7 +161,7 @@ def finetune(ctx: dict, idx: np.ndarray) -> np.ndarray:
     import torch
 
     from napari_yeast_phenotypes.core.network.predict import predict_crops
-    from napari_yeast_phenotypes.core.network.train import batch_loss
+    from napari_yeast_phenotypes.core.network.train_steps import batch_loss
 
     if not len(idx):
         return ctx["probs0"]

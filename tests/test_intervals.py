@@ -167,7 +167,11 @@ def test_a_previous_model_of_more_classes_is_judged_by_its_own_calls():
 
     from napari_yeast_phenotypes.core.data.cropset import CropSet
     from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
-    from napari_yeast_phenotypes.core.network.train import OTHER_CLASSES, _compare_with_previous, predict_probabilities
+    from napari_yeast_phenotypes.core.network.train_report import (
+        OTHER_CLASSES,
+        _compare_with_previous,
+        predict_probabilities,
+    )
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     torch.manual_seed(0)

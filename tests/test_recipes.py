@@ -8,7 +8,7 @@ import torch
 
 from napari_yeast_phenotypes.core.config import RECIPES, TrainConfig, recipe_config
 from napari_yeast_phenotypes.core.errors import InputError
-from napari_yeast_phenotypes.core.network.train import (
+from napari_yeast_phenotypes.core.network.train_steps import (
     WeightAverage,
     augment_batch,
     deterministic_cuda,
