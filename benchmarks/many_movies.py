@@ -60,7 +60,7 @@ def make_model(path: Path) -> Path:
 def _warm() -> str:
     import napari_yeast_phenotypes.core.jobs  # imports torch, pandas and the pipeline
     import napari_yeast_phenotypes.core.results.plots
-    import napari_yeast_phenotypes.core.results.survival  # noqa: F401 - and lifelines
+    import napari_yeast_phenotypes.core.results.survival_figure  # noqa: F401 - and lifelines
 
     return "ok"
 

@@ -24,15 +24,15 @@ from napari_yeast_phenotypes.core.experiment.run import check_distinct_movies, c
 from napari_yeast_phenotypes.core.experiment.spec import MovieSpec, read_spec
 from napari_yeast_phenotypes.core.files.fingerprint import describe_file
 from napari_yeast_phenotypes.core.results.folder import ResultFolder
-from napari_yeast_phenotypes.core.results.survival import (
+from napari_yeast_phenotypes.core.results.survival import senescence_survival
+from napari_yeast_phenotypes.core.results.survival_stats import holm
+from napari_yeast_phenotypes.core.results.survival_table import (
     AT_ENTRY,
     BACKWARDS,
     BAD_SENESCENCE,
     NO_FIRST,
     NO_LAST,
     OUTSIDE,
-    holm,
-    senescence_survival,
     time_to_senescence,
 )
 
@@ -358,7 +358,7 @@ def test_two_hundred_conditions_take_one_test_and_seconds():
     assert list(res.logrank["test"]) == ["overall"] and int(res.logrank["groups"].iloc[0]) == 200
     assert calls[-1] == (200, 200) and len(calls) == 200  # progress, group by group
     from napari_yeast_phenotypes.core.results.figures import png_bytes
-    from napari_yeast_phenotypes.core.results.survival import ageing_figure
+    from napari_yeast_phenotypes.core.results.survival_figure import ageing_figure
 
     assert png_bytes(ageing_figure(res))
 
