@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.experiment.ageing import read_tracks, run_ageing
-from napari_yeast_phenotypes.core.experiment.run import check_distinct_movies, classify_many, movie_state
+from napari_yeast_phenotypes.core.experiment.run import classify_many
 from napari_yeast_phenotypes.core.experiment.spec import MovieSpec, read_spec
+from napari_yeast_phenotypes.core.experiment.state import check_distinct_movies, movie_state
 from napari_yeast_phenotypes.core.files.fingerprint import describe_file
 from napari_yeast_phenotypes.core.results.folder import ResultFolder
 from napari_yeast_phenotypes.core.results.survival import senescence_survival
