@@ -25,7 +25,8 @@ from napari_yeast_phenotypes.core.track.timeline import (
     smooth_track,
     smooth_track_posterior,
 )
-from napari_yeast_phenotypes.core.track.track_model import TrackModelFit, fit_em, fit_track_model
+from napari_yeast_phenotypes.core.track.track_estimates import fit_em
+from napari_yeast_phenotypes.core.track.track_model import TrackModelFit, fit_track_model
 from napari_yeast_phenotypes.core.track.track_model_file import load_track_model, save_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
