@@ -11,6 +11,6 @@ __getattr__, __dir__, __all__ = public_face(__name__, {
     "load_classifier": ".checkpoint", "save_checkpoint": ".checkpoint", "read_model_file": ".checkpoint",
     "select_device": ".device", "resolve_precision": ".device",
     "predict_crops": ".predict", "BatchStream": ".predict",
-    "train": ".train", "train_iter": ".train", "crossval": ".train", "learning_curve": ".train",
+    "train": ".train", "train_iter": ".train", "crossval": ".crossval", "learning_curve": ".crossval",
     "metrics": ".evaluation", "OODSummary": ".ood", "movie_report": ".ood",
 })

@@ -8,7 +8,7 @@ from .._face import public_face
 __getattr__, __dir__, __all__ = public_face(__name__, {
     "TimelineSettings": ".timeline", "add_timeline": ".timeline", "track_summary": ".timeline",
     "smooth_track_posterior": ".timeline",
-    "fit_track_model": ".track_model", "fit_em": ".track_estimates", "load_track_model": ".track_model",
-    "save_track_model": ".track_model", "TrackModelFit": ".track_model",
+    "fit_track_model": ".track_model", "fit_em": ".track_estimates", "load_track_model": ".track_model_file",
+    "save_track_model": ".track_model_file", "TrackModelFit": ".track_model",
     "review_queue": ".review", "AnnotationSession": ".annotation",
 })
