@@ -80,7 +80,7 @@ def movie_set(params: dict, microscope: dict | None = None):
 
 def demo_model(work: Path) -> tuple:
     """The demo's model (trained on the demo's simulated experiments; from its cache when there)."""
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
     from napari_yeast_phenotypes.demo import DEFAULT_EPOCHS, build_curated_set, get_model
 
     build_curated_set(work / "curated", 0)
@@ -161,7 +161,7 @@ def finetune(ctx: dict, idx: np.ndarray) -> np.ndarray:
     import torch
 
     from napari_yeast_phenotypes.core.network.predict import predict_crops
-    from napari_yeast_phenotypes.core.network.train import batch_loss
+    from napari_yeast_phenotypes.core.network.train_steps import batch_loss
 
     if not len(idx):
         return ctx["probs0"]
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     _, table_a, crops_a, target_a = movie_set(EXP_A)
     work = tempfile.TemporaryDirectory()
     if args.model:
-        from napari_yeast_phenotypes.core.network.model import load_classifier
+        from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
         clf, model_path = load_classifier(args.model), Path(args.model)
     else:

@@ -88,9 +88,10 @@ def real_movie(args) -> dict:
     import tifffile
 
     from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
     from napari_yeast_phenotypes.core.network.features import movie_features
     from napari_yeast_phenotypes.core.network.live_head import LiveModel
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     if not REAL.exists():
         return {"skipped": f"real data not found at {REAL}"}

@@ -50,7 +50,8 @@ def make_movies(folder: Path, n: int, frames: int, size: int, cells: int) -> Pat
 def make_model(path: Path) -> Path:
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     torch.manual_seed(0)
     return save_checkpoint(path, Classifier(YeastResNet(8).eval()))
@@ -59,7 +60,7 @@ def make_model(path: Path) -> Path:
 def _warm() -> str:
     import napari_yeast_phenotypes.core.jobs  # imports torch, pandas and the pipeline
     import napari_yeast_phenotypes.core.results.plots
-    import napari_yeast_phenotypes.core.results.survival  # noqa: F401 - and lifelines
+    import napari_yeast_phenotypes.core.results.survival_figure  # noqa: F401 - and lifelines
 
     return "ok"
 
@@ -99,7 +100,7 @@ def gpu_vs_cpu(spec: Path, model: Path) -> dict | None:
     from napari_yeast_phenotypes.core.config import ClassifyConfig
     from napari_yeast_phenotypes.core.experiment.spec import read_spec
     from napari_yeast_phenotypes.core.jobs import classify_movie
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     movies = read_spec(spec)
     res = {"gpu": torch.cuda.get_device_name(0)}

@@ -367,7 +367,7 @@ def ood_after_live(live, labels: pd.DataFrame, image, masks, tmp: Path) -> dict:
 
     from napari_yeast_phenotypes.core.config import ClassifyConfig
     from napari_yeast_phenotypes.core.jobs import classify_movie
-    from napari_yeast_phenotypes.core.network.model import load_classifier, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
     from napari_yeast_phenotypes.core.results.schema import prob_columns
 
     train = labels[labels["role"] == "train"].rename(columns={"track_id": "label"})[["frame", "label", "phenotype"]]
@@ -524,9 +524,10 @@ def main(argv=None) -> int:
 
     from napari_yeast_phenotypes.core.data.curated import CuratedSet
     from napari_yeast_phenotypes.core.data.tracking import build_cell_table
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
     from napari_yeast_phenotypes.core.network.features import crop_features, movie_features
     from napari_yeast_phenotypes.core.network.live_head import Standardiser
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
     from napari_yeast_phenotypes.core.network.ood import summarise_training
 
     t_start = time.perf_counter()

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
     from napari_yeast_phenotypes.core.network.predict import predict_crops
 
     d = np.load(args.data)

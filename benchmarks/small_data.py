@@ -65,7 +65,7 @@ def movie_shares(model: Path, movie: Path) -> dict:
 def demo_model_of_seed_0() -> Path | None:
     """This version's cached demo model of seed 0, else the newest cached demo model trained with seed 0."""
     from napari_yeast_phenotypes.core.files.paths import demo_models
-    from napari_yeast_phenotypes.core.network.model import read_model_file
+    from napari_yeast_phenotypes.core.network.checkpoint import read_model_file
     from napari_yeast_phenotypes.demo import cached_model_path
 
     if cached_model_path(0).is_file():

@@ -91,13 +91,8 @@ def classify(image, labels, clf, **kw):
 def track_model_figures(clf, seeds=(0, 1, 2)) -> dict:
     from napari_yeast_phenotypes.core.data.simulate import simulate_movie
     from napari_yeast_phenotypes.core.track.timeline import TimelineSettings
-    from napari_yeast_phenotypes.core.track.track_model import (
-        _sorted_tracks,
-        evaluate_tracks,
-        fit_em,
-        fit_track_model,
-        truth_codes,
-    )
+    from napari_yeast_phenotypes.core.track.track_estimates import _sorted_tracks, fit_em, truth_codes
+    from napari_yeast_phenotypes.core.track.track_model import evaluate_tracks, fit_track_model
 
     cells, truths = [], []
     for i in range(2):
@@ -233,7 +228,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     set_threads(args.threads)
 

@@ -18,7 +18,8 @@ import pandas as pd
 
 from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 from napari_yeast_phenotypes.core.results.figures import save_png
-from napari_yeast_phenotypes.core.results.survival import ageing_figure, senescence_survival
+from napari_yeast_phenotypes.core.results.survival import senescence_survival
+from napari_yeast_phenotypes.core.results.survival_figure import ageing_figure
 from napari_yeast_phenotypes.core.track.timeline import track_summary
 
 HERE = Path(__file__).resolve().parent

@@ -33,7 +33,8 @@ def random_checkpoint(tmp_path_factory) -> Path:
     """A valid checkpoint with random weights: predictions are arbitrary, the pipeline runs."""
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "random.pt"

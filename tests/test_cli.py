@@ -7,7 +7,7 @@ import tifffile
 import torch
 
 from napari_yeast_phenotypes.cli import main
-from napari_yeast_phenotypes.core.network.model import load_classifier
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 from napari_yeast_phenotypes.core.results.export import cell_columns
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 

@@ -19,8 +19,9 @@ from napari_yeast_phenotypes.core.config import ClassifyConfig
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.experiment.cluster import plan_local
 from napari_yeast_phenotypes.core.experiment.combine import read_combined
-from napari_yeast_phenotypes.core.experiment.run import classify_many, model_loads
+from napari_yeast_phenotypes.core.experiment.run import classify_many
 from napari_yeast_phenotypes.core.experiment.spec import MovieSpec, read_spec
+from napari_yeast_phenotypes.core.experiment.worker import model_loads
 from napari_yeast_phenotypes.core.jobs import classify_movie
 from napari_yeast_phenotypes.core.results.folder import result_complete
 

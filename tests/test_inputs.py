@@ -9,7 +9,8 @@ from napari_yeast_phenotypes.core.config import ClassifyConfig
 from napari_yeast_phenotypes.core.data.crops import CropSettings
 from napari_yeast_phenotypes.core.data.movies import as_movie, read_array
 from napari_yeast_phenotypes.core.errors import InputError
-from napari_yeast_phenotypes.core.network.model import Classifier, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.model import Classifier
 from napari_yeast_phenotypes.core.pipeline import analyse
 
 

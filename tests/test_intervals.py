@@ -7,13 +7,13 @@ No training here except where marked slow: the figures are made from class indic
 import numpy as np
 import pytest
 
-from napari_yeast_phenotypes.core.network import evaluation as ev
-from napari_yeast_phenotypes.core.network.evaluation import (
+from napari_yeast_phenotypes.core.network import intervals as iv
+from napari_yeast_phenotypes.core.network.evaluation import metrics
+from napari_yeast_phenotypes.core.network.intervals import (
     MIN_BOOTSTRAP_TRACKS,
     compare_paired,
     fmt_ci,
     intervals,
-    metrics,
     wilson,
     with_intervals,
 )
@@ -44,7 +44,7 @@ def test_the_vectorised_replicates_score_as_metrics_does():
     p[t == 3] = 0  # a present class never predicted: F1 0, as in metrics
     t[t == 2] = 1  # an absent class: left out of macro-F1
     m = metrics(t, p, NAMES)
-    s = ev._scores(np.asarray(m["confusion"], dtype=float)[None])
+    s = iv._scores(np.asarray(m["confusion"], dtype=float)[None])
     assert s["accuracy"][0] == pytest.approx(m["accuracy"])
     assert s["balanced_accuracy"][0] == pytest.approx(m["balanced_accuracy"])
     assert s["macro_f1"][0] == pytest.approx(m["macro_f1"])
@@ -149,7 +149,7 @@ def test_with_intervals_adds_them_to_a_metrics_dict():
 
 
 def test_the_report_figure_draws_intervals(tmp_path):
-    from napari_yeast_phenotypes.core.network.evaluation import report_figure
+    from napari_yeast_phenotypes.core.network.evaluation_figures import report_figure
 
     t, p, tracks = tracked()
     m = with_intervals(metrics(t, p, NAMES), t, p, tracks)
@@ -167,7 +167,11 @@ def test_a_previous_model_of_more_classes_is_judged_by_its_own_calls():
 
     from napari_yeast_phenotypes.core.data.cropset import CropSet
     from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
-    from napari_yeast_phenotypes.core.network.train import OTHER_CLASSES, _compare_with_previous, predict_probabilities
+    from napari_yeast_phenotypes.core.network.train_report import (
+        OTHER_CLASSES,
+        _compare_with_previous,
+        predict_probabilities,
+    )
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
     torch.manual_seed(0)

@@ -153,7 +153,7 @@ def test_a_model_calls_only_the_labelled_classes(curated, tmp_path, capsys):
     out = tmp_path / "two.pt"
     assert main(["train", "--curated", str(tmp_path / "two"), "--out", str(out), "--epochs", "1", "--small-data", "off",
                  "--batch-size", "4", "--base-weights", "none"]) == 0
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     clf = load_classifier(out)
     assert list(clf.class_names) == two

@@ -19,7 +19,7 @@ from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.files.fingerprint import array_sha256, file_sha256
 from napari_yeast_phenotypes.core.files.locking import FileLock, LockHeld
 from napari_yeast_phenotypes.core.jobs import ClassifyJob, classify_movie, load_crop_folder
-from napari_yeast_phenotypes.core.network.model import load_classifier
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 from napari_yeast_phenotypes.core.pipeline import analyse
 from napari_yeast_phenotypes.core.results.folder import (
     RESULT_FILES,

@@ -10,9 +10,10 @@ from napari_yeast_phenotypes.core.data.tracking import build_cell_table
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.jobs import classify_movie
 from napari_yeast_phenotypes.core.network import features as features_mod
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
 from napari_yeast_phenotypes.core.network.features import MovieFeatures, backbone_fingerprint, movie_features
 from napari_yeast_phenotypes.core.network.live_head import LiveModel, Standardiser, fit_head, labelled_classes
-from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 from napari_yeast_phenotypes.core.results.schema import prob_columns
 from napari_yeast_phenotypes.core.track.timeline import (
     TimelineSettings,

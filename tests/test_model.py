@@ -8,15 +8,10 @@ import torchvision
 
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.files.fingerprint import file_sha256
-from napari_yeast_phenotypes.core.network import model as model_mod
-from napari_yeast_phenotypes.core.network.model import (
-    Classifier,
-    WeightsUnavailable,
-    YeastResNet,
-    build_model,
-    load_classifier,
-    save_checkpoint,
-)
+from napari_yeast_phenotypes.core.network import base_weights as weights_mod
+from napari_yeast_phenotypes.core.network.base_weights import WeightsUnavailable, build_model
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 from napari_yeast_phenotypes.core.network.predict import predict_crops
 
 
@@ -45,12 +40,12 @@ def test_adaptation_averages_rgb_conv1_from_a_local_file(tmp_path):
 
 def test_imagenet_weights_come_from_torchvision_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    path = model_mod.imagenet_weights_path()
+    path = weights_mod.imagenet_weights_path()
     assert str(path).startswith(str(tmp_path)) and path.name.startswith("resnet50-")
     path.parent.mkdir(parents=True)
     torch.save(rgb_resnet50_state(), path)
     # the stand-in file is not the real one (these machines cannot download it): let its name's hash be its own
-    monkeypatch.setattr(model_mod, "expected_sha256_prefix", lambda p: file_sha256(p)[:8])
+    monkeypatch.setattr(weights_mod, "expected_sha256_prefix", lambda p: file_sha256(p)[:8])
     m = build_model(8, base_weights="imagenet")
     assert torch.allclose(m.conv1.weight, rgb_resnet50_state()["conv1.weight"].mean(dim=1, keepdim=True))
 
@@ -65,7 +60,7 @@ def test_offline_imagenet_message_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailable) as err:
         build_model(8, base_weights="imagenet")
     msg = str(err.value)
-    assert str(model_mod.imagenet_weights_path()) in msg
+    assert str(weights_mod.imagenet_weights_path()) in msg
     assert "--base-weights none --trainable all" in msg and "--base-weights PATH" in msg
     assert "yeast-phenotypes install-weights resnet50-11ad3fa6.pth" in msg  # the command that installs it
 
@@ -227,7 +222,7 @@ def fake_resnet50_file(folder, value=0.5, name=None):
     """A small stand-in for torchvision's ResNet50 weights: every tensor of the right name and shape, each one
     value broadcast (stride 0: a few bytes each), saved under the name torchvision would give it (its own
     SHA-256 prefix)."""
-    shapes = model_mod._resnet50_shapes()
+    shapes = weights_mod._resnet50_shapes()
     state = {k: (torch.zeros((), dtype=torch.int64) if k.endswith("num_batches_tracked")
                  else torch.full((1,) * max(len(s), 1), value).expand(s) if s else torch.tensor(value))
              for k, s in shapes.items()}
@@ -245,13 +240,13 @@ def test_install_weights_checks_the_hash_and_installs_atomically_where_training_
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     fake = fake_resnet50_file(tmp_path, 0.5)
     assert fake.stat().st_size < 1_000_000  # small: the tensors are broadcast
-    assert not model_mod.imagenet_weights_available()
+    assert not weights_mod.imagenet_weights_available()
     assert main(["install-weights", str(fake)]) == 0
     out = capsys.readouterr().out
     dest = tmp_path / "torch" / "hub" / "checkpoints" / fake.name
     assert f"installed {fake} as {dest}" in out and "SHA-256" in out
     assert dest.read_bytes() == fake.read_bytes() and not list(dest.parent.glob(".*tmp"))
-    assert model_mod.imagenet_weights_available()
+    assert weights_mod.imagenet_weights_available()
     # training from "imagenet" now starts from them (conv1 averaged over RGB, fc new)
     m = build_model(8, base_weights="imagenet")
     assert torch.all(m.conv1.weight == 0.5) and torch.all(m.layer1[0].conv1.weight == 0.5)
@@ -302,12 +297,12 @@ def test_install_weights_refuses_a_wrong_file_in_plain_words(tmp_path, monkeypat
 def test_install_weights_knows_a_renamed_download_by_its_content(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     fake = fake_resnet50_file(tmp_path, 0.75)
-    real_files = model_mod.imagenet_files
+    real_files = weights_mod.imagenet_files
     # let the stand-in be "torchvision's V2 file" (these machines cannot download the real one)
-    monkeypatch.setattr(model_mod, "imagenet_files",
+    monkeypatch.setattr(weights_mod, "imagenet_files",
                         lambda: [(real_files()[0][0].with_name(fake.name), "url"), *real_files()[1:]])
     renamed = fake.rename(tmp_path / "resnet50 (1).pth")  # a browser's name for a second download
-    dest, already = model_mod.install_imagenet_weights(renamed)
+    dest, already = weights_mod.install_imagenet_weights(renamed)
     assert dest.name == fake.name and not already and dest.read_bytes() == renamed.read_bytes()
 
 
@@ -323,7 +318,7 @@ def test_a_copy_that_fails_midway_leaves_nothing_in_the_cache(tmp_path, monkeypa
 
     monkeypatch.setattr(shutil, "copyfileobj", full_disk)
     with pytest.raises(InputError, match="No space left"):
-        model_mod.install_imagenet_weights(fake)
+        weights_mod.install_imagenet_weights(fake)
     assert not list((tmp_path / "torch" / "hub" / "checkpoints").iterdir())
 
 
@@ -368,8 +363,8 @@ def test_classify_path_imports_no_torchvision(tmp_path):
 
     code = (
         "import sys, torch\n"
-        "from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint, "
-        "load_classifier\n"
+        "from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet\n"
+        "from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint, load_classifier\n"
         "from napari_yeast_phenotypes.core.data.simulate import simulate_movie\n"
         "from napari_yeast_phenotypes.core.pipeline import analyse\n"
         "from napari_yeast_phenotypes.core.config import ClassifyConfig\n"

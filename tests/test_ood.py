@@ -19,7 +19,8 @@ from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 from napari_yeast_phenotypes.core.data.tracking import build_cell_table
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.jobs import classify_movie
-from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 from napari_yeast_phenotypes.core.network.ood import (
     OOD_VERSION,
     WARN_SHARE,

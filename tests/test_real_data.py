@@ -7,7 +7,7 @@ import tifffile
 from realdata import real_data
 
 from napari_yeast_phenotypes.core.data.tracking import build_cell_table, labels_look_tracked
-from napari_yeast_phenotypes.core.network.model import load_classifier
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 from napari_yeast_phenotypes.core.pipeline import analyse
 
 

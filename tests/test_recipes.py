@@ -8,7 +8,7 @@ import torch
 
 from napari_yeast_phenotypes.core.config import RECIPES, TrainConfig, recipe_config
 from napari_yeast_phenotypes.core.errors import InputError
-from napari_yeast_phenotypes.core.network.train import (
+from napari_yeast_phenotypes.core.network.train_steps import (
     WeightAverage,
     augment_batch,
     deterministic_cuda,
@@ -98,7 +98,7 @@ def test_deterministic_settings_only_on_cuda():
 @pytest.mark.slow
 def test_a_robust_training_keeps_the_averaged_weights(tmp_path):
     from napari_yeast_phenotypes.core.data.cropset import CropSet
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
     from napari_yeast_phenotypes.core.network.train import train
     from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 

@@ -20,19 +20,20 @@ from hypothesis import strategies as st
 from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.experiment.ageing import read_tracks, run_ageing
-from napari_yeast_phenotypes.core.experiment.run import check_distinct_movies, classify_many, movie_state
+from napari_yeast_phenotypes.core.experiment.run import classify_many
 from napari_yeast_phenotypes.core.experiment.spec import MovieSpec, read_spec
+from napari_yeast_phenotypes.core.experiment.state import check_distinct_movies, movie_state
 from napari_yeast_phenotypes.core.files.fingerprint import describe_file
 from napari_yeast_phenotypes.core.results.folder import ResultFolder
-from napari_yeast_phenotypes.core.results.survival import (
+from napari_yeast_phenotypes.core.results.survival import senescence_survival
+from napari_yeast_phenotypes.core.results.survival_stats import holm
+from napari_yeast_phenotypes.core.results.survival_table import (
     AT_ENTRY,
     BACKWARDS,
     BAD_SENESCENCE,
     NO_FIRST,
     NO_LAST,
     OUTSIDE,
-    holm,
-    senescence_survival,
     time_to_senescence,
 )
 
@@ -358,7 +359,7 @@ def test_two_hundred_conditions_take_one_test_and_seconds():
     assert list(res.logrank["test"]) == ["overall"] and int(res.logrank["groups"].iloc[0]) == 200
     assert calls[-1] == (200, 200) and len(calls) == 200  # progress, group by group
     from napari_yeast_phenotypes.core.results.figures import png_bytes
-    from napari_yeast_phenotypes.core.results.survival import ageing_figure
+    from napari_yeast_phenotypes.core.results.survival_figure import ageing_figure
 
     assert png_bytes(ageing_figure(res))
 
@@ -537,11 +538,11 @@ def _record() -> dict:
 
 def _fake_model(monkeypatch, metadata):
     from napari_yeast_phenotypes.core.data.crops import CropSettings
-    from napari_yeast_phenotypes.core.network import model
+    from napari_yeast_phenotypes.core.network import checkpoint
 
     clf = SimpleNamespace(class_names=("A", "B"), model=SimpleNamespace(trainable=("conv1", "fc")),
                           crop_settings=CropSettings(), metadata=metadata)
-    monkeypatch.setattr(model, "load_classifier", lambda *a, **k: clf)
+    monkeypatch.setattr(checkpoint, "load_classifier", lambda *a, **k: clf)
 
 
 def test_info_prints_a_whole_record(monkeypatch, capsys):

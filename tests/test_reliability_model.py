@@ -15,8 +15,10 @@ from napari_yeast_phenotypes.core.config import ClassifyConfig, TrainConfig, par
 from napari_yeast_phenotypes.core.data.crops import CropSettings
 from napari_yeast_phenotypes.core.data.cropset import CropSet
 from napari_yeast_phenotypes.core.errors import InputError
-from napari_yeast_phenotypes.core.network.model import build_model, load_classifier
-from napari_yeast_phenotypes.core.network.train import TrainingDiverged, train
+from napari_yeast_phenotypes.core.network.base_weights import build_model
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
+from napari_yeast_phenotypes.core.network.train import train
+from napari_yeast_phenotypes.core.network.train_report import TrainingDiverged
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 
@@ -44,9 +46,9 @@ def test_a_huge_learning_rate_stops_training_without_a_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """Epoch 1 is good and saved; the loss turns NaN in epoch 2: training stops, epoch 1 stays."""
-    import napari_yeast_phenotypes.core.network.train as train_mod
+    import napari_yeast_phenotypes.core.network.train_steps as steps_mod
 
-    real = train_mod.F.cross_entropy
+    real = steps_mod.F.cross_entropy
     calls = []
 
     def nan_from_the_third_step(*a, **kw):
@@ -54,7 +56,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         loss = real(*a, **kw)
         return loss * float("nan") if len(calls) >= 3 else loss
 
-    monkeypatch.setattr(train_mod.F, "cross_entropy", nan_from_the_third_step)
+    monkeypatch.setattr(steps_mod.F, "cross_entropy", nan_from_the_third_step)
     out = tmp_path / "m.pt"
     kept = rf"epoch 2, step 1: the loss.*{out} keeps the best epoch before that \(1\)"
     with pytest.raises(TrainingDiverged, match=kept):
@@ -128,7 +130,7 @@ def test_duplicate_class_names_given_for_a_bare_state_dict(tmp_path, checkpoint)
 @pytest.fixture
 def torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    from napari_yeast_phenotypes.core.network.model import imagenet_weights_path
+    from napari_yeast_phenotypes.core.network.base_weights import imagenet_weights_path
 
     path = imagenet_weights_path()
     path.parent.mkdir(parents=True)

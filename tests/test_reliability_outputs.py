@@ -177,7 +177,8 @@ def test_ageing_figure_draws_user_text_literally(tmp_path):
     import matplotlib
 
     from napari_yeast_phenotypes.core.results.figures import png_bytes
-    from napari_yeast_phenotypes.core.results.survival import ageing_figure, senescence_survival
+    from napari_yeast_phenotypes.core.results.survival import senescence_survival
+    from napari_yeast_phenotypes.core.results.survival_figure import ageing_figure
 
     rng = np.random.default_rng(0)
     n = 7 * 6
@@ -205,7 +206,7 @@ def test_summary_figure_with_dollar_class_names_and_title(tmp_path):
 
 def test_an_ageing_figure_that_fails_leaves_no_file(tmp_path, monkeypatch):
     from napari_yeast_phenotypes.core.experiment import ageing
-    from napari_yeast_phenotypes.core.results import survival
+    from napari_yeast_phenotypes.core.results import survival_figure
 
     tracks = pd.DataFrame({"track_id": [1, 2, 3], "first_frame": [0, 0, 0], "last_frame": [5, 6, 7],
                            "senescence_frame": ["3", "", "4"], "condition": ["a", "b", "a"]})
@@ -214,7 +215,7 @@ def test_an_ageing_figure_that_fails_leaves_no_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("cannot draw")
 
-    monkeypatch.setattr(survival, "ageing_figure", broken)
+    monkeypatch.setattr(survival_figure, "ageing_figure", broken)
     with pytest.raises(ValueError, match="cannot draw"):
         ageing.run_ageing(tmp_path / "tracks.csv", by="condition")
     assert not (tmp_path / "ageing").exists()

@@ -263,8 +263,9 @@ def test_an_interrupted_commit_whose_staging_is_a_link_moves_nothing_in(tmp_path
 
 @pytest.mark.parametrize("linked", ["movie folder", "movies folder"])
 def test_a_link_in_movies_sends_no_results_elsewhere(tmp_path, linked):
-    from napari_yeast_phenotypes.core.experiment.run import movie_state, run_movie
     from napari_yeast_phenotypes.core.experiment.spec import MovieSpec
+    from napari_yeast_phenotypes.core.experiment.state import movie_state
+    from napari_yeast_phenotypes.core.experiment.worker import run_movie
 
     out = tmp_path / "exp"
     elsewhere = tmp_path / "other-experiment"

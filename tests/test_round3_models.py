@@ -25,7 +25,8 @@ from napari_yeast_phenotypes.core.track.timeline import (
     smooth_track,
     smooth_track_posterior,
 )
-from napari_yeast_phenotypes.core.track.track_model import TrackModelFit, fit_em, fit_track_model
+from napari_yeast_phenotypes.core.track.track_estimates import fit_em
+from napari_yeast_phenotypes.core.track.track_model import TrackModelFit, fit_track_model
 from napari_yeast_phenotypes.core.track.track_model_file import load_track_model, save_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
@@ -204,7 +205,7 @@ def test_future_track_model_is_refused(tmp_path):
 def test_future_checkpoint_and_ood_summary_are_refused(tmp_path, random_checkpoint):
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
     from napari_yeast_phenotypes.core.network.ood import OODSummary
 
     data = torch.load(random_checkpoint, weights_only=True)
@@ -221,7 +222,7 @@ def test_future_checkpoint_and_ood_summary_are_refused(tmp_path, random_checkpoi
 def test_a_checkpoint_of_one_class_is_refused(tmp_path, random_checkpoint):
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     data = torch.load(random_checkpoint, weights_only=True)
     data["model_state"]["fc.weight"] = data["model_state"]["fc.weight"][:1]
@@ -299,7 +300,7 @@ def test_unsafe_class_names_are_refused_everywhere(tmp_path, bad, random_checkpo
     import torch
 
     from napari_yeast_phenotypes.core.data.curated.store import CuratedSet
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     names = ["Nuclear", bad] if "," not in bad else bad.split(",")
     with pytest.raises(InputError, match="cannot be a class name|empty class name"):

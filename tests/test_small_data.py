@@ -14,7 +14,8 @@ from napari_yeast_phenotypes.core.config import (
     adapt_to_data,
 )
 from napari_yeast_phenotypes.core.data.cropset import CropSet
-from napari_yeast_phenotypes.core.network.train import epoch_batches, schedule_length, train_iter
+from napari_yeast_phenotypes.core.network.train import train_iter
+from napari_yeast_phenotypes.core.network.train_steps import epoch_batches, schedule_length
 
 NAMES = ("Aggregate", "Cytoplasm", "Circular")
 
@@ -128,7 +129,12 @@ def test_small_data_is_adapted_and_said_in_the_record(tmp_path, monkeypatch, cap
 
 def test_the_labels_prior_is_folded_into_the_bias_and_matches_the_reweighted_probabilities():
     from napari_yeast_phenotypes.core.network.model import YeastResNet
-    from napari_yeast_phenotypes.core.network.train import fold_prior, log_prior, predict_probabilities, with_prior
+    from napari_yeast_phenotypes.core.network.train_report import (
+        fold_prior,
+        log_prior,
+        predict_probabilities,
+        with_prior,
+    )
 
     data = small_set()
     data = data.subset(np.r_[np.flatnonzero(data.targets != 2), np.flatnonzero(data.targets == 2)[:2]])

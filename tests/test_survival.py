@@ -11,11 +11,8 @@ from lifelines.statistics import logrank_test
 from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.results.plots import draw_not_senescent
-from napari_yeast_phenotypes.core.results.survival import (
-    parse_transitions,
-    senescence_survival,
-    time_to_senescence,
-)
+from napari_yeast_phenotypes.core.results.survival import senescence_survival
+from napari_yeast_phenotypes.core.results.survival_table import parse_transitions, time_to_senescence
 from napari_yeast_phenotypes.core.track.timeline import track_summary
 
 

@@ -7,14 +7,8 @@ import pytest
 from napari_yeast_phenotypes.core.config import ClassifyConfig
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.track.timeline import TimelineSettings, add_timeline, smooth_track
-from napari_yeast_phenotypes.core.track.track_model import (
-    count_transitions,
-    evaluate_tracks,
-    fit_confusion,
-    fit_em,
-    fit_temperature,
-    fit_track_model,
-)
+from napari_yeast_phenotypes.core.track.track_estimates import count_transitions, fit_confusion, fit_em, fit_temperature
+from napari_yeast_phenotypes.core.track.track_model import evaluate_tracks, fit_track_model
 from napari_yeast_phenotypes.core.track.track_model_file import load_track_model, save_track_model
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES, SENESCENT
 
@@ -199,7 +193,7 @@ def test_evaluate_counts_false_senescence(rng):
     # track 2's network says Senescent from frame 5 although the cell stays Fragmented
     cells.loc[(cells["track_id"] == 2) & (cells["frame"] >= 5), [f"p_{c}" for c in CLASS_NAMES]] = \
         np.eye(N)[SENESCENT] * 0.98 + 0.02 / N
-    from napari_yeast_phenotypes.core.track.track_model import truth_codes
+    from napari_yeast_phenotypes.core.track.track_estimates import truth_codes
 
     m = evaluate_tracks(cells, truth_codes(cells, truth), TimelineSettings())
     assert m["live_tracks"] == 2
@@ -287,7 +281,7 @@ def test_the_track_model_never_lowers_agreement_on_labelled_tracks(seed):
         assert where["smoothed_accuracy"] >= where["raw_accuracy"]
     assert r["decision"]["use"] == ("smoothing" if fit.settings.smooth else "raw calls")
     # what the report says is what classifying with the settings gives
-    from napari_yeast_phenotypes.core.track.track_model import truth_codes
+    from napari_yeast_phenotypes.core.track.track_estimates import truth_codes
 
     out = add_timeline(cells, CLASS_NAMES, fit.settings).sort_values(["track_id", "frame"]).reset_index(drop=True)
     codes = truth_codes(out, truth)

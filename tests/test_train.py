@@ -14,6 +14,7 @@ from napari_yeast_phenotypes.cli import main
 from napari_yeast_phenotypes.core.config import TrainConfig
 from napari_yeast_phenotypes.core.data.cropset import CropSet
 from napari_yeast_phenotypes.core.errors import InputError
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier, save_checkpoint
 from napari_yeast_phenotypes.core.network.crossval import crossval_folds
 from napari_yeast_phenotypes.core.network.evaluation import (
     expected_calibration_error,
@@ -24,15 +25,10 @@ from napari_yeast_phenotypes.core.network.evaluation import (
     scale_probabilities,
     summarise_folds,
 )
-from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, load_classifier, save_checkpoint
-from napari_yeast_phenotypes.core.network.train import (
-    augment_batch,
-    class_weights,
-    plan_splits,
-    train,
-    train_iter,
-    training_loss,
-)
+from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
+from napari_yeast_phenotypes.core.network.train import train, train_iter
+from napari_yeast_phenotypes.core.network.train_splits import plan_splits
+from napari_yeast_phenotypes.core.network.train_steps import augment_batch, class_weights, training_loss
 from napari_yeast_phenotypes.phenotypes import CLASS_NAMES
 
 
@@ -202,13 +198,13 @@ def test_frozen_layers_keep_their_weights_and_batchnorm_statistics(tmp_path, tin
 
 @pytest.mark.slow
 def test_augmentation_touches_training_batches_only(tiny, monkeypatch):
-    from napari_yeast_phenotypes.core.network import train as train_mod
+    from napari_yeast_phenotypes.core.network import train_report, train_steps
 
     val = crop_set(8, seed=9, prefix="v")
     augmented, predicted = [], []
-    real_aug, real_pred = train_mod.augment_batch, train_mod.predict_crops
-    monkeypatch.setattr(train_mod, "augment_batch", lambda x, g, a: augmented.append(x.clone()) or real_aug(x, g, a))
-    monkeypatch.setattr(train_mod, "predict_crops", lambda m, c, *a, **k: predicted.append(c.copy()) or
+    real_aug, real_pred = train_steps.augment_batch, train_report.predict_crops
+    monkeypatch.setattr(train_steps, "augment_batch", lambda x, g, a: augmented.append(x.clone()) or real_aug(x, g, a))
+    monkeypatch.setattr(train_report, "predict_crops", lambda m, c, *a, **k: predicted.append(c.copy()) or
                         real_pred(m, c, *a, **k))
     train(tiny, val, TrainConfig(epochs=1, batch_size=8, base_weights="none", augment="flips,rot90,noise",
                                  small_data="off"))
@@ -306,7 +302,7 @@ def test_fold_summary_counts_a_class_never_predicted_as_f1_zero():
 
 
 def test_the_report_figure_is_a_row_or_a_grid():
-    from napari_yeast_phenotypes.core.network.evaluation import report_figure
+    from napari_yeast_phenotypes.core.network.evaluation_figures import report_figure
 
     rng = np.random.default_rng(0)
     t = rng.integers(0, 8, 60)

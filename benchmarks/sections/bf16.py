@@ -11,9 +11,9 @@ from napari_yeast_phenotypes.core.data.crops import movie_crops
 from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 from napari_yeast_phenotypes.core.data.tracking import build_cell_table
 from napari_yeast_phenotypes.core.files.paths import demo_models
+from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 from napari_yeast_phenotypes.core.network.cpu_inference import inference_forward
 from napari_yeast_phenotypes.core.network.device import cpu_has_native_bf16, resolve_precision
-from napari_yeast_phenotypes.core.network.model import load_classifier
 from napari_yeast_phenotypes.core.network.predict import predict_batches
 
 from .common import Context, log, random_classifier

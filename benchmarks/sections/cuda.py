@@ -96,7 +96,8 @@ def end_to_end(sizes: dict, folder: Path) -> dict:
 
     from napari_yeast_phenotypes.core.config import ClassifyConfig
     from napari_yeast_phenotypes.core.jobs.classify import classify_movie
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     from .disk_movie import write_long_movie
 

@@ -63,7 +63,8 @@ def child(args: dict) -> dict:
 def _write_inputs(folder: Path, n_frames: int, size: int, n_cells: int) -> tuple[Path, Path]:
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     from .disk_movie import write_long_movie
 

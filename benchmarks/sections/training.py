@@ -9,7 +9,7 @@ import torch
 
 from napari_yeast_phenotypes.core.network.cpu_training import gemm_weight_grads
 from napari_yeast_phenotypes.core.network.model import YeastResNet
-from napari_yeast_phenotypes.core.network.train import batch_loss, make_optimizer
+from napari_yeast_phenotypes.core.network.train_steps import batch_loss, make_optimizer
 
 from .common import Context, best_time, count_flops, log
 from .machine import peak_rate

@@ -138,7 +138,7 @@ def _fmt(x) -> str:
 
 def _ci(m: dict, key: str, value=None) -> str:
     """A figure of ``m`` with its 95% interval when ``m`` has one: ``0.947 (0.921-0.968)``."""
-    from .core.network.evaluation import fmt_ci
+    from .core.network.intervals import fmt_ci
 
     ci = (m.get("ci") or m.get("_wilson") or {}).get(key)
     return fmt_ci(m.get(key) if value is None else value, ci)
@@ -157,13 +157,13 @@ def _with_wilson(m: dict) -> dict:
     """A record made before intervals were: Wilson's interval of its accuracy, from its crops (no F1 interval)."""
     if m.get("ci") or not m.get("n"):
         return m
-    from .core.network.evaluation import wilson
+    from .core.network.intervals import wilson
 
     return {**m, "ci": None, "_wilson": {"accuracy": wilson(round(m["accuracy"] * m["n"]), m["n"])}}
 
 
 def _metrics_lines(title: str, m: dict, previous: dict | None = None, comparison: dict | None = None) -> list[str]:
-    from .core.network.evaluation import fmt_ci
+    from .core.network.intervals import fmt_ci
 
     m = _with_wilson(m)
     if previous:
@@ -246,7 +246,7 @@ def _pooled_line(res: dict) -> str:
 
 def cmd_crossval(args) -> int:
     from .core.jobs.training import crossvalidate
-    from .core.network.evaluation import fmt_ci
+    from .core.network.intervals import fmt_ci
     from .core.progress import training_bar
 
     res = crossvalidate(args.data, args.folds, _train_config(args), class_names=_class_names(args), out=args.out,
@@ -336,7 +336,7 @@ def info_lines(path, clf) -> list[str]:
 
 def cmd_info(args) -> int:
     from .core.errors import InputError
-    from .core.network.model import load_classifier
+    from .core.network.checkpoint import load_classifier
 
     clf = load_classifier(args.model, trust=False)
     try:  # the record is built whole before a line is printed: a hand-edited one is said in one line
@@ -352,7 +352,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_install_weights(args) -> int:
-    from .core.network.model import install_imagenet_weights
+    from .core.network.base_weights import install_imagenet_weights
 
     path, already = install_imagenet_weights(args.file)
     if already:

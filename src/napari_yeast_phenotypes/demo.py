@@ -60,7 +60,7 @@ def demo_config(seed: int, epochs: int, base_weights: str, trainable: str, recip
     """Everything the demo model depends on: its cache key (a change of any of it trains anew)."""
     from .core.data.crops import CropSettings
     from .core.data.simulate import SIMULATOR_VERSION
-    from .core.network.model import CHECKPOINT_VERSION
+    from .core.network.checkpoint import CHECKPOINT_VERSION
     from .core.network.ood import OOD_VERSION
 
     return {"version": __version__, "simulator": SIMULATOR_VERSION, "crop_settings": CropSettings().to_dict(),
@@ -72,7 +72,7 @@ def demo_config(seed: int, epochs: int, base_weights: str, trainable: str, recip
 
 def choose_base_weights() -> tuple[str, str, str]:
     """ImageNet weights with the study's freeze policy when cached here; otherwise train from scratch."""
-    from .core.network.model import imagenet_weights_available, imagenet_weights_path
+    from .core.network.base_weights import imagenet_weights_available, imagenet_weights_path
 
     if imagenet_weights_available():
         return "imagenet", "conv1,fc", "ImageNet weights found: training conv1 + fc, as in the study"

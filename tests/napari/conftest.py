@@ -64,7 +64,8 @@ def model_path(tmp_path_factory):
     import_torch_core()  # a viewer may already have loaded Mesa's LLVM: see _safe_torch
     import torch
 
-    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet, save_checkpoint
+    from napari_yeast_phenotypes.core.network.checkpoint import save_checkpoint
+    from napari_yeast_phenotypes.core.network.model import Classifier, YeastResNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "random.pt"

@@ -55,7 +55,7 @@ def test_live_model_follows_every_label_and_saves(make_napari_viewer, small_movi
     assert f"{report['share_outside']:.0%} of the cells are unlike" in classify.status.text()
     saved = widget.live.save(tmp_path / "live.pt")
     assert saved is not None and state_of(viewer).model == saved
-    from napari_yeast_phenotypes.core.network.model import load_classifier
+    from napari_yeast_phenotypes.core.network.checkpoint import load_classifier
 
     clf = load_classifier(saved)
     assert clf.class_names == ("Aggregate", "Cytoplasm") and clf.ood is not None

@@ -113,7 +113,8 @@ def test_a_folder_that_is_no_curated_set_is_refused_in_words(make_napari_viewer,
 
 def _report(verdict, n=17):
     """A training report (plain values, as a checkpoint keeps it) whose comparison says ``verdict``."""
-    from napari_yeast_phenotypes.core.network.evaluation import compare_paired, metrics, with_intervals
+    from napari_yeast_phenotypes.core.network.evaluation import metrics
+    from napari_yeast_phenotypes.core.network.intervals import compare_paired, with_intervals
 
     names = ["Aggregate", "Cytoplasm"]
     t = np.arange(n) % 2

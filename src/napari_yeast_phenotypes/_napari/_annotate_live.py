@@ -129,7 +129,7 @@ class LiveController:
 
     def save(self, path=None) -> Path | None:
         """Save the live model as a checkpoint (asks where unless given); it becomes the session's model."""
-        from ..core.network.model import save_checkpoint
+        from ..core.network.checkpoint import save_checkpoint
 
         d = self.dock
         if self.live is None:

@@ -52,5 +52,5 @@ def import_torch_core() -> None:
         import torch._dynamo  # noqa: F401 - the optimisers (training) import it later, then outside this block
 
         from ..core import pipeline  # noqa: F401
-        from ..core.network import model  # noqa: F401
+        from ..core.network import checkpoint, model  # noqa: F401
 

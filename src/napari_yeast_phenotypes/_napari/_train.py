@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 
 from ..core.config import TrainConfig
 from ..core.errors import InputError
-from ..core.network.evaluation import fmt_ci
+from ..core.network.intervals import fmt_ci
 from ._dock import StatusLine, open_dock, run_job
 from ._safe_torch import import_torch_core
 from ._settings import default_model, load_settings, remember_model, save_settings

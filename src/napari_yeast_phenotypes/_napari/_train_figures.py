@@ -28,7 +28,7 @@ def render(fig: Figure) -> np.ndarray:
 
 def render_curves(fig: Figure, history: list[dict]) -> np.ndarray:
     """The live curves (loss; validation accuracy and macro-F1 per epoch) drawn into ``fig``, as a picture."""
-    from ..core.network.evaluation import draw_history
+    from ..core.network.evaluation_figures import draw_history
 
     fig.clear()
     ax_loss, ax_score = fig.subplots(1, 2)
@@ -44,7 +44,7 @@ def render_report(fig: Figure, clf) -> np.ndarray:
     Four panels in a row when ``fig`` is wide, else a 2 x 2 grid (a dock is narrow: in one row the
     confusion matrices' numbers were too small to read).
     """
-    from ..core.network.evaluation import report_figure
+    from ..core.network.evaluation_figures import report_figure
 
     ev = clf.evaluation
     rep = dict(ev["record"])
@@ -70,7 +70,7 @@ def with_curves(gen, fig: Figure | None):
 
 def render_crossval(fig: Figure, res: dict) -> np.ndarray:
     """Per-class F1 of the grouped folds beside the random split's, drawn into ``fig``, as a picture."""
-    from ..core.network.evaluation import draw_crossval
+    from ..core.network.evaluation_figures import draw_crossval
 
     fig.clear()
     ax = fig.subplots(1, 1)

@@ -170,7 +170,7 @@ def analyse(image, labels, clf: Classifier, config: ClassifyConfig | None = None
     image, labels
         (T, Y, X) or (Y, X) arrays; numpy, dask or memory-mapped.
     clf
-        A loaded classifier (:func:`napari_yeast_phenotypes.core.network.model.load_classifier`).
+        A loaded classifier (:func:`napari_yeast_phenotypes.core.network.checkpoint.load_classifier`).
     config
         How to classify (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`).
     progress

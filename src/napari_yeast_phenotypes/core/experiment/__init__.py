@@ -31,7 +31,7 @@ for every movie it classifies.
 from .._face import public_face
 
 __getattr__, __dir__, __all__ = public_face(__name__, {
-    "classify_many": ".run", "ExperimentResult": ".run", "run_movie": ".run", "cached_model": ".run",
+    "classify_many": ".run", "ExperimentResult": ".run", "run_movie": ".worker", "cached_model": ".worker",
     "movies_bar": ".run",
     "read_spec": ".spec", "MovieSpec": ".spec", "find_labels": ".spec",
     "plan_local": ".cluster", "local_cluster": ".cluster", "connect": ".cluster", "usable_cpus": ".cluster",

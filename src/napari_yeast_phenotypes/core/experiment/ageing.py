@@ -145,7 +145,8 @@ def run_ageing(source, by=None, out=None, *, frame_interval: float = 1.0, time_u
     from ..files.atomic import prepare_output_dir
     from ..files.tables import write_csv
     from ..results.figures import png_bytes
-    from ..results.survival import ageing_figure, senescence_survival
+    from ..results.survival import senescence_survival
+    from ..results.survival_figure import ageing_figure
 
     if isinstance(by, str):
         by = [b.strip() for b in by.split(",") if b.strip()] or None

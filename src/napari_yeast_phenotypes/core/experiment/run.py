@@ -1,12 +1,11 @@
 """The classify-many job: every movie of a SPEC classified (on Dask or in this process) into its own result
-folder, resumably; see the package's docstring for the folder it writes."""
+folder, resumably; see the package's docstring for the folder it writes. What a worker runs for one movie is
+in :mod:`.worker`; where the movies' folders stand, in :mod:`.state`."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,267 +20,22 @@ from ..config import ClassifyConfig
 from ..errors import InputError
 from ..files.atomic import atomic_write, check_writable_dir
 from ..files.fingerprint import describe_file, file_sha256, model_fingerprint
-from ..files.inside import path_inside
-from ..files.locking import FileLock, LockHeld
+from ..files.locking import FileLock
 from ..files.tables import write_csv
 from ..jobs.classify import check_track_model_file, with_track_model
-from ..results.folder import LOCK_FILE, RESULT_FILES, RUN_FILE, WRITING_MARK, read_run, result_complete
+from ..results.folder import RUN_FILE
 from ..results.schema import cell_columns, track_columns
-from .cluster import (
-    _torch_threads_here,
-    _wants_gpu,
-    check_scheduler,
-    connect,
-    local_cluster,
-    plan_local,
-    threads_per_worker,
-)
+from .cluster import _wants_gpu, check_scheduler, connect, local_cluster, plan_local, threads_per_worker
 from .combine import COMBINED, FAILURES_FILE, MOVIES_FILE, combine_tables, read_combined
 from .spec import MOVIES_DIR, MovieSpec, read_spec
-
-EXPERIMENT_FILE = "experiment.json"
-
+from .state import EXPERIMENT_FILE, _json_round, check_distinct_movies, clean_leftovers, movie_state
+from .worker import cached_model, run_movie
 
 EXPERIMENT_LOCK = ".yeast-phenotypes-experiment.lock"
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _json_round(d: dict) -> dict:
-    return json.loads(json.dumps(d, default=str))
-
-
-def content_sha256(path: Path, hashes: dict | None = None) -> str:
-    """SHA-256 of a file's bytes. ``hashes`` caches them within one run, keyed by the file's path, size,
-    inode and modification and change times, so that a file read twice in a run is hashed once; a
-    file changed in between has another key (its change time moves with any write) and is hashed
-    again. Across runs nothing is cached: a rerun hashes every input it trusts."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)
-    if hashes is not None and key in hashes:
-        return hashes[key]
-    digest = file_sha256(path)
-    if hashes is not None:
-        hashes[key] = digest
-    return digest
-
-
-def _same_input(recorded: dict, path: Path, hashes: dict | None = None) -> bool:
-    """Whether ``run.json``'s record of an input is this file's content. A file of another size is
-    another file at once; a file of the same size is compared by SHA-256 (a movie replaced at the
-    same path by a re-segmentation of the same size is another movie), wherever it lies."""
-    try:
-        size = path.stat().st_size
-        if recorded.get("bytes") != size or not recorded.get("sha256"):
-            return False
-        return recorded["sha256"] == content_sha256(path, hashes)
-    except OSError:
-        return False
-
-
-def movie_state(folder, config: dict, model_fp: str, movie: MovieSpec, hashes: dict | None = None
-                ) -> tuple[str, str]:
-    """``("complete", "")``, ``("stale", why)`` or ``("todo", "")`` for one movie's result folder.
-
-    Complete: :func:`~napari_yeast_phenotypes.core.results.folder.result_complete` holds and its
-    ``run.json`` records this run's config (``to_dict``), model fingerprint and input files (their
-    content: SHA-256, see :func:`_same_input`).
-    """
-    folder = Path(folder)
-    if not _reached_without_links(folder) or not result_complete(folder):
-        return "todo", ""
-    try:
-        run = read_run(folder)
-    except (OSError, ValueError):
-        return "todo", ""
-    if not isinstance(run, dict):
-        return "todo", ""
-    if _json_round(run.get("config") or {}) != _json_round(config):
-        return "stale", "made with other classify settings"
-    if (run.get("model") or {}).get("fingerprint") != model_fp:
-        return "stale", "made with another model"
-    inputs = run.get("inputs") or {}
-    for key, path in (("image", movie.image), ("labels", movie.labels)):
-        if not _same_input(inputs.get(key) or {}, Path(path), hashes):
-            return "stale", f"made from another {key} file (other content)"
-    return "complete", ""
-
-
-_SAMPLE = 1 << 20
-
-
-def _quick_print(path: Path) -> tuple:
-    """Size and the hash of three 1 MiB samples (start, middle, end): equal for equal files; files that
-    differ almost always differ here, so only files equal here need a full hash to tell."""
-    import hashlib
-
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for at in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
-            fh.seek(at)
-            h.update(fh.read(_SAMPLE))
-    return size, h.hexdigest()
-
-
-def check_distinct_movies(movies: list[MovieSpec], hashes: dict | None = None) -> None:
-    """Refuse a SPEC that lists one movie twice (under two names, two paths, or a copy): its cells would be
-    classified and counted twice. Two movies are one when their images, or their labels, have the
-    same content (SHA-256; only files that agree in size and in samples are hashed whole)."""
-    for key in ("image", "labels"):
-        groups: dict[tuple, list[MovieSpec]] = {}
-        for m in movies:
-            path = Path(getattr(m, key))
-            try:
-                groups.setdefault(_quick_print(path), []).append(m)
-            except OSError:
-                continue  # a missing file fails its movie, said in failures.csv
-        for group in groups.values():
-            if len(group) < 2:
-                continue
-            same: dict[str, MovieSpec] = {}
-            for m in group:
-                path = Path(getattr(m, key))
-                try:
-                    digest = content_sha256(path, hashes)
-                except OSError:
-                    continue
-                if digest in same:
-                    first = same[digest]
-                    raise InputError(
-                        f"the movies {first.movie} and {m.movie} have the same {key} ({getattr(first, key)} and "
-                        f"{path}: the same content); a movie listed twice would be classified and counted "
-                        "twice in the statistics. List each movie once (to compare two segmentations of "
-                        "one movie, run classify-many once for each)")
-                same[digest] = m
-
-
-def _reached_without_links(movie_folder: Path) -> bool:
-    """Whether ``<out>/movies/<movie>`` is reached from the experiment folder without a symbolic link."""
-    try:
-        path_inside(movie_folder.parent.parent, f"{movie_folder.parent.name}/{movie_folder.name}")
-    except InputError:
-        return False
-    return True
-
-
-def clean_leftovers(folder: Path) -> None:
-    """Remove what a killed writer of this package left in ``folder``: staging folders and the
-    temporary files of atomic writes (``.<name>.<random>.tmp``) of the files it writes.
-
-    Only call it while holding the folder's lock: then no live writer owns them.
-    """
-    if not folder.is_dir():
-        return
-    ours = (*RESULT_FILES, RUN_FILE, WRITING_MARK, *COMBINED, FAILURES_FILE, MOVIES_FILE, EXPERIMENT_FILE)
-    prefixes = tuple(f".{name}." for name in ours)
-    for p in folder.iterdir():
-        if p.name.startswith(".staging-") and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(prefixes) and p.name.endswith(".tmp") and p.is_file():
-            try:
-                p.unlink()
-            except OSError:
-                pass
-
-
-_models: dict[tuple, object] = {}
-
-
-_models_lock = threading.Lock()
-
-
-_loads = [0]
-
-
-def model_loads() -> int:
-    """How many times this process has loaded a model for :func:`classify_many` (once per model)."""
-    return _loads[0]
-
-
-def cached_model(path, sha256: str, class_names=None, trust: bool = False):
-    """The classifier in ``path``, loaded once per process and model (keyed by the file's SHA-256).
-
-    The file is checked against ``sha256`` when it is loaded, so a model replaced while the
-    experiment runs is refused instead of mixing two models in one experiment.
-    """
-    from ..network.model import load_classifier
-
-    key = (sha256, tuple(class_names) if class_names else None, bool(trust))
-    with _models_lock:
-        clf = _models.get(key)
-        if clf is None:
-            if file_sha256(path) != sha256:
-                raise InputError(f"the model file {path} changed while the experiment ran; restart it")
-            clf = load_classifier(path, class_names, trust=trust)
-            clf.source_path = Path(path)  # so that run.json records the file (see jobs.load_model)
-            _models.clear()  # one model per experiment: an earlier one would only hold memory
-            _models[key] = clf
-            _loads[0] += 1
-        return clf
-
-
-def _wait_and_tidy(folder: Path, wait_s: float) -> None:
-    """Wait until no one writes into ``folder`` (e.g. a killed run's task still running on a
-    cluster), then remove what a killed writer left there."""
-    if not folder.exists():
-        return
-    with FileLock(folder / LOCK_FILE, timeout=wait_s, what="yeast-phenotypes classify-many"):
-        clean_leftovers(folder)
-
-
-def run_movie(task: dict) -> dict:
-    """Classify one movie of an experiment into its folder (the unit a Dask worker runs).
-
-    ``task`` holds plain values only (it travels to the worker): ``movie``, ``image``,
-    ``labels``, ``folder``, ``model``, ``model_sha256``, ``class_names``, ``trust``, ``config``
-    (``ClassifyConfig.to_dict()``), ``model_fingerprint``, ``overwrite``, ``torch_threads``,
-    ``lock_wait_s``. Returns ``{"movie", "status": done|skipped|failed, "reason", "seconds", ...}``;
-    a movie's error is returned as its reason, never raised, so one bad movie stops no other.
-    """
-    import torch
-
-    from ..jobs.classify import classify_movie
-
-    t0 = time.perf_counter()
-    out = {"movie": task["movie"], "status": "failed", "reason": "", "seconds": 0.0,
-           "pid": os.getpid(), "torch_threads": None}
-    threads = task.get("torch_threads") or _torch_threads_here(task.get("threads_per_worker"))
-    if threads:
-        torch.set_num_threads(int(threads))
-    out["torch_threads"] = torch.get_num_threads()
-    folder = Path(task["folder"])
-    movie = MovieSpec(task["movie"], Path(task["image"]), Path(task["labels"]))
-    try:
-        # a link in movies/ would send this movie's results (and the tidying of leftovers) elsewhere
-        path_inside(folder.parent.parent, f"{folder.parent.name}/{folder.name}")
-        config = ClassifyConfig.from_dict(task["config"])
-        for _ in range(5):  # a killed run's task may still hold the folder: wait, then look again
-            _wait_and_tidy(folder, task.get("lock_wait_s", 3600.0))
-            state, why = movie_state(folder, task["config"], task["model_fingerprint"], movie)
-            if state == "complete":
-                out["status"] = "skipped"
-                break
-            if state == "stale" and not task["overwrite"]:
-                raise InputError(f"{folder} holds results {why}; pass --overwrite to replace them")
-            clf = cached_model(task["model"], task["model_sha256"], task.get("class_names"), task.get("trust", False))
-            try:
-                job = classify_movie(movie.image, movie.labels, clf, config, folder, overwrite=task["overwrite"],
-                                     title=movie.movie)
-            except LockHeld:
-                continue
-            out.update(status="done", warnings=list(job.warnings))
-            break
-        else:
-            raise InputError(f"{folder} stayed in use by another writer; run again when it has finished")
-    except InputError as exc:
-        out["reason"] = str(exc)
-    except Exception as exc:  # noqa: BLE001 - any error of one movie is that movie's failure, said in its row
-        out["reason"] = f"{type(exc).__name__}: {exc}"
-    out["seconds"] = round(time.perf_counter() - t0, 3)
-    return out
 
 
 @dataclass
@@ -544,5 +298,4 @@ def movies_bar(desc: str = "movies") -> Callable[[int, int], None]:
     return frames_bar(desc, unit="movie")
 
 
-__all__ = ["ExperimentResult", "classify_many", "clean_leftovers", "model_loads", "movie_state", "movies_bar",
-           "run_movie"]
+__all__ = ["ExperimentResult", "classify_many", "movies_bar"]

@@ -43,7 +43,8 @@ def load_model(model, class_names=None, trust: bool = False):
     A loaded classifier names its file by a ``source_path`` attribute where it has one (a cluster
     worker loads the model once and reuses it), so ``run.json`` still records the file's hash.
     """
-    from ..network.model import Classifier, load_classifier
+    from ..network.checkpoint import load_classifier
+    from ..network.model import Classifier
 
     if isinstance(model, Classifier):
         return model, getattr(model, "source_path", None)

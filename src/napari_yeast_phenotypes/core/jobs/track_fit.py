@@ -160,7 +160,8 @@ def fit_track_model_job(result_dir, out=None, *, curated=None, labels=None, em: 
         No labels of this movie, fewer than ``min_tracks`` labelled tracks, class names that are
         not the model's, a result folder that is not complete, or an unusable ``out``.
     """
-    from ..track.track_model import TrackModelFit, fit_em, fit_on_labels
+    from ..track.track_estimates import fit_em
+    from ..track.track_model import TrackModelFit, fit_on_labels
     from ..track.track_model_file import save_track_model
 
     record = RunRecord("fit-track-model", {"validation_fraction": validation_fraction, "seed": seed,

@@ -142,7 +142,7 @@ def training_data(*, curated=None, train=None, val=None, test=None, class_names=
 def _describe_set(crops: CropSet | None) -> dict | None:
     if crops is None:
         return None
-    from ..network.train import training_set_fingerprint
+    from ..network.train_splits import training_set_fingerprint
 
     return {**training_set_fingerprint(crops), "origin": crops.origin}
 

@@ -12,15 +12,10 @@ from ..data.crops import CropSettings
 from ..data.cropset import CropSet
 from ..errors import InputError
 from .device import select_device
-from .evaluation import (
-    group_folds,
-    grouping,
-    metrics,
-    random_folds,
-    summarise_folds,
-    with_intervals,
-)
-from .train import evaluate, predict_probabilities, train
+from .evaluation import group_folds, grouping, metrics, random_folds, summarise_folds
+from .intervals import with_intervals
+from .train import train
+from .train_report import evaluate, predict_probabilities
 
 
 def _quick(config: TrainConfig, data: CropSet) -> TrainConfig:

@@ -128,7 +128,8 @@ def at_risk(tracks: pd.DataFrame, frames) -> np.ndarray:
 def draw_not_senescent(ax, cells, tracks):
     """The censored (Kaplan-Meier) estimate of cells not yet senescent over the movie's frames, with its 95 %
     band, censoring ticks and the numbers at risk under the axis."""
-    from .survival import draw_km, km_table
+    from .survival_figure import draw_km
+    from .survival_stats import km_table
 
     kmf = not_senescent_curve(tracks) if len(tracks) else None
     if kmf is None:
