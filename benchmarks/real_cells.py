@@ -479,7 +479,8 @@ def figures(res: dict, docs: Path) -> list[str]:
     labels = ["real", "real phase"] + [f"sim {s}" for s in range(10)]
     x = np.arange(len(names))
     ax.bar(x - 0.2, [ood[n]["v1"]["share"] for n in names], 0.4, label="the summary the demo model ships with")
-    ax.bar(x + 0.2, [ood[n]["v2"]["share"] for n in names], 0.4, label="version 2 refitted here on the demo's curated set")
+    ax.bar(x + 0.2, [ood[n]["v2"]["share"] for n in names], 0.4,
+           label="version 2 refitted here on the demo's curated set")
     live = res["ood"].get("after_live_update")
     if live:
         ax.scatter([0.2], [live["movie_share"]], marker="v", color="k", zorder=3,

@@ -357,8 +357,9 @@ class AnnotateWidget(StatusLine, QWidget):
         self.bars.set_values(raw, smooth, user, network_name="live model" if live else "network",
                              unlabelled=self.live.live.not_labelled if live else ())
         given = f"; your label: <b>{user}</b>" if user else ""
+        caller = "live model" if live else "network"
         self.cell_info.setText(f"track {int(cell['track_id'])}, frame {int(cell['frame'])}, label {int(cell['label'])}"
-                               f"<br>{'live model' if live else 'network'}: {cell['phenotype_raw']} → track model: <b>{cell['phenotype']}</b> "
+                               f"<br>{caller}: {cell['phenotype_raw']} → track model: <b>{cell['phenotype']}</b> "
                                f"({float(cell['confidence']):.2f}){given}")
         self._show_filmstrip()
 
