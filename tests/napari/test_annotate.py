@@ -222,7 +222,7 @@ def test_labels_come_back_in_a_new_viewer(make_napari_viewer, result_movie, tmp_
     value = int(np.asarray(layer.data[int(c["frame"])])[int(y), int(x)])
     assert (value - 1) % len(CLASS_NAMES) == CLASS_NAMES.index("BinaryAggregate")
     n = int(widget2.session.curated.counts()["BinaryAggregate"].sum())
-    assert n == len(rows) - 2 and f">{n}<" in widget2.counts.text()
+    assert n == len(rows) - 2 and f">&nbsp;{n}&nbsp;<" in widget2.counts.text()
 
 
 def test_a_set_made_for_other_crops_is_refused_with_a_message(make_napari_viewer, result_movie, tmp_path, errors):
