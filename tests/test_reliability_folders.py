@@ -164,6 +164,7 @@ HOLDER = textwrap.dedent('''
     from napari_yeast_phenotypes.core.results.folder import ResultFolder
     from napari_yeast_phenotypes.core.data.movies import InputError
     out, start, tag = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    Path(f"{start}.{tag}").write_text("ready")  # imported: waiting for the start
     while not start.exists():
         time.sleep(0.01)
     try:
@@ -185,7 +186,9 @@ def test_two_processes_started_together_one_is_refused(tmp_path):
     out, start = tmp_path / "res", tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, str(script), str(out), str(start), tag], env=ENV, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for tag in ("a", "b")]
-    time.sleep(1.0)  # both imported and waiting
+    deadline = time.monotonic() + 120  # both imported and waiting, however busy the machine
+    while not all(Path(f"{start}.{tag}").exists() for tag in ("a", "b")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     start.write_text("go")
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     codes = sorted(r[0] for r in results)
