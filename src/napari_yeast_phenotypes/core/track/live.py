@@ -109,7 +109,6 @@ class LiveSession:
         self.session.cells["ood_score"] = scores.astype(np.float64)
         self.session._queue = None
         self.dirty_ood = False
-        self.ood_report: dict | None = None  # the movie's ood report under the live model's summary (refresh_ood)
         self.ood_report = movie_report(scores, self.session.cells["track_id"].to_numpy(), summary=summary)
         self.ood_report["summary_of"] = "the live model's labelled cells"
         return scores
