@@ -37,11 +37,13 @@ def draw_raster(ax, cells, tracks, class_names=CLASS_NAMES, current_frame: int |
     """Phenotype of every track (rows) over time (columns); returns the frame-marker line.
 
     Every track can be found: up to :data:`LABEL_EVERY_ROW` tracks the rows are sorted by
-    senescence frame and each is labelled with its track id; beyond that they are in track-id
-    order (ticked every few ids). White is "no cell": the track was not there in that frame.
+    senescence frame, beyond that they are in track-id order. Rows are labelled with their track
+    ids, every one where the axes are tall enough and every few rows otherwise
+    (:func:`row_locator`: labels never overlap, in a short dock or a tall figure alike). White is
+    "no cell": the track was not there in that frame.
     """
     from matplotlib.colors import ListedColormap
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter
 
     mat, order, n_frames = raster_matrix(cells, tracks, class_names)
     many = len(order) > LABEL_EVERY_ROW
@@ -51,19 +53,53 @@ def draw_raster(ax, cells, tracks, class_names=CLASS_NAMES, current_frame: int |
     cmap = ListedColormap([(1, 1, 1, 1)] + class_colours(class_names))
     ax.imshow(mat + 1, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=len(class_names),
               extent=(-0.5, n_frames - 0.5, len(mat) - 0.5, -0.5))
-    if many:
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=10, integer=True, min_n_ticks=1))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _track_tick(order, v)))
-        ax.set_ylabel("track id (in order)")
-    else:
-        ax.set_yticks(np.arange(len(order)))
-        ax.set_yticklabels([str(t) for t in order], fontsize=float(np.clip(220 / max(len(order), 1), 3.0, 8.0)))
-        ax.set_ylabel("track id (sorted by senescence frame)")
+    fontsize = 6.0 if many else float(np.clip(220 / max(len(order), 1), 5.0, 8.0))
+    ax.tick_params(axis="y", labelsize=fontsize)
+    ax.yaxis.set_major_locator(row_locator(len(order), fontsize))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _track_tick(order, v)))
+    ax.set_ylabel("track id (in order)" if many else "track id (sorted by senescence frame)")
     ax.set_xlabel("frame")
     ax.set_title("Phenotype along each track (white: no cell)")
     line = ax.axvline(current_frame if current_frame is not None else 0, color="k", lw=1,
                       visible=current_frame is not None)
     return line
+
+
+#: steps between labelled rows when not every row has room: round numbers, so the labels do not dance on a resize
+ROW_STEPS = (1, 2, 3, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
+
+
+def row_locator(n_rows: int, fontsize: float):
+    """Ticks on whole raster rows: every row where the axes have room for its label, else every k-th.
+
+    The room is measured when the figure is drawn (the axes' height in pixels over the rows in
+    view), so a dock made shorter or a zoom gets fewer or more labels, never overlapping ones.
+    (A function, so that matplotlib is imported only when a figure is drawn.)
+    """
+    from matplotlib.ticker import Locator
+
+    class _RowLocator(Locator):
+        def __call__(self):
+            vmin, vmax = self.axis.get_view_interval()
+            return self.tick_values(vmin, vmax)
+
+        def tick_values(self, vmin, vmax):
+            lo, hi = sorted((vmin, vmax))
+            first, last = max(0, int(np.ceil(lo))), min(n_rows - 1, int(np.floor(hi)))
+            if last < first:
+                return np.array([], dtype=float)
+            step = 1
+            axes = getattr(self.axis, "axes", None)
+            if axes is not None and axes.figure is not None:
+                height = axes.get_window_extent().height  # pixels
+                row_px = height / max(hi - lo, 1e-9)
+                label_px = 1.3 * fontsize * axes.figure.dpi / 72
+                need = max(1, int(np.ceil(label_px / max(row_px, 1e-9))))
+                step = next((s for s in ROW_STEPS if s >= need), need)
+            start = int(np.ceil(first / step) * step)
+            return np.arange(start, last + 1, step, dtype=float)
+
+    return _RowLocator()
 
 
 def _track_tick(order: np.ndarray, row: float) -> str:
