@@ -57,7 +57,7 @@ def draw_raster(ax, cells, tracks, class_names=CLASS_NAMES, current_frame: int |
     ax.tick_params(axis="y", labelsize=fontsize)
     ax.yaxis.set_major_locator(row_locator(len(order), fontsize))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _track_tick(order, v)))
-    ax.set_ylabel("track id (in order)" if many else "track id (sorted by senescence frame)")
+    ax.set_ylabel("track id (in order)" if many else "track id (by senescence)")
     ax.set_xlabel("frame")
     ax.set_title("Phenotype along each track (white: no cell)")
     line = ax.axvline(current_frame if current_frame is not None else 0, color="k", lw=1,
