@@ -450,6 +450,25 @@ def test_bad_schedulers_are_one_line_before_any_work(tmp_path, scheduler, words,
     assert words in one_line_error(capsys)
 
 
+def test_a_port_that_accepts_and_never_answers_is_said_not_waited_on():
+    """The dashboard's port or a web server: the connection is accepted, no Dask handshake ever comes."""
+    import socket
+    import time
+
+    from napari_yeast_phenotypes.core.experiment.cluster import connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(InputError, match="answered as a Dask scheduler"):
+            connect(f"tcp://127.0.0.1:{server.getsockname()[1]}", timeout=1.0)
+        assert time.monotonic() - t0 < 60  # not a hang (the deadline is the timeout plus 5 s)
+    finally:
+        server.close()
+
+
 def test_a_broken_scheduler_file_is_said(tmp_path, capsys):
     (tmp_path / "s.json").write_text("{not json")
     assert main(["classify-many", "x.csv", "--model", "m.pt", "--out", str(tmp_path / "o"), "--scheduler",
@@ -484,6 +503,18 @@ def test_ageing_options_are_checked(argv, words, capsys):
     with pytest.raises(SystemExit) as info:
         main(["ageing", "dir", *argv])
     assert info.value.code == 2 and words in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("last, interval", [(40, 1e308), (1e300, 1e10)])
+def test_times_that_overflow_are_refused_in_one_line(tmp_path, last, interval, capsys):
+    tracks = pd.DataFrame({"track_id": [1, 2], "condition": ["a", "b"], "first_frame": [0, 0],
+                           "last_frame": [last, 10], "senescence_frame": [np.nan, 5]})
+    with pytest.raises(InputError, match="overflows"):
+        time_to_senescence(tracks, "condition", interval)
+    tracks.to_csv(tmp_path / "tracks.csv", index=False)
+    assert main(["ageing", str(tmp_path / "tracks.csv"), "--out", str(tmp_path / "ag"),
+                 "--frame-interval", repr(interval)]) == 2
+    assert "overflows" in one_line_error(capsys)
 
 
 def test_workers_with_a_scheduler_and_negative_counts_in_code_are_refused(tmp_path, capsys):
@@ -593,6 +624,24 @@ def test_info_on_a_real_checkpoint_with_a_broken_record(tmp_path, random_checkpo
     torch.save(data, tmp_path / "edited.pt")
     assert main(["info", str(tmp_path / "edited.pt")]) == 2
     assert "edited by hand" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("field", ["metadata", "trainable", "class_names", "crop_settings", "ood", "format"])
+def test_a_checkpoint_with_a_top_level_field_edited_is_read_or_refused_in_one_line(tmp_path, random_checkpoint,
+                                                                                   field, capsys):
+    """A null, a number, a text, a list: ``info`` (and so classify) prints the model or says one line."""
+    import torch
+
+    data = torch.load(random_checkpoint, weights_only=True)
+    for i, value in enumerate((None, 3, "x", [1], {})):
+        edited = {**data, field: value}
+        torch.save(edited, tmp_path / f"e{i}.pt")
+        capsys.readouterr()
+        rc = main(["info", str(tmp_path / f"e{i}.pt")])
+        captured = capsys.readouterr()
+        assert rc in (0, 2), (field, value)
+        if rc == 2:
+            assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, (field, value, captured.err)
 
 
 @pytest.mark.slow

@@ -152,6 +152,9 @@ def parse_trainable(trainable) -> tuple[str, ...]:
     """Parse ``"conv1,fc"`` / ``"all"`` / a sequence into a tuple of layer names, checking them."""
     if isinstance(trainable, str):
         trainable = [t.strip() for t in trainable.split(",") if t.strip()]
+    if not isinstance(trainable, (list, tuple)) or not all(isinstance(t, str) for t in trainable):
+        raise InputError(f"cannot train layers {trainable!r}: give 'all' or a comma-separated list of "
+                         f"{', '.join(TRAINABLE_LAYERS)} (default conv1,fc)")
     names = tuple(trainable)
     if names == ("all",):
         return names

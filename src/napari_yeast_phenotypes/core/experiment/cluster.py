@@ -168,15 +168,38 @@ def check_scheduler(scheduler: str | None, timeout: float = 5.0) -> None:
 
 
 def connect(scheduler: str, timeout: float = 30.0):
-    """A client of an existing ``dask.distributed`` scheduler (``tcp://host:8786``, a scheduler file)."""
+    """A client of an existing ``dask.distributed`` scheduler (``tcp://host:8786``, a scheduler file).
+
+    The client is made in a thread of its own with a deadline: something listening at the address that is
+    not a Dask scheduler (its dashboard's port, a web server) accepts the connection and then never
+    answers, and dask's own timeout does not cover that wait.
+    """
+    import threading
+
     from dask.distributed import Client
 
     address = _address_of(scheduler)
-    try:
-        return Client(address, timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - whatever dask raises for an unreachable scheduler is said in one line
+    made: dict = {}
+
+    def make():
+        try:
+            made["client"] = Client(address, timeout=timeout)
+        except BaseException as exc:  # noqa: BLE001 - said below in one line
+            made["error"] = exc
+
+    thread = threading.Thread(target=make, name="dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)
+    if thread.is_alive():
+        raise InputError(f"nothing at {address} answered as a Dask scheduler within {timeout + 5:.0f} s (is it the "
+                         "dashboard's port, or another program?); give the scheduler's own address (tcp://host:8786 "
+                         "by default, as `dask scheduler` prints it), or leave out --scheduler to run on a local "
+                         "cluster")
+    if "error" in made:
+        exc = made["error"]
         raise InputError(f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); start it "
                          "first, or leave out --scheduler to run on a local cluster") from None
+    return made["client"]
 
 
 __all__ = ["check_scheduler", "connect", "local_cluster", "plan_local", "usable_cpus"]

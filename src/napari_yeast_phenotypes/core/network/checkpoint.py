@@ -165,17 +165,25 @@ def load_classifier(path: str | os.PathLike, class_names=None, *, trust: bool = 
             f"({', '.join(names)}). Give the model's class names in its output order "
             "(--class-names A,B,...), or use a model made for these classes."
         )
+    trainable = data.get("trainable")
+    trainable = DEFAULT_TRAINABLE if trainable is None else trainable  # a null is as good as no entry
     try:
-        parse_trainable(data.get("trainable", DEFAULT_TRAINABLE))
+        parse_trainable(trainable)
     except InputError as exc:
         raise InputError(f"{path}: its list of trained layers is not valid: {exc}") from exc
     try:
-        model = YeastResNet.from_state(state, n_out, data.get("trainable", DEFAULT_TRAINABLE))
+        model = YeastResNet.from_state(state, n_out, trainable)
     except RuntimeError as exc:
         raise InputError(f"{path}: weights do not fit the adapted ResNet50: {str(exc)[:300]}") from exc
     check_finite_state(state, path)
     model.eval()
-    metadata = dict(data.get("metadata", {}))
+    metadata = data.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise InputError(f"{path}: its metadata is a {type(metadata).__name__}, not a record of fields (edited by "
+                         "hand?); save the model again from a copy that works, or train it anew")
+    metadata = dict(metadata)
     if data.get("format") != CHECKPOINT_FORMAT and "crop_origin" not in metadata:
         # a bare state dict (the original notebook's) says nothing of how its crops were made
         metadata["crop_origin"] = {"kind": "external", "normalisation": "unknown (a bare state dict)"}
