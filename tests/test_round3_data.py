@@ -265,7 +265,7 @@ def test_a_read_only_curated_set_can_be_trained_on(tmp_path):
 def test_a_set_whose_lock_cannot_be_made_is_read_all_the_same(tmp_path, monkeypatch):
     """A read-only disk, even for root: the lock file cannot be created, and reading wants none."""
     import napari_yeast_phenotypes.core.files.locking as locking
-    from napari_yeast_phenotypes.core.jobs.training import load_crop_folder
+    from napari_yeast_phenotypes.core.jobs.training import crossval_data, load_crop_folder, training_data
 
     filled_set(tmp_path / "set")
     (tmp_path / "set" / ".curated.lock").unlink()
@@ -281,14 +281,20 @@ def test_a_set_whose_lock_cannot_be_made_is_read_all_the_same(tmp_path, monkeypa
         CuratedSet(tmp_path / "set")
     data, _ = load_crop_folder(tmp_path / "set" / "train", CLASS_NAMES)
     assert len(data) == 8
+    # what train, crossval and learning-curve --curated open: the set read, no lock wanted
+    assert len(training_data(curated=tmp_path / "set").train) == 8
+    assert len(crossval_data(curated=tmp_path / "set")[0]) == 12
 
 
 def test_reading_a_set_does_not_wait_for_its_writer(tmp_path):
     from napari_yeast_phenotypes.core.files.locking import FileLock
+    from napari_yeast_phenotypes.core.jobs.training import training_data
 
     filled_set(tmp_path / "set")
     with FileLock(tmp_path / "set" / ".curated.lock", timeout=0, what="another writer"):
         assert len(CuratedSet.read(tmp_path / "set").load_split("val")) == 4
+        data = training_data(curated=tmp_path / "set")  # train --curated while the Annotate dock curates
+        assert len(data.train) == 8 and len(data.val) == 4
         with pytest.raises(InputError, match="in use"):
             CuratedSet(tmp_path / "set", lock_timeout=0)
 

@@ -92,7 +92,7 @@ def open_curated_set(folder):
     if not str(folder).strip() or not (root / "settings.json").is_file():
         raise InputError(f"{folder or 'no folder'} is not a curated set (no settings.json): choose the folder the "
                          "Annotate dock (or yeast-phenotypes curate) writes into")
-    return CuratedSet(root)
+    return CuratedSet.read(root)  # a reader: no lock wanted, so a read-only set or one being curated is read
 
 
 def training_data(*, curated=None, train=None, val=None, test=None, class_names=None) -> TrainingData:
