@@ -130,8 +130,11 @@ def test_classify_many_refuses_a_movie_listed_twice_before_any_work(tmp_path, mo
     assert not (tmp_path / "out" / "movies").exists()
 
 
-def _fake_experiment(root: Path, movies: dict, finished=True) -> Path:
-    """A classify-many folder of ``movies`` {name: (image, labels, tracks DataFrame)} as classify-many leaves it."""
+def _fake_experiment(root: Path, movies: dict, finished=True, version=2, failed=None) -> Path:
+    """A classify-many folder of ``movies`` {name: (image, labels, tracks DataFrame)} as classify-many leaves it.
+
+    ``version=1``: as the versions before round three wrote it (no ``movie_tables``, a ``movies.csv``);
+    ``failed``: {name: condition} of movies that failed (in movies.csv and failures.csv only)."""
     from napari_yeast_phenotypes.core.files.fingerprint import file_sha256
     from napari_yeast_phenotypes.core.files.tables import write_csv
 
@@ -145,7 +148,13 @@ def _fake_experiment(root: Path, movies: dict, finished=True) -> Path:
     write_csv(pd.concat(combined), root / "tracks.csv")
     exp = {"job": "classify-many", "started": "2026-01-01T00:00:00", "finished": "2026-01-01T01:00:00" if finished
            else None, "tables": {"tracks.csv": describe_file(root / "tracks.csv")},
-           "movie_tables": {n: file_sha256(root / "movies" / n / "tracks.csv") for n in movies}}
+           "movie_tables": {n: file_sha256(root / "movies" / n / "tracks.csv") for n in movies},
+           "spec_columns": ["condition"], "failed": len(failed or {})}
+    rows = [{"movie": n, "condition": "c", "status": "done"} for n in movies]
+    rows += [{"movie": n, "condition": c, "status": "failed"} for n, c in (failed or {}).items()]
+    write_csv(pd.DataFrame(rows), root / "movies.csv")
+    if version == 1:
+        exp.pop("movie_tables")
     (root / "experiment.json").write_text(json.dumps(exp))
     return root
 
@@ -155,12 +164,25 @@ def small_tracks(n=4, sen=(2, None, 3, None)) -> pd.DataFrame:
                          "senescence_frame": pd.array(list(sen)[:n], dtype="Int64")})
 
 
-def test_ageing_refuses_an_old_experiment_that_holds_one_movie_twice(tmp_path, movie_pair):
+@pytest.mark.parametrize("version", [1, 2])
+def test_ageing_refuses_an_old_experiment_that_holds_one_movie_twice(tmp_path, movie_pair, version):
+    """Also a folder of the versions before round three, whose experiment.json does not list its movies."""
     image, labels = movie_pair
     exp = _fake_experiment(tmp_path / "exp", {"a": (image, labels, small_tracks()),
-                                              "b": (image, labels, small_tracks())})
+                                              "b": (image, labels, small_tracks())}, version=version)
     with pytest.raises(InputError, match="a and b .* same image .*counted twice"):
         run_ageing(exp)
+
+
+def test_ageing_names_the_movies_that_failed_and_their_groups(tmp_path, movie_pair):
+    """A condition whose only movie failed is absent from every table: the note says which and why."""
+    image, labels = movie_pair
+    exp = _fake_experiment(tmp_path / "exp", {"a": (image, labels, small_tracks())}, failed={"z": "=E"})
+    _, _, notes = read_tracks(exp)
+    said = [n for n in notes if "failed in classify-many" in n]
+    assert len(said) == 1 and "z (condition '=E')" in said[0] and "failures.csv" in said[0]
+    clean = _fake_experiment(tmp_path / "clean", {"a": (image, labels, small_tracks())})
+    assert not [n for n in read_tracks(clean)[2] if "failed" in n]
 
 
 def test_ageing_refuses_the_tables_of_an_interrupted_run(tmp_path, movie_pair, capsys):

@@ -64,8 +64,56 @@ def check_experiment(folder: Path) -> list[str]:
         notes.append(f"the tables of {len(changed)} movie(s) changed after classify-many combined them "
                      f"({', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}): the combined tracks.csv "
                      "does not hold them as they are now; run classify-many again to combine them anew")
-    _check_distinct(folder, list(movie_tables))
+    movies = _movies_of(folder) if not movie_tables else list(movie_tables)
+    _check_distinct(folder, movies)
+    notes.extend(_failed_movies(folder, exp))
     return notes
+
+
+def _movies_table(folder: Path) -> pd.DataFrame | None:
+    """``movies.csv`` of a classify-many folder as written (neutralised cells restored), or None."""
+    from ..files.tables import read_user_csv, restore_table
+
+    try:
+        table = restore_table(read_user_csv(folder / "movies.csv", "the movies table"))
+    except InputError:
+        return None
+    return table if {"movie", "status"} <= set(table.columns) else None
+
+
+def _movies_of(folder: Path) -> list[str]:
+    """The movies whose tables the combined tracks.csv holds, for a folder whose experiment.json does not
+    list them (written by an earlier version): the done and skipped rows of movies.csv, else every movie
+    folder (real folders only, never through a link)."""
+    table = _movies_table(folder)
+    if table is not None:
+        return [str(m) for m in table.loc[table["status"].isin(["done", "skipped"]), "movie"]]
+    movies = folder / "movies"
+    if not movies.is_dir() or movies.is_symlink():
+        return []
+    return sorted(p.name for p in movies.iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def _failed_movies(folder: Path, exp: dict) -> list[str]:
+    """A note naming the movies that failed (they are in no table), with the values of their SPEC columns:
+    a group whose every movie failed is then absent from the analysis, and the user is told why."""
+    failed = exp.get("failed")
+    if not isinstance(failed, int) or isinstance(failed, bool) or failed <= 0:
+        return []
+    table = _movies_table(folder)
+    if table is None:
+        return [(f"{failed} movie(s) failed in classify-many and are in no table (see {folder / 'failures.csv'}); "
+                 "a group whose every movie failed is absent here")]
+    rows = table[table["status"] == "failed"]
+    cols = [c for c in (exp.get("spec_columns") or []) if isinstance(c, str) and c in rows.columns]
+    said = []
+    for _, row in rows.head(5).iterrows():
+        values = ", ".join(f"{c} {row[c]!r}" for c in cols)
+        said.append(f"{row['movie']}{f' ({values})' if values else ''}")
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return [(f"{len(rows)} movie(s) failed in classify-many and are in no table: {'; '.join(said)}{more} "
+             f"(why: {folder / 'failures.csv'}); a group whose every movie failed is absent here. Mend them and "
+             "run the same classify-many command again (done movies are skipped)")]
 
 
 def _check_distinct(folder: Path, movies: list[str]) -> None:
