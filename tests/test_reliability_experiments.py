@@ -299,6 +299,25 @@ def test_none_na_and_empty_stay_three_groups_from_a_file(tmp_path):
         ["", "NA", "None", "nan"]
 
 
+@given(st.lists(st.one_of(st.integers(-3, 3), st.floats(-3, 3, allow_nan=False), st.booleans(),
+                          st.sampled_from(["1", "1.0", "True", "a", ""])), min_size=2, max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_group_values_of_a_table_in_code_never_merge_silently(values):
+    """The API's groups: values that read the same but are not the same (1 and "1") are refused, never one
+    group; otherwise each group is one value as written, and a table written to CSV and read back groups alike."""
+    from napari_yeast_phenotypes.core.results.survival_table import group_labels
+
+    tracks = pd.DataFrame({"condition": pd.Series(values, dtype=object)})
+    texts = [v if isinstance(v, str) else str(v) for v in values]
+    clash = any(t1 == t2 and (isinstance(v1, str), isinstance(v1, bool)) != (isinstance(v2, str), isinstance(v2, bool))
+                for v1, t1 in zip(values, texts) for v2, t2 in zip(values, texts))
+    if clash:
+        with pytest.raises(InputError, match="different types that read the same"):
+            group_labels(tracks, ["condition"])
+    else:
+        assert list(group_labels(tracks, ["condition"])) == texts
+
+
 def test_group_names_never_merge_when_joined(tmp_path):
     tracks = pd.DataFrame({"track_id": [1, 2], "first_frame": 0, "last_frame": 5, "senescence_frame": [3, 4],
                            "a": ["x / y", "x"], "b": ["z", "y / z"]})

@@ -59,8 +59,9 @@ def _check_tracks(tracks: pd.DataFrame, by: list[str]) -> None:
 
 
 def _as_text(value) -> str:
-    """A group value as written: text as it is; a missing value (only in tables built in code) empty,
-    as it would be in a CSV; anything else as ``str``."""
+    """A group value as written: text as it is; a missing value (``None``, NaN, ``pd.NA``: only in tables
+    built in code) empty, as it would be in a CSV written from that table and read back (so the API and
+    the command line group a table alike); anything else as ``str``."""
     if isinstance(value, str):
         return value
     try:
@@ -69,6 +70,19 @@ def _as_text(value) -> str:
     except (TypeError, ValueError):
         pass
     return str(value)
+
+
+def _kind(value) -> str:
+    """What sort of value a group value is: text, a number, a truth value, or its type's name."""
+    import numbers
+
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (bool, np.bool_)):
+        return "a truth value"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    return type(value).__name__
 
 
 def group_labels(tracks: pd.DataFrame, by: list[str]) -> np.ndarray:
@@ -80,6 +94,15 @@ def group_labels(tracks: pd.DataFrame, by: list[str]) -> np.ndarray:
     if not by:
         return np.full(len(tracks), ALL, dtype=object)
     parts = [tracks[b].map(_as_text).to_numpy(dtype=object) for b in by]
+    for b, texts in zip(by, parts):  # 1 and "1" (a table built in code) would silently become one group
+        kinds: dict[str, set] = {}
+        for value, text in zip(tracks[b].to_numpy(dtype=object), texts):
+            kinds.setdefault(text, set()).add(_kind(value) if text else "missing")
+        clash = [t for t, k in kinds.items() if len(k) > 1 and t]
+        if clash:
+            raise InputError(f"the column {b!r} holds values of different types that read the same "
+                             f"({clash[0]!r} as {' and '.join(sorted(kinds[clash[0]]))}): they would be one group; "
+                             "make the column one type (e.g. all text) first")
     if len(by) == 1:
         return parts[0]
     combos = list(zip(*parts))
