@@ -313,17 +313,24 @@ def _fail_after(monkeypatch, module, name, n_bytes=None):
     monkeypatch.setattr(module, name, broken)
 
 
+def _files(root: Path) -> list[str]:
+    """Every file of a set but its lock: what a change that did not happen must leave as it was."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".curated.lock")
+
+
 def test_a_full_disk_during_the_history_append_changes_nothing(tmp_path, monkeypatch):
     import napari_yeast_phenotypes.core.files.inside as inside
 
     cs = filled_set(tmp_path / "set")
     before_manifest = (tmp_path / "set" / "manifest.csv").read_bytes()
     before_history = (tmp_path / "set" / "history.jsonl").read_bytes()
+    before_files = _files(tmp_path / "set")
     with monkeypatch.context() as m:
         _fail_after(m, inside.os, "write", 37)  # a part of the line, then the disk is full
         with pytest.raises(InputError, match="No space left.*nothing was changed"):
             cs.add(crops_for(2, 7), rows_for(2, movie="m3"))
     assert (tmp_path / "set" / "manifest.csv").read_bytes() == before_manifest
+    assert _files(tmp_path / "set") == before_files  # the new crops were taken away too
     assert (tmp_path / "set" / "history.jsonl").read_bytes() == before_history
     # the set works on, and its history reads whole
     CuratedSet(tmp_path / "set").add(crops_for(2, 7), rows_for(2, movie="m3"))
@@ -344,12 +351,41 @@ def test_a_full_disk_while_the_manifest_is_written_takes_the_record_back(tmp_pat
             raise write_error(path, OSError(errno.ENOSPC, "No space left on device"))
         return real(path, *a, **k)
 
+    before_files = _files(tmp_path / "set")
     with monkeypatch.context() as m:
         m.setattr(manifest, "atomic_write", full_disk)
         with pytest.raises(InputError, match="manifest.csv.*nothing was changed"):
             cs.add(crops_for(2, 7), rows_for(2, movie="m3"))
     assert (tmp_path / "set" / "history.jsonl").read_bytes() == before
+    assert _files(tmp_path / "set") == before_files
     assert len(CuratedSet(tmp_path / "set")) == 12
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_a_full_disk_while_crops_are_written_leaves_no_crop_behind(tmp_path, monkeypatch, fail_at):
+    """The disk fills after some of a change's crops are written: those are taken away, nothing else moves."""
+    import napari_yeast_phenotypes.core.data.curated.writer as writer
+    from napari_yeast_phenotypes.core.errors import write_error
+
+    cs = filled_set(tmp_path / "set")
+    before_files = _files(tmp_path / "set")
+    real, calls = writer._write_tif, {"n": 0}
+
+    def fills(path, crop):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            Path(path).write_bytes(b"II*\x00 part")  # a part written, then the disk is full
+            raise write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+        return real(path, crop)
+
+    with monkeypatch.context() as m:
+        m.setattr(writer, "_write_tif", fills)
+        with pytest.raises(InputError, match="No space left"):
+            cs.add(crops_for(4, 7), rows_for(4, movie="m3"))
+    assert _files(tmp_path / "set") == before_files
+    again = CuratedSet(tmp_path / "set")
+    again.add(crops_for(4, 7), rows_for(4, movie="m3"))
+    assert len(again) == 16 and not (tmp_path / "set" / ".orphans").exists()
 
 
 def test_a_history_line_cut_short_does_not_break_reading(tmp_path):

@@ -3,6 +3,7 @@ between folders and out, files first and the manifest after, under the writers' 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -46,8 +47,13 @@ def _write_tif(path: Path, crop: np.ndarray) -> None:
 def _copy_into_place(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    shutil.copy2(src, tmp)
-    os.replace(tmp, dest)
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _check_crops(crops: np.ndarray, rows: pd.DataFrame, size: int) -> None:
@@ -121,6 +127,29 @@ class WriterMixin:
         and the error says nothing was changed. Called under the lock.
         """
         crops = crops or {}
+        written: list[Path] = []  # files this change put in place: taken away again if the change fails
+        try:
+            after_moves = self._apply_rows(keys, targets, crops, index, log, written)
+        except Exception:
+            # a full disk, a failed record: no crop of a change that did not happen stays. (An interrupt may
+            # come after the manifest is replaced: its files stay, and any orphans are set aside on the next open.)
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        for old, to in after_moves:
+            src = self.root / old
+            if not src.exists():
+                continue
+            if to is None:
+                os.unlink(src)
+            else:
+                (self.root / to).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, self.root / to)
+
+    def _apply_rows(self, keys, targets, crops, index, log, written: list) -> list:
+        """:meth:`_apply` up to the manifest written: files in place (each listed in ``written``), the record,
+        the manifest; returns the old files to move away then, as (path, where to or None)."""
         df = self.manifest
         index = self._key_positions() if index is None else index
         drop, after_moves, rows_new, changed = [], [], [], False
@@ -136,18 +165,21 @@ class WriterMixin:
             if cur is not None:
                 if cur["path"] != target["path"]:
                     _copy_into_place(self.root / cur["path"], dest)
+                    written.append(dest)
                     after_moves.append((cur["path"], None))
                 if not changed:  # the text kept for this manifest no longer says what it holds
                     self._text_of, changed = None, True
                 df.loc[i, list(target)] = [target[c] for c in target]
             else:
                 if key in crops:
+                    written.append(dest)  # before writing: a write cut short by a full disk leaves a part
                     _write_tif(dest, np.asarray(crops[key]).reshape(crops[key].shape[-2:]))
                 else:  # back from .removed (undo of a removal, redo of an addition)
                     src = self.root / ".removed" / f"{target['crop_id']}.tif"
                     if not src.exists():
                         raise InputError(f"the crop {target['crop_id']} is no longer in {self.root / '.removed'}; "
                                          "it cannot be brought back")
+                    written.append(dest)
                     _copy_into_place(src, dest)
                 rows_new.append(target)
         n_before = len(df)
@@ -173,15 +205,8 @@ class WriterMixin:
             if isinstance(exc, InputError) and log is not None:
                 raise InputError(f"{exc}; nothing was changed") from exc
             raise
-        for old, to in after_moves:
-            src = self.root / old
-            if not src.exists():
-                continue
-            if to is None:
-                os.unlink(src)
-            else:
-                (self.root / to).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, self.root / to)
+        written.clear()  # the change happened: its files stay
+        return after_moves
 
     def add(self, crops: np.ndarray, rows: pd.DataFrame, annotator: str = "", *, replace: bool = False,
             model: str = "") -> AddReport:
