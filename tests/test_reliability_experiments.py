@@ -461,6 +461,20 @@ def test_a_blank_movie_cell_names_only_its_row(tmp_path):
     assert "gives no movie name: named pos1" in movies[1].note and "is named wt_3" in movies[2].note
 
 
+@pytest.mark.parametrize("sep, words", [(b";", "separated by semicolons"), (b"\t", "separated by tabs")])
+def test_a_spec_not_separated_by_commas_says_so(tmp_path, sep, words):
+    spec = _spec(tmp_path, sep.join([b"movie", b"image", b"labels"]) + b"\n" + sep.join([b"p", b"a.tif", b"b.tif"]))
+    with pytest.raises(InputError, match=words):
+        read_spec(spec)
+
+
+@pytest.mark.parametrize("by", [",", " ", " , "])
+def test_a_by_that_names_no_column_is_refused(tmp_path, by):
+    (tmp_path / "tracks.csv").write_text("track_id,first_frame,last_frame,senescence_frame,condition\n1,0,5,3,a\n")
+    with pytest.raises(InputError, match="names no column"):
+        run_ageing(tmp_path / "tracks.csv", by=by)
+
+
 def test_a_blank_movie_name_never_takes_a_given_one(tmp_path):
     spec = _spec(tmp_path, b"movie,image,labels\npos1,a/pos0/image.tif,a/pos0/labels.tif\n"
                            b",a/pos1/image.tif,a/pos1/labels.tif\n")

@@ -197,7 +197,10 @@ def run_ageing(source, by=None, out=None, *, frame_interval: float = 1.0, time_u
     from ..results.survival_figure import ageing_figure
 
     if isinstance(by, str):
-        by = [b.strip() for b in by.split(",") if b.strip()] or None
+        if not by.strip() or not [b for b in by.split(",") if b.strip()]:
+            raise InputError(f"--by {by!r} names no column: give one or more of the tracks table's columns, "
+                             "comma-separated (e.g. condition or strain,condition), or leave --by out for one group")
+        by = [b.strip() for b in by.split(",") if b.strip()]
     tracks, folder, notes = read_tracks(source)
     res = senescence_survival(tracks, by, frame_interval=frame_interval, time_unit=time_unit, alpha=alpha,
                               pairs=pairs, progress=progress)

@@ -137,6 +137,11 @@ def _derived_names(images: list[Path], taken: set[str], among: list[Path] | None
 def _spec_from_table(df: pd.DataFrame, base: Path, where: str) -> list[MovieSpec]:
     df = df.rename(columns=lambda c: str(c).strip())
     missing = [c for c in ("image", "labels") if c not in df.columns]
+    if missing and len(df.columns) == 1 and any(sep in str(df.columns[0]) for sep in (";", "\t")):
+        sep = "semicolons" if ";" in str(df.columns[0]) else "tabs"
+        raise InputError(f"{where} is separated by {sep}, not commas (its header reads as one column "
+                         f"{str(df.columns[0])[:60]!r}); save it as comma-separated CSV (a spreadsheet's "
+                         "'CSV UTF-8 (comma delimited)') and run again")
     if missing:
         raise InputError(f"{where} lacks the column(s) {', '.join(missing)}; a SPEC needs one row per movie "
                          "with 'image' and 'labels' (file names, relative to the SPEC's folder) and may have "
