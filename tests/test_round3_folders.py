@@ -284,3 +284,61 @@ def test_a_link_in_movies_sends_no_results_elsewhere(tmp_path, linked):
     res = run_movie(task)
     assert res["status"] == "failed" and "symbolic link" in res["reason"]
     assert snapshot(elsewhere) == before
+
+
+# ------------------------------------------------------------------ lock files and records that are not regular files
+
+def _victim(tmp_path) -> Path:
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("precious")
+    return victim
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling", "fifo", "folder"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_nothing_is_written_through(tmp_path, kind):
+    from napari_yeast_phenotypes.core.files.locking import FileLock
+
+    victim = _victim(tmp_path)
+    lock = tmp_path / "out" / ".yeast-phenotypes.lock"
+    lock.parent.mkdir()
+    if kind == "link":
+        lock.symlink_to(victim)
+    elif kind == "dangling":
+        lock.symlink_to(tmp_path / "outside" / "made-by-the-lock")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(InputError, match="lock file .* (symbolic link|not a regular file)"), \
+            FileLock(lock, timeout=0, what="test"):
+        pass
+    assert victim.read_text() == "precious" and sorted(p.name for p in victim.parent.iterdir()) == ["victim.txt"]
+    # the same lock works again once the user removed what is there
+    if kind == "folder":
+        lock.rmdir()
+    else:
+        lock.unlink()
+    with FileLock(lock, timeout=0, what="test"):
+        assert json.loads(lock.read_text())["what"] == "test"
+
+
+def test_the_commands_write_no_lock_through_a_link(tmp_path, capsys):
+    """simulate (and every result folder: classify, classify-many's movies) into a folder whose lock is a link."""
+    from napari_yeast_phenotypes.cli import main
+
+    victim = _victim(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".yeast-phenotypes.lock").symlink_to(victim)
+    assert main(["simulate", "--out", str(tmp_path / "out"), "--frames", "2", "--size", "64", "--cells", "2"]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious"
+
+
+def test_a_history_that_is_a_fifo_is_refused_in_one_line(tmp_path):
+    victim = tmp_path / "set"
+    CuratedSet(victim)
+    (victim / "history.jsonl").unlink(missing_ok=True)
+    os.mkfifo(victim / "history.jsonl")
+    with pytest.raises(InputError, match="not a regular file"):
+        append_inside(victim, "history.jsonl", b"{}\n")

@@ -18,6 +18,7 @@ with what was found and what to do.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -142,7 +143,13 @@ def append_inside(root, rel, data: bytes) -> int:
     (:func:`truncate_inside`).
     """
     p = path_inside(root, rel)
-    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o666)
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ELOOP, errno.EISDIR):  # a FIFO no one reads, a link, a folder
+            raise OutsideFolder(f"{p} is not a regular file; it cannot be appended to: remove it (no run of this "
+                                "package makes one) and run again") from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -76,6 +76,32 @@ def holder(path: str | os.PathLike) -> dict:
         return {}
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file opened to read and write (created if absent), never through a symbolic link and only
+    if it is a regular file: a lock file that is a link (to a file outside the folder) would be written
+    through, a FIFO or a device could not be truncated."""
+    import stat
+
+    nofollow, nonblock = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | nofollow | nonblock, 0o666)
+    except OSError as exc:
+        if path.is_symlink():
+            raise InputError(f"the lock file {path} is a symbolic link; nothing is written through a link: "
+                             "remove it (no run of this package makes one) and run again") from None
+        if path.is_dir():
+            raise InputError(f"the lock file {path} is a folder, not a regular file; remove it (no run of this "
+                             "package makes one) and run again") from None
+        raise InputError(f"cannot create the lock file {path}: {exc.strerror}; is the folder writable?") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"the lock file {path} is not a regular file (a FIFO or a device?); remove it (no run "
+                         "of this package makes one) and run again")
+    if nonblock:
+        os.set_blocking(fd, True)
+    return fd
+
+
 class FileLock:
     """An exclusive lock on ``path`` for a ``with`` block.
 
@@ -105,11 +131,10 @@ class FileLock:
         if not self._thread.acquire(timeout=-1 if self.timeout is None else max(self.timeout, 0)):
             self._refuse()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
+            fd = _open_lock_file(self.path)
+        except BaseException:
             self._thread.release()
-            raise InputError(f"cannot create the lock file {self.path}: {exc.strerror}; "
-                             "is the folder writable?") from exc
+            raise
         while not _try_lock(fd):
             if deadline is not None and time.monotonic() >= deadline:
                 os.close(fd)
