@@ -241,6 +241,20 @@ def test_val_equal_to_train_on_the_command_line(tmp_path):
     assert code == 2 and not (tmp_path / "m.pt").exists()
 
 
+def test_a_learning_curve_judged_on_its_training_crops_is_refused(tmp_path, capsys):
+    """learning-curve --val equal to --train: refused before any training (it trained and called it held out)."""
+    from napari_yeast_phenotypes.cli import main
+    from napari_yeast_phenotypes.core.network.crossval import learning_curve
+
+    train = _set(crops_for(8), [f"t{i}.tif" for i in range(8)])
+    with pytest.raises(InputError, match="validation crops are also training crops"):
+        learning_curve(train, train, per_class=(2,))
+    filled_set(tmp_path / "set")
+    folder = str(tmp_path / "set" / "train")
+    assert main(["learning-curve", "--train", folder, "--val", folder, "--epochs", "1", "--base-weights", "none"]) == 2
+    assert "also training crops" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ class 7: a curated set read without the lock
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")

@@ -108,6 +108,9 @@ def learning_curve(train_set: CropSet, val_set: CropSet, per_class=(5, 10, 20, 4
     """
     if val_set is None or len(val_set) == 0:
         raise InputError("a learning curve needs validation crops (a validation split, or --val)")
+    from .train_splits import check_held_out
+
+    check_held_out(train_set, val_set, "validation")  # a curve judged on crops it learnt from would flatter
     rng = np.random.default_rng(config.seed)
     order = {c: rng.permutation(np.flatnonzero(train_set.targets == c)) for c in range(len(train_set.class_names))}
     curve = []
