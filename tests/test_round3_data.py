@@ -204,6 +204,55 @@ def test_ordinary_small_cells_are_not_called_pixels():
     movie_stats(np.ones((1, 60, 60), np.float32), labels)
 
 
+@pytest.mark.parametrize("value", [3e38, -1e30, 2e6])
+def test_a_crop_with_absurdly_large_pixels_is_refused_naming_the_file(tmp_path, value):
+    """Finite but not data: 3e38 overflowed the first convolution and ended in "learning rate too high"."""
+    from napari_yeast_phenotypes.core.data.cropfolder import load_image_folder
+
+    for i in range(4):
+        (tmp_path / CLASS_NAMES[i % 2]).mkdir(exist_ok=True)
+        crop = np.random.default_rng(i).random((40, 40)).astype(np.float32)
+        if i == 2:
+            crop[3, 4] = value
+        tifffile.imwrite(tmp_path / CLASS_NAMES[i % 2] / f"c{i}.tif", crop)
+    with pytest.raises(InputError, match=r"NaN or infinite pixels: .*c2\.tif \(or absurdly large"):
+        load_image_folder(tmp_path)
+    cs = CuratedSet(tmp_path / "set")
+    crops = crops_for(2)
+    crops[1, 0, 5, 5] = value
+    with pytest.raises(InputError, match="absurdly large"):
+        cs.add(crops, rows_for(2))
+    assert len(CuratedSet(tmp_path / "set")) == 0
+
+
+@pytest.mark.parametrize("kind", ["planes", "complex", "bomb", "bool-ok"])
+def test_crop_files_that_are_not_one_plane_of_intensities(tmp_path, kind):
+    """A 2x40x40 stack (read as a 2x40 image), a complex crop (imaginary part dropped), a 20,000 x 20,000
+    zlib file of 600 KB (GBs once decoded): refused, the last from its header."""
+    from napari_yeast_phenotypes.core.data.cropfolder import load_image_folder
+
+    for i in range(4):
+        (tmp_path / CLASS_NAMES[i % 2]).mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / CLASS_NAMES[i % 2] / f"c{i}.tif",
+                         np.random.default_rng(i).random((40, 40)).astype(np.float32))
+    odd = tmp_path / CLASS_NAMES[0] / "odd.tif"
+    if kind == "planes":
+        tifffile.imwrite(odd, np.full((2, 40, 40), 0.5, np.float32))
+    elif kind == "complex":
+        tifffile.imwrite(odd, np.full((40, 40), 0.5 + 1j, np.complex64))
+    elif kind == "bomb":
+        tifffile.imwrite(odd, np.zeros((20000, 20000), np.uint8), compression="zlib")
+        assert odd.stat().st_size < 2_000_000
+    else:
+        tifffile.imwrite(odd, np.eye(40, dtype=bool))
+    if kind == "bool-ok":
+        assert len(load_image_folder(tmp_path)) == 5
+        return
+    words = {"planes": "2D single-channel", "complex": "complex", "bomb": "not a crop of one cell"}[kind]
+    with pytest.raises(InputError, match=words):
+        load_image_folder(tmp_path)
+
+
 # ------------------------------------------------------------------ validation that is not held out
 
 def _set(crops, names, tracks=None):

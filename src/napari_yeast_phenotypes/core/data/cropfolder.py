@@ -21,19 +21,43 @@ from .cropset import CropSet
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
+#: a crop file holding more pixels than this is not a crop of one cell (a whole field, or a decompression bomb:
+#: 684 KB of zlib that decode to 400 M pixels); refused from its header, before it is decoded
+MAX_CROP_PIXELS = 1 << 20
+
+
+def _check_pixels(shape, path: Path) -> None:
+    """Refuse a file of more than :data:`MAX_CROP_PIXELS` pixels (four values each: RGBA), from its shape."""
+    if int(np.prod(shape, dtype=np.float64)) > 4 * MAX_CROP_PIXELS:
+        raise InputError(f"{path} is an image of {'x'.join(map(str, shape))} pixels, not a crop of one cell (at most "
+                         f"{MAX_CROP_PIXELS:,} pixels); crop the cells of such an image with yeast-phenotypes curate")
+
+
 def _read_image(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tf:
+            if not tf.series:
+                raise InputError(f"{path} holds no image")
+            _check_pixels(tf.series[0].shape, path)
+            return tf.series[0].asarray()
     from PIL import Image
 
     with Image.open(path) as im:
+        _check_pixels((im.height, im.width, len(im.getbands())), path)
         return np.asarray(im)
 
 
 def _to_gray(arr: np.ndarray, path: Path) -> np.ndarray:
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+            or arr.dtype == np.bool_):
+        raise InputError(f"{path} holds {arr.dtype} pixels; a crop must be integer or float intensities (a complex "
+                         "image's imaginary part would be dropped)")
     arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[0] not in (3, 4) and arr.shape[-1] not in (3, 4):
+        raise InputError(f"{path}: expected a 2D single-channel crop, got shape {arr.shape} (planes, not colour "
+                         "channels); save one plane per crop")
     if arr.ndim == 3:
         # channel axis first (tifffile) or last (PIL); drop an alpha channel
         ch_axis = 0 if arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4) else -1

@@ -11,6 +11,11 @@ import numpy as np
 
 from ..errors import InputError
 
+#: crop pixels beyond this (in either sign) are not data: the package's crops are normalised to about 0 (background)
+#: to 1 (the movie's 99th percentile), integer crops from elsewhere likewise; a pixel of 3e38 overflows the first
+#: convolution and ends in "learning rate too high"
+CROP_VALUE_LIMIT = 1e6
+
 
 @dataclass
 class CropSet:
@@ -36,20 +41,22 @@ class CropSet:
         return len(self.targets)
 
     def check_finite(self, where: str = "the crops") -> None:
-        """Refuse crops holding NaN or infinity, naming their files.
+        """Refuse crops holding NaN, infinity or pixels beyond :data:`CROP_VALUE_LIMIT`, naming their files.
 
         Such a crop is not data: set to 0 it would be trained on as a blank cell of its class, and
         kept as it is it turns the loss NaN in the first batch that holds it, which reads as a
         learning rate too high.
         """
         flat = self.crops.reshape(len(self.crops), -1)
-        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1)) if flat.size else np.zeros(0, int)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~(np.abs(flat) <= CROP_VALUE_LIMIT).all(axis=1)) if flat.size else np.zeros(0, int)
         if bad.size:
             names = [str(self.paths[i]) if self.paths else f"#{i}" for i in bad[:5]]
             more = f" and {bad.size - 5} more" if bad.size > 5 else ""
             raise InputError(f"{bad.size} of the {len(self)} crops of {where} hold NaN or infinite pixels: "
-                             f"{', '.join(names)}{more}. A crop must be numbers only; take these out of the set "
-                             "(or make them again from their movie) before training")
+                             f"{', '.join(names)}{more} (or absurdly large ones, beyond +-{CROP_VALUE_LIMIT:g}; this "
+                             "package's crops run from about 0 to a few). A crop must be numbers of a fluorescence "
+                             "image; take these out of the set (or make them again from their movie) before training")
 
     def counts(self) -> dict[str, int]:
         return {c: int((self.targets == i).sum()) for i, c in enumerate(self.class_names)}

@@ -18,6 +18,7 @@ import pandas as pd
 from ....phenotypes import class_index
 from ...errors import InputError
 from ...files.atomic import atomic_write
+from ..cropset import CROP_VALUE_LIMIT
 from .history import Change
 from .manifest import (
     MANIFEST_COLUMNS,
@@ -63,12 +64,14 @@ def _check_crops(crops: np.ndarray, rows: pd.DataFrame, size: int) -> None:
     if crops.ndim not in (3, 4) or crops.shape[-2:] != (size, size) or (crops.ndim == 4 and crops.shape[1] != 1):
         raise InputError(f"crops of shape {crops.shape[1:]} cannot join a set of {size}x{size} crops; make them with "
                          "the set's crop settings")
-    bad = np.flatnonzero(~np.isfinite(crops.reshape(len(crops), -1)).all(axis=1))
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~(np.abs(crops.reshape(len(crops), -1)) <= CROP_VALUE_LIMIT).all(axis=1))
     if bad.size:
         r = rows.iloc[int(bad[0])]
         first = f"frame {r.get('frame', '?')} label {r.get('label', '?')}"
-        raise InputError(f"{bad.size} of the {len(crops)} crops hold NaN or infinite pixels (e.g. {first}); a crop "
-                         "must be numbers only, so none was added")
+        raise InputError(f"{bad.size} of the {len(crops)} crops hold NaN or infinite pixels (e.g. {first}; or "
+                         f"absurdly large ones, beyond +-{CROP_VALUE_LIMIT:g}); a crop must be numbers of a "
+                         "fluorescence image, so none was added")
 
 
 @dataclass
