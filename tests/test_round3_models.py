@@ -52,6 +52,25 @@ def cells_of(tracks: dict[int, list[int]], conf=0.9) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ track models that compute NaN
 
+@given(st.floats(0, 0.049), st.integers(0, 2**31 - 1))
+@settings(max_examples=40, deadline=None)
+def test_a_confusion_whose_rows_differ_by_a_hair_is_refused_and_an_informative_one_read(spread, seed):
+    """Rows 1e-9 apart turned every cell Senescent at confidence 0.13: any matrix whose rows are all
+    within 0.05 (total variation) is refused; one with a row that stands out is read."""
+    rng = np.random.default_rng(seed)
+    base = rng.dirichlet(np.ones(N))
+    m = np.array([base for _ in range(N)])
+    i, j = rng.choice(N, 2, replace=False)
+    m[0, i] += spread
+    m[0, j] -= spread
+    if m[0, j] < 0:
+        return
+    with pytest.raises(InputError, match="same row for every true class"):
+        TimelineSettings(confusion=m)
+    good = 0.9 * np.eye(N) + 0.1 / N
+    assert TimelineSettings(confusion=good).confusion is not None
+
+
 def test_a_floor_of_zero_with_a_degenerate_confusion_is_refused(tmp_path):
     confusion = np.zeros((N, N))
     confusion[:, 3] = 1.0  # every true class "called" Triple: the network's other calls have no class at all

@@ -33,6 +33,10 @@ from .hmm import _normalise_log, emissions, messages, transition_matrix
 MIN_EMISSION_FLOOR = 1e-12
 
 
+#: a confusion matrix whose rows are all closer than this (total variation) says nothing of the class
+MIN_CONFUSION_SPREAD = 0.05
+
+
 @dataclass(frozen=True)
 class TimelineSettings:
     """Transition rates (per frame) and emission model of the per-track model.
@@ -98,9 +102,12 @@ class TimelineSettings:
                     or (m < 0).any() or not np.allclose(m.sum(axis=1), 1.0, atol=1e-6):
                 raise InputError("timeline confusion must be a square matrix of probabilities whose rows "
                                  "sum to 1 (P(call | true class)), one row and column per class")
-            if float(np.ptp(m, axis=0).max()) < 1e-9:
-                raise InputError("timeline confusion has the same row for every true class: the network's call "
-                                 "would say nothing about the class, and every cell would get the class the "
+            # rows that differ by a hair (1e-9) said as little as equal ones: every cell became Senescent
+            apart = 0.5 * np.abs(m[:, None, :] - m[None, :, :]).sum(axis=2).max()
+            if float(apart) < MIN_CONFUSION_SPREAD:
+                raise InputError(f"timeline confusion has (almost) the same row for every true class (no two rows "
+                                 f"differ by {MIN_CONFUSION_SPREAD:g} or more in total variation): the network's "
+                                 "call would say nothing about the class, and every cell would get the class the "
                                  "transitions favour. Fit the track model again on labelled cells")
             # a tuple of tuples: the settings stay hashable and compare by value
             object.__setattr__(self, "confusion", tuple(tuple(float(v) for v in row) for row in m))
