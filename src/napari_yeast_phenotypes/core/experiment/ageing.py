@@ -74,6 +74,8 @@ def _movies_table(folder: Path) -> pd.DataFrame | None:
     """``movies.csv`` of a classify-many folder as written (neutralised cells restored), or None."""
     from ..files.tables import read_user_csv, restore_table
 
+    if (folder / "movies.csv").is_symlink():  # never read through a link
+        return None
     try:
         table = restore_table(read_user_csv(folder / "movies.csv", "the movies table"))
     except InputError:
