@@ -359,3 +359,14 @@ def test_class_names_of_classify_many_are_checked(tmp_path):
     code = main(["classify-many", str(tmp_path / "spec.csv"), "--model", str(tmp_path / "m.pt"), "--out",
                  str(tmp_path / "out"), "--class-names", "A,<b>B</b>"])
     assert code == 2
+
+
+def test_a_track_model_whose_names_and_matrix_disagree_says_which_is_which(tmp_path):
+    """7 class names and an 8x8 confusion matrix: the message counted 'the model' as the 7."""
+    path = save_track_model(tmp_path / "tm.json", TrackModelFit(TimelineSettings(), {}, CLASS_NAMES))
+    data = json.loads(path.read_text())
+    data["class_names"] = list(CLASS_NAMES[:-1])
+    data["timeline"]["confusion"] = (0.9 * np.eye(N) + 0.1 / N).tolist()
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=rf"tm\.json: its confusion matrix is for {N} classes but it names {N - 1}"):
+        load_track_model(path)

@@ -80,6 +80,10 @@ def read_track_model(path: str | os.PathLike, class_names=None) -> tuple[Timelin
                          "classified by this model")
     try:
         settings = TimelineSettings.from_dict(data.get("timeline"))
+        if settings.confusion is not None and len(settings.confusion) != len(names):
+            raise InputError(f"its confusion matrix is for {len(settings.confusion)} classes but it names "
+                             f"{len(names)} ({', '.join(names)}): the file was changed or made by another program; "
+                             "fit the track model again")
         settings.check_classes(len(names))
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
