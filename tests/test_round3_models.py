@@ -370,3 +370,17 @@ def test_a_track_model_whose_names_and_matrix_disagree_says_which_is_which(tmp_p
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match=rf"tm\.json: its confusion matrix is for {N} classes but it names {N - 1}"):
         load_track_model(path)
+
+
+@pytest.mark.parametrize("version, words", [(99, "newer napari-yeast-phenotypes"), ("1", "not a version number"),
+                                            (True, "not a version number")])
+def test_a_curated_set_from_a_newer_version_is_not_read(tmp_path, version, words):
+    from napari_yeast_phenotypes.core.data.curated import CuratedSet
+
+    CuratedSet(tmp_path / "set")
+    data = json.loads((tmp_path / "set" / "settings.json").read_text())
+    data["format_version"] = version
+    (tmp_path / "set" / "settings.json").write_text(json.dumps(data))
+    for open_set in (CuratedSet, CuratedSet.read):
+        with pytest.raises(InputError, match=words):
+            open_set(tmp_path / "set")

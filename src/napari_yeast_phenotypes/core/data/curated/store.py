@@ -27,6 +27,10 @@ from .writer import WriterMixin
 LOCK_FILE = ".curated.lock"
 
 
+#: the curated set format this version reads (``settings.json``'s ``format_version``; absent means 1)
+SETTINGS_VERSION = 1
+
+
 class CuratedSet(ManifestMixin, WriterMixin, HistoryMixin):
     """A curated crop set in a folder (see the module docstring for the layout and the guarantees).
 
@@ -106,6 +110,13 @@ class CuratedSet(ManifestMixin, WriterMixin, HistoryMixin):
             raise InputError(f"{settings_file} is not valid ({exc}); restore it from a backup") from exc
         except OSError as exc:
             raise InputError(f"cannot read {settings_file} ({exc.strerror})") from exc
+        version = saved.get("format_version", 1)  # this version writes none: a set of format 1
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise InputError(f"{settings_file}: its format_version is {version!r}, not a version number; the file "
+                             "was changed or made by another program")
+        if version > SETTINGS_VERSION:
+            raise InputError(f"{settings_file} was written by a newer napari-yeast-phenotypes (curated set format "
+                             f"{version}; this version reads up to {SETTINGS_VERSION}); update the package")
         stored = CropSettings.from_dict(saved.get("crop_settings"))
         if crop_settings is not None and crop_settings != stored:
             raise InputError(
