@@ -141,6 +141,8 @@ def track_models(draw):
         rows[:, draw(st.integers(0, n - 1))] = 0.0  # a call no class makes
         rows[np.arange(n), np.arange(n)] += 1e-3
         confusion = rows / rows.sum(axis=1, keepdims=True)
+        if 0.5 * np.abs(confusion[:, None] - confusion[None]).sum(axis=2).max() < 0.05:
+            confusion = (confusion + np.eye(n)) / 2  # rows that say nothing are refused (tested above)
     return n, TimelineSettings(sw, se, floor, temperature, None if confusion is None else tuple(map(tuple, confusion)),
                                draw(st.booleans()))
 
@@ -384,3 +386,22 @@ def test_a_curated_set_from_a_newer_version_is_not_read(tmp_path, version, words
     for open_set in (CuratedSet, CuratedSet.read):
         with pytest.raises(InputError, match=words):
             open_set(tmp_path / "set")
+
+
+def test_a_fit_whose_calls_say_nothing_of_the_class_uses_no_confusion_matrix():
+    """Every labelled cell called the same class (a random network): the fit does not fail on the refused
+    matrix, it leaves the matrix out and says so."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(4 * N):
+        true = CLASS_NAMES[t % N]
+        for f in range(400):
+            p = np.full(N, 0.02)
+            p[2] = 1 - 0.02 * (N - 1)  # always Cytoplasm, whatever the cell is
+            rows.append({"track_id": t + 1, "frame": f, "label": t + 1, "truth": true,
+                         **{f"p_{c}": v for c, v in zip(CLASS_NAMES, p)}})
+    cells = pd.DataFrame(rows)
+    labels = cells[["frame", "label"]].assign(phenotype=cells["truth"])
+    fit = fit_track_model(cells.drop(columns="truth"), labels, seed=int(rng.integers(100)))
+    assert fit.settings.confusion is None
+    assert any("no confusion matrix was used" in n for n in fit.report["notes"])

@@ -205,11 +205,15 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
     counts = count_transitions(fit_codes, fit_cells["frame"].to_numpy(), fit_bounds, sink)
     live = counts["stay"] + counts["switch"] + counts["senesce"]
     sw, se = rates_from_counts(counts["switch"], counts["senesce"], live, base)
-    fitted = replace(base, switch_rate=sw, senescence_rate=se, temperature=temperature,
-                     confusion=tuple(map(tuple, confusion)), smooth=True)
+    no_confusion = replace(base, switch_rate=sw, senescence_rate=se, temperature=temperature, confusion=None,
+                           smooth=True)
+    try:
+        fitted = replace(no_confusion, confusion=tuple(map(tuple, confusion)))
+    except InputError:  # the network's calls say (almost) nothing of the class: no confusion matrix to use
+        fitted = None
     candidates = {
-        "fitted": fitted,
-        "fitted rates and temperature, no confusion matrix": replace(fitted, confusion=None),
+        **({"fitted": fitted} if fitted is not None else {}),
+        "fitted rates and temperature, no confusion matrix": no_confusion,
         "unfitted defaults": base,
         # the network's own calls: no confusion matrix, so phenotype == the top class at every frame
         "no smoothing": replace(base, temperature=temperature, confusion=None, smooth=False),
@@ -219,7 +223,9 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
     allowed = [name for name in candidates if _not_lower(on_fit[name])]
     first_choice = chosen = max(allowed, key=lambda name: _objective(on_fit[name]))
     on_val = evaluate_tracks(val_cells, val_codes, candidates[chosen], names, absorbing)
-    notes = []
+    notes = [] if fitted is not None else [
+        ("the network's calls on the labelled cells were (almost) the same whatever the class, so no confusion "
+         "matrix was used (it would have said nothing of the class)")]
     decision = {"first_choice": first_choice, "fell_back": False}
     if not _not_lower(on_val):
         # fall back: to the fitted model if it does not lower agreement on either set of tracks, else to raw calls
@@ -252,7 +258,7 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
         "annotated_cell_frames": int((codes >= 0).sum()),
         "transitions_seen": counts,
         "temperature": temperature,
-        "fitted": fitted.to_dict(),
+        "fitted": (fitted or no_confusion).to_dict(),
         "candidates_on_fit_tracks": on_fit,
         "chosen": chosen,
         "validation": on_val,
