@@ -82,9 +82,10 @@ def _open_lock_file(path: Path) -> int:
     through, a FIFO or a device could not be truncated."""
     import stat
 
-    nofollow, nonblock = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_NONBLOCK", 0)
+    from .inside import _NOFOLLOW, _NONBLOCK
+
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | nofollow | nonblock, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o666)
     except OSError as exc:
         if path.is_symlink():
             raise InputError(f"the lock file {path} is a symbolic link; nothing is written through a link: "
@@ -97,7 +98,7 @@ def _open_lock_file(path: Path) -> int:
         os.close(fd)
         raise InputError(f"the lock file {path} is not a regular file (a FIFO or a device?); remove it (no run "
                          "of this package makes one) and run again")
-    if nonblock:
+    if _NONBLOCK:
         os.set_blocking(fd, True)
     return fd
 

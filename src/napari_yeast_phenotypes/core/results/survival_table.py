@@ -175,9 +175,9 @@ def time_to_senescence(tracks: pd.DataFrame, by=None, frame_interval: float = 1.
     out["excluded"] = reason
     out["senescent_at_entry"] = reason == AT_ENTRY
     end = np.where(event, sen, last)
-    with np.errstate(over="ignore", invalid="ignore"):
-        out["time"] = np.where(followed | (reason == AT_ENTRY), (end - first) * float(frame_interval), np.nan)
     timed = followed | (reason == AT_ENTRY)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out["time"] = np.where(timed, (end - first) * float(frame_interval), np.nan)
     if (timed & ~np.isfinite(out["time"].to_numpy(dtype=float))).any():
         longest = float(np.nanmax(np.where(timed, end - first, np.nan)))
         raise InputError(f"times do not fit a number: {longest:g} frames x a frame interval of {frame_interval:g} "
