@@ -19,7 +19,8 @@ One module per section in ``benchmarks/sections/`` (what each figure means: benc
 - ``cores``: the network alone and the movie end to end on 1, 2 and all CPUs;
 - ``startup``: how long ``classify`` takes to reach its first frames in a fresh process;
 - ``output``: what writing the result of a 40,000 cell-frame movie costs, against its run;
-- ``finetune``: one fine-tune of ~100 crops x 3 epochs through the training job;
+- ``finetune``: one fine-tune of ~100 crops x 3 epochs through the training job, with the defaults (small data:
+  200 steps) and as asked (3 epochs);
 - ``cuda`` (``--device cuda`` only): the network alone per precision and layout on the GPU, and the
   40,000 cell-frame movie end to end, with their ratio.
 
@@ -247,11 +248,15 @@ def print_summary(res: dict) -> None:
             + (f" = {o['percent_of_run']:.1f}% of its run at {o['end_to_end_crops_per_s']:.0f} cell-frames/s "
                f"({o['percent_of_run_without_imports']:.1f}% with the imports done during the run)"
                if "percent_of_run" in o else ""))
-    if "finetune" in res:
-        f = res["finetune"]
-        add(f"fine-tune of {sum(f['train_crops'].values())} crops x {f['epochs']} epochs through the training job: "
-            f"{f['seconds']:.1f} s ({f['torch_threads']} threads; imports before it {f['imports_s']:.1f} s); CPU s by "
-            "part: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(f["cpu_s_by_part"].items(), key=lambda x: -x[1])))
+    for key in ("finetune", "finetune_as_asked"):
+        if key not in res:
+            continue
+        f = res[key]
+        add(f"fine-tune of {sum(f['train_crops'].values())} crops, {f['epochs']} epochs asked, small_data="
+            f"{f.get('small_data', 'auto')} ({f.get('steps', '?')} optimiser steps, "
+            f"{f.get('epochs_judged', '?')} epochs judged) through the training job: {f['seconds']:.1f} s "
+            f"({f['torch_threads']} threads; imports before it {f['imports_s']:.1f} s); CPU s by part: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(f["cpu_s_by_part"].items(), key=lambda x: -x[1])))
     if "cuda" in res:
         g = res["cuda"]
         add(f"GPU: {g['gpu']}, CUDA {g['cuda']}, {g['gpu_memory_gb']:.0f} GB")

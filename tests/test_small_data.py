@@ -43,7 +43,10 @@ def test_steps_rather_than_epochs_make_the_batch_size_not_change_the_training_le
     cfg = TrainConfig(epochs=10, min_steps=200)
     for bs in (16, 64):
         _, per_epoch, total = schedule_length(294, TrainConfig(**{**cfg.to_dict(), "batch_size": bs}))
-        assert total == 200 and per_epoch == 294 // bs
+        # the epochs stay 10 (each judged once), each lengthened to 20 steps (more than one pass of 294 crops)
+        assert total == 200 and per_epoch == 20 > 294 // bs
+    # a run that min_steps does not lengthen: one pass of the crops per epoch, as before
+    assert schedule_length(294, TrainConfig(epochs=10, batch_size=16, min_steps=100))[1:] == (294 // 16, 294 // 16 * 10)
     # without a minimum, epochs: batch 64 on 294 crops gets a quarter of the steps of batch 16
     assert schedule_length(294, TrainConfig(batch_size=64))[2] * 4 < schedule_length(294, TrainConfig(batch_size=16))[2]
 
@@ -56,6 +59,12 @@ def test_balanced_batches_draw_every_class_alike():
     assert np.allclose(share, 1 / 3, atol=0.02)
     shuffled = torch.cat(epoch_batches(targets, 16, len(targets) // 16, "shuffle", gen)).numpy()
     assert len(set(shuffled)) == len(shuffled)  # each crop at most once per epoch
+    # an epoch lengthened beyond one pass: every batch full, and each pass a permutation of its own
+    long = epoch_batches(targets, 16, 40, "shuffle", gen)
+    assert len(long) == 40 and all(len(b) == 16 for b in long)
+    drawn = torch.cat(long).numpy()
+    n = len(targets)
+    assert sorted(drawn[:n]) == list(range(n)) and sorted(drawn[n:2 * n]) == list(range(n))
 
 
 def small_set(n_tracks=12, per_track=4, seed=0, prefix="t"):
@@ -118,7 +127,8 @@ def test_small_data_is_adapted_and_said_in_the_record(tmp_path, monkeypatch, cap
     assert meta["training"]["small_data"] == "auto" and meta["training"]["min_steps"] == 0  # as asked
     eff = meta["effective_training"]  # as trained
     assert (eff["min_steps"], eff["sampling"], eff["stop_folds"]) == (9, "balanced", 0)  # a validation set: no folds
-    assert meta["steps"] == 9 and meta["history"][-1]["steps_done"] == 9 and len(meta["history"]) == 3
+    # 9 steps in the one epoch asked for (lengthened from 3 steps), judged once
+    assert meta["steps"] == 9 and meta["history"][-1]["steps_done"] == 9 and len(meta["history"]) == 1
     assert any(n.startswith("small data (under 50 labelled crops") for n in meta["train_notes"])
     capsys.readouterr()
     assert main(["info", str(tmp_path / "m.pt")]) == 0

@@ -605,7 +605,8 @@ def _common_model_args(p):
                         f"validation set without --test, for honest final figures (default {d.holdout})")
     p.add_argument("--no-calibrate", action="store_true", help="no temperature scaling of the probabilities")
     p.add_argument("--min-steps", type=_whole(0), default=d.min_steps,
-                   help="at least this many optimiser steps, whatever the batch size (epochs raised to reach them)")
+                   help="at least this many optimiser steps, whatever the batch size (each epoch lengthened to "
+                        "reach them)")
     p.add_argument("--sampling", choices=SAMPLING, default=d.sampling,
                    help="shuffle: each crop once per epoch; balanced: every class equally likely in each batch")
     p.add_argument("--class-prior", choices=CLASS_PRIORS, default=d.class_prior,

@@ -317,7 +317,8 @@ class TrainConfig:
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     min_steps
-        At least this many optimiser steps (the epochs are raised to reach them; 0: ``epochs`` as given).
+        At least this many optimiser steps (each epoch is lengthened to reach them, their number stays; 0:
+        ``epochs`` as given).
     sampling
         ``shuffle`` (each crop once per epoch) or ``balanced`` (each batch drawn with every class equally
         likely, with replacement; the loss then weighs every crop the same).
@@ -446,7 +447,7 @@ def adapt_to_data(config: TrainConfig, counts: dict, has_validation: bool) -> tu
     adapted = replace(config, min_steps=max(config.min_steps, SMALL_DATA_MIN_STEPS), sampling="balanced",
                       class_weighting="none", class_prior="labels",
                       stop_folds=config.stop_folds or (0 if has_validation else SMALL_DATA_FOLDS))
-    how = [f"at least {adapted.min_steps} optimiser steps whatever the batch size (epochs raised as needed)",
+    how = [f"at least {adapted.min_steps} optimiser steps whatever the batch size (epochs lengthened as needed)",
            "class-balanced batches, the calls then weighted by how often each class is among the labels"]
     if adapted.stop_folds:
         how.append(f"the number of steps chosen on {adapted.stop_folds} folds of whole tracks of the training crops, "
