@@ -3,6 +3,7 @@ worker processes, always the same as frame by frame with Tracker.update and extr
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from napari_yeast_phenotypes.core.config import ClassifyConfig
-from napari_yeast_phenotypes.core.data.chunks import PreparedChunks, measure_chunk
+from napari_yeast_phenotypes.core.data.chunks import PreparedChunks, iter_chunks, measure_chunk
 from napari_yeast_phenotypes.core.data.crops import CropSettings, extract_crops, movie_stats
 from napari_yeast_phenotypes.core.data.simulate import simulate_movie
 from napari_yeast_phenotypes.core.data.tracking import Tracker
@@ -52,8 +53,9 @@ def frame_by_frame(image, labels, relink, settings, stats):
 def made(image, labels, relink, settings, stats, chunk_frames, workers):
     with PreparedChunks(image, labels, chunk_frames, settings, stats, Tracker(relink=relink), workers) as chunks:
         got = list(chunks)
-    assert [c.frames for c in got] == [range(a, min(a + chunk_frames, len(labels)))
-                                       for a in range(0, len(labels), chunk_frames)]
+    # one frame first (its calls come at once), then chunk_frames at a time
+    starts = [0, *range(1, len(labels), chunk_frames)]
+    assert [c.frames for c in got] == [range(a, b) for a, b in zip(starts, starts[1:] + [len(labels)])]
     return (pd.concat([t for c in got for t in c.tables], ignore_index=True),
             np.concatenate([x() if callable(x) else x for c in got for x in c.crops]))  # 0 workers: when asked
 
@@ -70,6 +72,32 @@ def test_chunks_equal_frame_by_frame(movie, relink, chunk_frames, workers):
     assert np.array_equal(crops, ref_crops)  # the same function on the same pixels: bit for bit
     if relink:
         assert table["track_id"].max() < table["label"].min()  # ids renumbered along the tracks
+
+
+def test_the_first_chunk_is_one_frame_then_chunk_frames_at_a_time():
+    assert list(iter_chunks(10, 4)) == [range(0, 1), range(1, 5), range(5, 9), range(9, 10)]
+    assert list(iter_chunks(1, 8)) == [range(0, 1)] and list(iter_chunks(0, 8)) == []
+    assert list(iter_chunks(3, 1)) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert list(iter_chunks(5, 2, first=3)) == [range(0, 2), range(2, 4), range(4, 5)]  # never above chunk_frames
+
+
+def test_the_first_frame_is_classified_before_the_first_chunk_of_frames(movie, clf):
+    """The progress moves after the first frame (not after chunk_frames of them), and the calls are those of a
+    classification whose chunks are all of one frame: the network saw the same batches."""
+    image, labels = movie
+    config = ClassifyConfig(relink="yes", chunk_frames=4, batch_size=16, precision="fp32", device="cpu")
+    gen = classify_iter(image, labels, clf, config)
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            table = stop.value
+            break
+    n = len(labels)
+    assert steps[:3] == [(0, n), (1, n), (min(5, n), n)] and steps[-1] == (n, n)
+    one = run_to_end(classify_iter(image, labels, clf, dataclasses.replace(config, chunk_frames=1)))
+    pd.testing.assert_frame_equal(table, one, check_exact=True)
 
 
 def test_a_chunk_is_made_apart_from_the_others(movie):

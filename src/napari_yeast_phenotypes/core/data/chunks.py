@@ -57,10 +57,19 @@ class Chunk:
     no_data: list[tuple[int, int]] = field(default_factory=list)
 
 
-def iter_chunks(n_frames: int, chunk_frames: int) -> Iterator[range]:
-    """Consecutive ranges of at most ``chunk_frames`` frames covering ``0..n_frames-1``."""
-    for a in range(0, n_frames, chunk_frames):
-        yield range(a, min(n_frames, a + chunk_frames))
+def iter_chunks(n_frames: int, chunk_frames: int, first: int = 1) -> Iterator[range]:
+    """Consecutive ranges covering ``0..n_frames-1``: ``first`` frame(s), then at most ``chunk_frames`` at a time.
+
+    The first chunk is one frame so that the first frame is classified, and the progress bar moves, as soon as
+    the model is ready: a whole first chunk of 8 frames of 134 cells took 6.7 s on 2 cores before anything was
+    said. The network sees the same batches whatever the chunks (the stream keeps them full), so the calls do
+    not change.
+    """
+    a = 0
+    while a < n_frames:
+        b = min(n_frames, a + (max(1, min(first, chunk_frames)) if a == 0 else chunk_frames))
+        yield range(a, b)
+        a = b
 
 
 def measure_chunk(image: np.ndarray, labels: np.ndarray, start: int, settings: CropSettings, stats,
