@@ -3,7 +3,8 @@
 The child runs the command line itself (``cli.main``) on a movie on disk with a random checkpoint, its
 progress bar replaced by one that notes the times since the process started (read from ``/proc``):
 ``ready`` (imports done, model loaded, movie opened, its statistics made: the pipeline about to read
-frame 0), ``first_chunk`` (the first chunk classified: the first frame alone, ``core/data/chunks.py``) and
+frame 0), ``first_chunk`` (the first chunk done: the first frame alone, ``core/data/chunks.py``; its crops made and
+its full batches classified) and
 ``end`` (result folder written).
 ``cold``: an empty package cache (the first-batch check of the inference copy runs); ``warm``: the same
 command again (the check remembered: ``core/network/inference_memo.py``), best of a few. ``imports``: a

@@ -62,8 +62,8 @@ def classify_iter(image, labels, clf: Classifier, config: ClassifyConfig | None 
     ``config`` (:class:`~napari_yeast_phenotypes.core.config.ClassifyConfig`) says how: its
     ``batch_size`` is the network's batch (by default the device's: 128 on CPUs, measured best or
     within noise of it in fp32 and bf16, ``benchmarks/run.py`` prints the sweep); ``chunk_frames``
-    frames are read at a time after the first frame, which comes alone so that its progress is said at
-    once (fewer when frames are huge: at most :data:`CHUNK_PIXELS` pixels), so
+    frames are read at a time after the first frame, which is read alone so that the progress moves
+    at once (fewer when frames are huge: at most :data:`CHUNK_PIXELS` pixels), so
     memory does not grow with the movie's length, and crops are made :data:`CROP_CELLS` cells at a
     time, so it does not grow with a frame's number of cells either; ``crop_workers`` say what makes
     the cell tables and crops of the next chunks while the network runs
