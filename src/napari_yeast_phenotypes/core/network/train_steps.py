@@ -203,7 +203,8 @@ def schedule_length(n: int, config: TrainConfig) -> tuple[int, int, int]:
     Where ``min_steps`` lengthens the run, each epoch is lengthened (not their number raised): the run keeps
     ``epochs`` epochs, each judged once. 200 steps on 100 crops in batches of 64 used to be 200 one-step
     epochs, each judged on the validation crops and its weights checked: 40% of a fine-tune's time on 2
-    cores (benchmarks/README.md), and the best of 200 noisy judgements chosen rather than of 10.
+    cores (docs/benchmarks.md), and the best epoch chosen among 200 noisy judgements rather than among
+    the epochs asked.
     """
     bs = min(config.batch_size, n)
     per_pass = max(1, n // bs)
