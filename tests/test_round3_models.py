@@ -20,8 +20,10 @@ from napari_yeast_phenotypes.core.config import class_name_problem, parse_class_
 from napari_yeast_phenotypes.core.errors import InputError
 from napari_yeast_phenotypes.core.files.jsonfile import MAX_DEPTH, loads_json
 from napari_yeast_phenotypes.core.track.timeline import (
+    MIN_CONFUSION_SPREAD,
     TimelineSettings,
     add_timeline,
+    confusion_spread,
     smooth_track,
     smooth_track_posterior,
 )
@@ -141,7 +143,7 @@ def track_models(draw):
         rows[:, draw(st.integers(0, n - 1))] = 0.0  # a call no class makes
         rows[np.arange(n), np.arange(n)] += 1e-3
         confusion = rows / rows.sum(axis=1, keepdims=True)
-        if 0.5 * np.abs(confusion[:, None] - confusion[None]).sum(axis=2).max() < 0.05:
+        if confusion_spread(confusion) < MIN_CONFUSION_SPREAD:
             confusion = (confusion + np.eye(n)) / 2  # rows that say nothing are refused (tested above)
     return n, TimelineSettings(sw, se, floor, temperature, None if confusion is None else tuple(map(tuple, confusion)),
                                draw(st.booleans()))

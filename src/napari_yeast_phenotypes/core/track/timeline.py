@@ -37,6 +37,13 @@ MIN_EMISSION_FLOOR = 1e-12
 MIN_CONFUSION_SPREAD = 0.05
 
 
+def confusion_spread(confusion) -> float:
+    """How much a confusion matrix's call says of the class: the largest total-variation distance between
+    two of its rows (0: every class is called alike; below :data:`MIN_CONFUSION_SPREAD` it is refused)."""
+    m = np.asarray(confusion, dtype=np.float64)
+    return float(0.5 * np.abs(m[:, None, :] - m[None, :, :]).sum(axis=2).max())
+
+
 @dataclass(frozen=True)
 class TimelineSettings:
     """Transition rates (per frame) and emission model of the per-track model.
@@ -103,8 +110,7 @@ class TimelineSettings:
                 raise InputError("timeline confusion must be a square matrix of probabilities whose rows "
                                  "sum to 1 (P(call | true class)), one row and column per class")
             # rows that differ by a hair (1e-9) said as little as equal ones: every cell became Senescent
-            apart = 0.5 * np.abs(m[:, None, :] - m[None, :, :]).sum(axis=2).max()
-            if float(apart) < MIN_CONFUSION_SPREAD:
+            if confusion_spread(m) < MIN_CONFUSION_SPREAD:
                 raise InputError(f"timeline confusion has (almost) the same row for every true class (no two rows "
                                  f"differ by {MIN_CONFUSION_SPREAD:g} or more in total variation): the network's "
                                  "call would say nothing about the class, and every cell would get the class the "

@@ -38,7 +38,7 @@ import pandas as pd
 from ...phenotypes import CLASS_NAMES
 from ..errors import InputError
 from ..results.schema import prob_columns
-from .timeline import TimelineSettings, check_probabilities, smooth_track
+from .timeline import MIN_CONFUSION_SPREAD, TimelineSettings, check_probabilities, confusion_spread, smooth_track
 from .track_estimates import (
     _check_label_sequences,
     _sorted_tracks,
@@ -207,10 +207,9 @@ def fit_track_model(cells: pd.DataFrame, truth: pd.DataFrame, class_names=CLASS_
     sw, se = rates_from_counts(counts["switch"], counts["senesce"], live, base)
     no_confusion = replace(base, switch_rate=sw, senescence_rate=se, temperature=temperature, confusion=None,
                            smooth=True)
-    try:
-        fitted = replace(no_confusion, confusion=tuple(map(tuple, confusion)))
-    except InputError:  # the network's calls say (almost) nothing of the class: no confusion matrix to use
-        fitted = None
+    # where the network's calls say (almost) nothing of the class there is no confusion matrix to use
+    fitted = (replace(no_confusion, confusion=tuple(map(tuple, confusion)))
+              if confusion_spread(confusion) >= MIN_CONFUSION_SPREAD else None)
     candidates = {
         **({"fitted": fitted} if fitted is not None else {}),
         "fitted rates and temperature, no confusion matrix": no_confusion,
