@@ -81,19 +81,13 @@ def test_the_first_chunk_is_one_frame_then_chunk_frames_at_a_time():
     assert list(iter_chunks(5, 2, first=3)) == [range(0, 2), range(2, 4), range(4, 5)]  # never above chunk_frames
 
 
-def test_the_first_frame_is_classified_before_the_first_chunk_of_frames(movie, clf):
+def test_the_progress_moves_after_the_first_frame_not_the_first_chunk_of_frames(movie, clf):
     """The progress moves after the first frame (not after chunk_frames of them), and the calls are those of a
     classification whose chunks are all of one frame: the network saw the same batches."""
     image, labels = movie
     config = ClassifyConfig(relink="yes", chunk_frames=4, batch_size=16, precision="fp32", device="cpu")
-    gen = classify_iter(image, labels, clf, config)
     steps = []
-    while True:
-        try:
-            steps.append(next(gen))
-        except StopIteration as stop:
-            table = stop.value
-            break
+    table = run_to_end(classify_iter(image, labels, clf, config), lambda done, total: steps.append((done, total)))
     n = len(labels)
     assert steps[:3] == [(0, n), (1, n), (min(5, n), n)] and steps[-1] == (n, n)
     one = run_to_end(classify_iter(image, labels, clf, dataclasses.replace(config, chunk_frames=1)))
